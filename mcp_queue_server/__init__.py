@@ -1,0 +1,65 @@
+"""mcp-queue-server: a durable task queue on Redis Streams for LLM agents.
+
+The core (:class:`TaskQueue`) imports nothing from ``mcp``; the MCP server lives in
+:mod:`mcp_queue_server.server`.
+"""
+
+from mcp_queue_server.errors import (
+    ConflictingRequest,
+    InvalidInput,
+    InvalidState,
+    NotLeaseHolder,
+    QueueError,
+    QueueUnavailable,
+    TaskNotFound,
+)
+from mcp_queue_server.models import (
+    AckResult,
+    ConsumerInfo,
+    DeadLetterPage,
+    DeadTask,
+    EnqueueResult,
+    FailResult,
+    FanoutProgress,
+    FanoutResult,
+    FanoutState,
+    NewTask,
+    QueueStats,
+    RecoveryReport,
+    StreamStats,
+    Task,
+    TaskInfo,
+    TaskStatus,
+)
+from mcp_queue_server.queue import RedisStreamQueue, TaskQueue
+from mcp_queue_server.settings import Role, Settings
+
+__all__ = [
+    "AckResult",
+    "ConflictingRequest",
+    "ConsumerInfo",
+    "DeadLetterPage",
+    "DeadTask",
+    "EnqueueResult",
+    "FailResult",
+    "FanoutProgress",
+    "FanoutResult",
+    "FanoutState",
+    "InvalidInput",
+    "InvalidState",
+    "NewTask",
+    "NotLeaseHolder",
+    "QueueError",
+    "QueueStats",
+    "QueueUnavailable",
+    "RecoveryReport",
+    "RedisStreamQueue",
+    "Role",
+    "Settings",
+    "StreamStats",
+    "Task",
+    "TaskInfo",
+    "TaskNotFound",
+    "TaskQueue",
+    "TaskStatus",
+]

@@ -1,0 +1,165 @@
+-- Shared helpers, prepended to every script by scripts.py (not a script itself).
+--
+-- Every script receives the same six KEYS of one queue (all share one hash tag):
+--   KEYS[1] high stream   KEYS[2] low stream   KEYS[3] delayed zset
+--   KEYS[4] leases zset   KEYS[5] dlq stream   KEYS[6] stats hash
+-- and ARGV[1] = key base "<prefix>:{<queue>}:", ARGV[2] = group, ARGV[3] = consumer,
+-- ARGV[4] = now (ms, the caller's clock). Per-task keys are derived from the base
+-- (same hash tag, so same slot). Task states: queued delayed working
+-- waiting_children completed failed.
+
+local K = KEYS
+local base, group, consumer, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+
+-- Return codes shared by all scripts (mapped to errors in scripts.py).
+local OK, DUPLICATE, ALREADY = 1, 2, 3
+local NOT_FOUND, NOT_HOLDER, BAD_STATE, CONFLICT = -1, -2, -3, -4
+
+local function tkey(id) return base .. 't:' .. id end
+local function ckey(id) return base .. 'ck:' .. id end
+local function stream_key(which) if which == 'high' then return K[1] end return K[2] end
+
+local function ensure_groups()
+  for i = 1, 2 do
+    if redis.call('EXISTS', K[i]) == 0 then
+      redis.call('XGROUP', 'CREATE', K[i], group, '0', 'MKSTREAM')
+    end
+  end
+end
+
+-- Put a task (hash already written) at the tail of its stream, ready for delivery.
+local function push(id, tk)
+  local entry = redis.call('XADD', stream_key(redis.call('HGET', tk, 'stream')), '*', 'id', id)
+  redis.call('HSET', tk, 'state', 'queued', 'entry', entry, 'enqueued_at', now)
+  return entry
+end
+
+-- Take the task's entry out of its stream and its lease out of the index.
+local function unlink(id, tk)
+  local f = redis.call('HMGET', tk, 'stream', 'entry')
+  if f[2] then
+    local s = stream_key(f[1])
+    redis.call('XACK', s, group, f[2])
+    redis.call('XDEL', s, f[2])
+  end
+  redis.call('ZREM', K[4], id)
+  redis.call('HDEL', tk, 'entry', 'consumer', 'lease_until')
+end
+
+-- Enqueue the continuation of a finished fanout, exactly once (guarded by SREM in child_finished).
+local function enqueue_continuation(fk, parent)
+  local c = redis.call('HMGET', fk, 'cont_id', 'cont_type', 'cont_payload', 'cont_stream', 'cont_max', 'data',
+    'cont_priority')
+  if not c[1] or redis.call('EXISTS', tkey(c[1])) == 1 then return end
+  local rk = base .. 'fr:' .. parent
+  local parts = {}
+  local flat = redis.call('HGETALL', rk)
+  for i = 1, #flat, 2 do parts[#parts + 1] = cjson.encode(flat[i]) .. ':' .. flat[i + 1] end
+  local fan = '{"parent_task_id":' .. cjson.encode(parent) .. ',"results":{' .. table.concat(parts, ',') ..
+    '},"parent_task_data":' .. (c[6] or 'null') .. '}'
+  local payload = c[3]
+  if payload == '{}' then payload = '{"fanout":' .. fan .. '}'
+  else payload = '{"fanout":' .. fan .. ',' .. string.sub(payload, 2) end
+  local tk = tkey(c[1])
+  redis.call('HSET', tk, 'type', c[2], 'priority', c[7], 'payload', payload, 'stream', c[4], 'attempt', 0,
+    'max_attempts', c[5], 'created_at', now, 'source_parent', parent)
+  push(c[1], tk)
+  redis.call('HINCRBY', K[6], 'enqueued', 1)
+end
+
+-- Record that a fanout child finished (ok = true) or was dead-lettered (ok = false).
+-- Returns {parent, completed, failed, total, done, finished_now}. SREM on the pending
+-- set makes a second report of the same child a no-op, so the parent finishes once.
+local function child_finished(parent, child, result, ok)
+  local fk = base .. 'fo:' .. parent
+  local first = redis.call('SREM', base .. 'fp:' .. parent, child) == 1
+  local finished_now = 0
+  if first then
+    if ok then
+      redis.call('HINCRBY', fk, 'completed', 1)
+    else
+      redis.call('HINCRBY', fk, 'failed', 1)
+    end
+    redis.call('HSET', base .. 'fr:' .. parent, child, result)
+    local pk = tkey(parent)
+    local pstate = redis.call('HGET', pk, 'state')
+    if not ok and redis.call('HGET', fk, 'policy') == 'fail' and pstate == 'waiting_children' then
+      redis.call('HSET', fk, 'done', 1, 'failed_child', child)
+      redis.call('HSET', pk, 'state', 'failed', 'error', 'child ' .. child .. ' was dead-lettered',
+        'finished_at', now)
+      finished_now = 1
+    elseif redis.call('SCARD', base .. 'fp:' .. parent) == 0 and pstate == 'waiting_children' then
+      redis.call('HSET', fk, 'done', 1)
+      redis.call('HSET', pk, 'state', 'completed', 'finished_at', now)
+      redis.call('HINCRBY', K[6], 'completed', 1)
+      enqueue_continuation(fk, parent)
+      finished_now = 1
+    end
+  end
+  local f = redis.call('HMGET', fk, 'completed', 'failed', 'total', 'done')
+  return {parent, tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), finished_now}
+end
+
+-- Move a task to the dead-letter stream. Returns the fanout report or false.
+local function dead_letter(id, tk, err)
+  local src = redis.call('HGET', tk, 'stream')
+  unlink(id, tk)
+  local dentry = redis.call('XADD', K[5], '*', 'id', id)
+  redis.call('HSET', tk, 'state', 'failed', 'error', err, 'dead_at', now, 'dlq_entry', dentry,
+    'source_stream', src)
+  redis.call('HINCRBY', K[6], 'dead_lettered', 1)
+  local parent = redis.call('HGET', tk, 'parent')
+  if parent then
+    return child_finished(parent, id, cjson.encode({error = err}), false)
+  end
+  return false
+end
+
+-- Renew the caller's lease; XCLAIM JUSTID also resets the entry's idle time (XPENDING)
+-- without counting a delivery.
+local function renew(id, tk, lease_until)
+  local f = redis.call('HMGET', tk, 'stream', 'entry')
+  redis.call('HSET', tk, 'lease_until', lease_until)
+  redis.call('ZADD', K[4], lease_until, id)
+  redis.call('XCLAIM', stream_key(f[1]), group, consumer, 0, f[2], 'JUSTID')
+end
+
+-- Requeue a task at the tail of its stream (lease, holder and old entry dropped).
+local function requeue(id, tk)
+  unlink(id, tk)
+  push(id, tk)
+end
+
+-- Why the caller may not act on a task: nil when it holds the lease.
+local function not_held(tk)
+  local f = redis.call('HMGET', tk, 'state', 'consumer', 'lease_until')
+  if not f[1] then return {NOT_FOUND} end
+  if f[1] == 'working' then
+    if f[2] == consumer then return nil end
+    return {NOT_HOLDER, f[1], f[2] or '', f[3] or ''}
+  end
+  if f[1] == 'completed' then return {ALREADY, f[1]} end
+  return {NOT_HOLDER, f[1], '', ''}
+end
+
+-- Dead tasks picked by replay and purge: ARGV[5] = n, then n task ids; n = 0 takes the
+-- oldest ARGV[6] entries of the DLQ. Returns picks {task_id, dlq_entry, live}, or nil
+-- and an error reply. A DLQ entry whose task record moved on is picked with live = false.
+local function dlq_picks()
+  local n = tonumber(ARGV[5])
+  local picks = {}
+  if n == 0 then
+    for _, e in ipairs(redis.call('XRANGE', K[5], '-', '+', 'COUNT', tonumber(ARGV[6]))) do
+      picks[#picks + 1] = {e[2][2], e[1], redis.call('HGET', tkey(e[2][2]), 'dlq_entry') == e[1]}
+    end
+    return picks
+  end
+  for i = 1, n do
+    local id = ARGV[5 + i]
+    local f = redis.call('HMGET', tkey(id), 'state', 'dlq_entry')
+    if not f[1] then return nil, {NOT_FOUND, id} end
+    if f[1] ~= 'failed' or not f[2] then return nil, {BAD_STATE, id, f[1]} end
+    picks[i] = {id, f[2], true}
+  end
+  return picks
+end

@@ -1,0 +1,24 @@
+-- checkpoint: save (or, with empty data, delete) a task's progress; when the caller
+-- holds the lease, renew it.
+-- A task leased to someone else, or already completed, is refused (fencing).
+-- KEYS: the six queue keys (see _lib.lua).
+-- ARGV: base, group, consumer, now, task_id, data_json ("" = delete), ttl_s.
+-- Returns: {OK, lease_until or 0 when not held}, or {NOT_FOUND} / {NOT_HOLDER, state, holder, until}
+--          / {ALREADY, 'completed'}.
+local id, data, ttl = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local tk = tkey(id)
+local why = not_held(tk)
+local lease_until = 0
+if why then
+  if why[1] ~= NOT_HOLDER or why[2] == 'working' or why[2] == 'waiting_children' then return why end
+else
+  local lease_ms = tonumber(redis.call('HGET', tk, 'lease_ms'))
+  lease_until = now + lease_ms
+  renew(id, tk, lease_until)
+end
+if data == '' then
+  redis.call('DEL', ckey(id))
+else
+  redis.call('SET', ckey(id), data, 'EX', ttl)
+end
+return {OK, lease_until}

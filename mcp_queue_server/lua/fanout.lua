@@ -1,0 +1,65 @@
+-- fanout: make a parent wait on new child tasks, all enqueued in one step.
+-- A parent that does not exist is created waiting; a parent the caller holds
+-- (state working) leaves its stream and waits. Repeating a fanout returns the
+-- children of the first one and changes nothing.
+-- KEYS: the six queue keys (see _lib.lua).
+-- ARGV: base, group, consumer, now, threshold, default_max_attempts, parent_id,
+--       parent_data_json ("" none), policy ("fail" | "continue"),
+--       cont_id ("" = no continuation), cont_type, cont_priority, cont_payload_json,
+--       n, then n x (task_id, type, priority, payload_json).
+-- Returns: {OK, child_ids} created; {DUPLICATE, child_ids} repeated;
+--          {NOT_HOLDER, state, holder, until} / {BAD_STATE, state} the parent can't fan out;
+--          {CONFLICT, id} a child id is already in use.
+ensure_groups()
+local threshold, default_max = tonumber(ARGV[5]), ARGV[6]
+local parent, data, policy = ARGV[7], ARGV[8], ARGV[9]
+local cont_id, n = ARGV[10], tonumber(ARGV[14])
+local fk = base .. 'fo:' .. parent
+local function route(priority) return tonumber(priority) >= threshold and 'high' or 'low' end
+
+if redis.call('EXISTS', fk) == 1 then
+  return {DUPLICATE, cjson.decode(redis.call('HGET', fk, 'children'))}
+end
+local pk = tkey(parent)
+local pstate = redis.call('HGET', pk, 'state')
+if pstate then
+  local why = not_held(pk)
+  if why then
+    if why[1] == NOT_HOLDER and why[2] == 'working' then return why end
+    return {BAD_STATE, pstate}
+  end
+end
+local ids = {}
+for i = 0, n - 1 do
+  local id = ARGV[15 + i * 4]
+  if id == parent or redis.call('EXISTS', tkey(id)) == 1 then return {CONFLICT, id} end
+  ids[#ids + 1] = id
+end
+if cont_id ~= '' and (cont_id == parent or redis.call('EXISTS', tkey(cont_id)) == 1) then
+  return {CONFLICT, cont_id}
+end
+
+if pstate then
+  unlink(parent, pk)
+else
+  redis.call('HSET', pk, 'type', 'fanout', 'attempt', 0, 'max_attempts', default_max, 'created_at', now)
+end
+redis.call('HSET', pk, 'state', 'waiting_children')
+redis.call('HSET', fk, 'total', n, 'completed', 0, 'failed', 0, 'done', 0, 'policy', policy,
+  'children', cjson.encode(ids))
+if data ~= '' then redis.call('HSET', fk, 'data', data) end
+if cont_id ~= '' then
+  redis.call('HSET', fk, 'cont_id', cont_id, 'cont_type', ARGV[11], 'cont_payload', ARGV[13],
+    'cont_priority', ARGV[12], 'cont_stream', route(ARGV[12]), 'cont_max', default_max)
+end
+for i = 0, n - 1 do
+  local o = 15 + i * 4
+  local tk = tkey(ARGV[o])
+  redis.call('HSET', tk, 'type', ARGV[o + 1], 'priority', ARGV[o + 2], 'payload', ARGV[o + 3],
+    'stream', route(ARGV[o + 2]), 'attempt', 0, 'max_attempts', default_max, 'created_at', now,
+    'parent', parent)
+  push(ARGV[o], tk)
+  redis.call('SADD', base .. 'fp:' .. parent, ARGV[o])
+end
+redis.call('HINCRBY', K[6], 'enqueued', n)
+return {OK, ids}

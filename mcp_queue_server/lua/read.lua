@@ -1,0 +1,89 @@
+-- read: deliver up to `count` tasks to the caller, leased until now + lease_ms.
+-- First promotes due delayed tasks, then re-delivers tasks whose lease expired (or
+-- dead-letters them when they used their last attempt), then reads new entries.
+-- KEYS: the six queue keys (see _lib.lua).
+-- ARGV: base, group, consumer, now, count, lease_ms, prefer_high (1/0), promote_limit.
+-- Returns: {next_wake_ms or -1, dead_lettered_count, last_high_id, last_low_id, task...};
+--          the last ids ("" when tasks were delivered) let a blocking reader wait for
+--          entries added after this call (XREAD BLOCK). Each task is
+--          {id, type, priority, payload, attempt, lease_until, checkpoint|false, parent|false}.
+ensure_groups()
+local count, lease_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
+local prefer_high, promote_limit = ARGV[7] == '1', tonumber(ARGV[8])
+local lease_until = now + lease_ms
+local out = {-1, 0, '', ''}
+local delivered = 0
+
+local function deliver(id, tk)
+  local attempt = redis.call('HINCRBY', tk, 'attempt', 1)
+  redis.call('HSET', tk, 'state', 'working', 'consumer', consumer, 'lease_until', lease_until,
+    'lease_ms', lease_ms, 'started_at', now)
+  redis.call('ZADD', K[4], lease_until, id)
+  local f = redis.call('HMGET', tk, 'type', 'priority', 'payload', 'parent')
+  out[#out + 1] = {id, f[1], tonumber(f[2]), f[3], attempt, lease_until,
+    redis.call('GET', ckey(id)) or false, f[4] or false}
+  delivered = delivered + 1
+end
+
+-- 1. Due delayed tasks join the tail of their stream.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[3], '-inf', now, 'LIMIT', 0, promote_limit)) do
+  redis.call('ZREM', K[3], id)
+  local tk = tkey(id)
+  if redis.call('HGET', tk, 'state') == 'delayed' then
+    redis.call('HDEL', tk, 'run_at')
+    push(id, tk)
+  end
+end
+
+-- 2. Expired leases: move the entry to this consumer (XCLAIM) and deliver it again.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, count)) do
+  local tk = tkey(id)
+  local f = redis.call('HMGET', tk, 'state', 'stream', 'entry', 'attempt', 'max_attempts')
+  if f[1] ~= 'working' or not f[3] then
+    redis.call('ZREM', K[4], id)
+  elseif tonumber(f[4]) >= tonumber(f[5]) then
+    dead_letter(id, tk, 'lease expired on attempt ' .. f[4] .. ' of ' .. f[5])
+    out[2] = out[2] + 1
+  else
+    redis.call('XCLAIM', stream_key(f[2]), group, consumer, 0, f[3], 'JUSTID')
+    deliver(id, tk)
+  end
+end
+
+-- 3. New entries, preferred stream first.
+local order = prefer_high and {K[1], K[2]} or {K[2], K[1]}
+for _, s in ipairs(order) do
+  if delivered >= count then break end
+  local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - delivered, 'STREAMS', s, '>')
+  if res then
+    for _, e in ipairs(res[1][2]) do
+      local id = e[2][2]
+      local tk = tkey(id)
+      if redis.call('HGET', tk, 'entry') == e[1] then
+        deliver(id, tk)
+      else
+        -- Orphan entry (its task was purged or re-linked): drop it.
+        redis.call('XACK', s, group, e[1])
+        redis.call('XDEL', s, e[1])
+      end
+    end
+  end
+end
+
+-- When to look again: the earliest due delayed task or expiring lease.
+local wake = nil
+for _, z in ipairs({K[3], K[4]}) do
+  local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local t = tonumber(first[2])
+    if not wake or t < wake then wake = t end
+  end
+end
+if wake then out[1] = wake end
+if delivered == 0 then
+  for i = 1, 2 do
+    local last = redis.call('XREVRANGE', K[i], '+', '-', 'COUNT', 1)
+    out[2 + i] = last[1] and last[1][1] or '0-0'
+  end
+end
+return out

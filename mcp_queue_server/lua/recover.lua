@@ -1,0 +1,35 @@
+-- recover: requeue stuck tasks, dead-letter those that used their last attempt.
+-- Stuck means the lease expired, or (when min_idle_ms is given) the task was
+-- delivered or renewed more than min_idle_ms ago, whatever its lease says.
+-- KEYS: the six queue keys (see _lib.lua).
+-- ARGV: base, group, consumer, now, min_idle_ms ("" = by lease), limit.
+-- Returns: {requeued_ids, dead_lettered_ids}.
+local min_idle, limit = ARGV[5], tonumber(ARGV[6])
+local ids = {}
+if min_idle == '' then
+  ids = redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, limit)
+else
+  for i = 1, 2 do
+    if redis.call('EXISTS', K[i]) == 1 then
+      for _, p in ipairs(redis.call('XPENDING', K[i], group, 'IDLE', tonumber(min_idle), '-', '+', limit)) do
+        local e = redis.call('XRANGE', K[i], p[1], p[1])
+        if e[1] then ids[#ids + 1] = e[1][2][2] end
+      end
+    end
+  end
+end
+local requeued, dead = {}, {}
+for _, id in ipairs(ids) do
+  local tk = tkey(id)
+  local f = redis.call('HMGET', tk, 'state', 'attempt', 'max_attempts')
+  if f[1] ~= 'working' then
+    redis.call('ZREM', K[4], id)
+  elseif tonumber(f[2]) >= tonumber(f[3]) then
+    dead_letter(id, tk, 'stuck on attempt ' .. f[2] .. ' of ' .. f[3] .. ' (lease expired)')
+    dead[#dead + 1] = id
+  else
+    requeue(id, tk)
+    requeued[#requeued + 1] = id
+  end
+end
+return {requeued, dead}

@@ -1,0 +1,47 @@
+-- release: hand every task the caller holds back to the queue at once (graceful
+-- shutdown). The delivery is not charged: the attempt counter goes back by one.
+-- KEYS: the six queue keys (see _lib.lua).
+-- ARGV: base, group, consumer, now, limit, forget_consumer (1/0), then optional task ids:
+--       with ids, only those (when held by the caller) are released.
+-- Returns: {released_count, more (1 when another call is needed)}.
+local limit, forget = tonumber(ARGV[5]), ARGV[6] == '1'
+local released, more = 0, 0
+local function give_back(id, tk)
+  redis.call('HINCRBY', tk, 'attempt', -1)
+  requeue(id, tk)
+  released = released + 1
+end
+if #ARGV > 6 then
+  for i = 7, #ARGV do
+    local tk = tkey(ARGV[i])
+    if redis.call('HGET', tk, 'state') == 'working' and redis.call('HGET', tk, 'consumer') == consumer then
+      give_back(ARGV[i], tk)
+    end
+  end
+  return {released, 0}
+end
+for i = 1, 2 do
+  if redis.call('EXISTS', K[i]) == 1 then
+    local pel = redis.call('XPENDING', K[i], group, '-', '+', limit, consumer)
+    if #pel == limit then more = 1 end
+    for _, p in ipairs(pel) do
+      local e = redis.call('XRANGE', K[i], p[1], p[1])
+      local id = e[1] and e[1][2][2]
+      local tk = id and tkey(id)
+      if tk and redis.call('HGET', tk, 'entry') == p[1] and redis.call('HGET', tk, 'consumer') == consumer then
+        give_back(id, tk)
+      else
+        redis.call('XACK', K[i], group, p[1])
+        redis.call('XDEL', K[i], p[1])
+      end
+    end
+  end
+end
+if forget and more == 0 then
+  for i = 1, 2 do
+    if redis.call('EXISTS', K[i]) == 1 then
+      redis.call('XGROUP', 'DELCONSUMER', K[i], group, consumer)
+    end
+  end
+end
+return {released, more}

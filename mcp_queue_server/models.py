@@ -1,0 +1,206 @@
+"""The records the queue returns. Plain frozen dataclasses: cheap to build on hot paths;
+the MCP layer turns them into pydantic output models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life."""
+
+    QUEUED = "queued"  #: in a stream, waiting for a worker
+    DELAYED = "delayed"  #: waiting for its run-at time (a delay or a retry backoff)
+    WORKING = "working"  #: leased to a worker
+    WAITING_CHILDREN = "waiting_children"  #: a fanout parent waiting for its children
+    COMPLETED = "completed"  #: acknowledged; the result is kept for result_ttl_s
+    FAILED = "failed"  #: dead-lettered (or a fanout parent whose child was)
+
+
+#: States a task never leaves (except a dead-lettered task replayed by an operator).
+TERMINAL_STATES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """One task to enqueue (batch enqueue and fanout take lists of these)."""
+
+    task_type: str
+    payload: dict[str, Any]
+    priority: int = 0
+    task_id: str | None = None
+    delay_ms: int = 0
+    max_attempts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """The outcome of enqueuing one task."""
+
+    task_id: str
+    duplicate: bool  #: the id existed already; nothing was created
+    status: TaskStatus  #: the task's status after the call
+    queue: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task delivered to a worker by a read."""
+
+    task_id: str
+    task_type: str
+    priority: int
+    payload: dict[str, Any]
+    attempt: int  #: 1 on first delivery
+    lease_expires_at: int  #: ms since the epoch
+    checkpoint: dict[str, Any] | None
+    parent_task_id: str | None
+    queue: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutProgress:
+    """A fanout parent's progress, as seen by the ack of one of its children."""
+
+    parent_task_id: str
+    completed: int
+    failed: int
+    total: int
+    done: bool  #: every child finished (or one failed the parent)
+    finished_parent: bool  #: this very call finished the parent (true exactly once)
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    """The outcome of acknowledging one task."""
+
+    task_id: str
+    status: str  #: "acked" now, or "already_completed" by an earlier ack
+    fanout: FanoutProgress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailResult:
+    """The outcome of failing one task."""
+
+    task_id: str
+    status: TaskStatus  #: queued / delayed (will retry) or failed (dead-lettered)
+    attempt: int
+    retry_at: int | None  #: ms since the epoch when it becomes available again
+    fanout: FanoutProgress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutResult:
+    """The outcome of a fanout."""
+
+    parent_task_id: str
+    subtask_ids: list[str]
+    duplicate: bool  #: the same fanout was made before; nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutState:
+    """A fanout parent's bookkeeping."""
+
+    total: int
+    completed: int
+    failed: int
+    done: bool
+    results: dict[str, Any]
+    subtask_ids: list[str]
+    failed_child: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """Everything known about one task."""
+
+    task_id: str
+    status: TaskStatus
+    task_type: str | None
+    priority: int | None
+    attempt: int
+    max_attempts: int | None
+    result: Any
+    error: str | None
+    checkpoint: dict[str, Any] | None
+    lease_holder: str | None
+    lease_expires_at: int | None
+    parent_task_id: str | None
+    run_at: int | None
+    created_at: int | None
+    finished_at: int | None
+    replays: int
+    fanout: FanoutState | None
+    queue: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadTask:
+    """One entry of the dead-letter queue."""
+
+    task_id: str
+    task_type: str | None
+    payload: dict[str, Any] | None
+    error: str | None
+    attempt: int
+    max_attempts: int | None
+    priority: int | None
+    source_stream: str | None
+    created_at: int | None
+    dead_at: int | None
+    replays: int
+    parent_task_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    """A page of the dead-letter queue; pass ``next_cursor`` back for the next page."""
+
+    tasks: list[DeadTask]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What an explicit recovery did."""
+
+    requeued: list[str]
+    dead_lettered: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """One priority stream."""
+
+    length: int  #: entries in the stream: waiting plus in flight
+    pending: int  #: delivered, not yet acked (in flight)
+    available: int  #: waiting for delivery
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    """One consumer of the queue's group."""
+
+    name: str
+    pending: int
+    idle_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A snapshot of one queue."""
+
+    queue: str
+    high: StreamStats
+    low: StreamStats
+    delayed: int
+    in_flight: int
+    available: int
+    dead_letter: int
+    oldest_waiting_age_ms: int | None
+    consumers: list[ConsumerInfo]
+    totals: dict[str, int] = field(default_factory=dict)  #: enqueued, completed, retried, dead_lettered, replayed

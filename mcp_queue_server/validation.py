@@ -1,0 +1,90 @@
+"""Input gates shared by the core and the MCP layer: names, ids, JSON size and depth.
+
+Names and ids end up inside Redis key names, so they come from an allowlist; JSON
+is bounded in size and depth before it reaches Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from mcp_queue_server.errors import InvalidInput
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+TASK_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+_TASK_ID_RE = re.compile(TASK_ID_PATTERN)
+_TASK_TYPE_RE = re.compile(TASK_TYPE_PATTERN)
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_queue_name(name: object) -> str:
+    """Return ``name`` if it is an allowed queue name, else raise :class:`InvalidInput`."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidInput(f"invalid queue name {_describe(name)}: use 1-64 characters from A-Z a-z 0-9 _ . -")
+    return name
+
+
+def check_task_id(task_id: object) -> str:
+    """Return ``task_id`` if it is an allowed task id, else raise :class:`InvalidInput`."""
+    if not isinstance(task_id, str) or not _TASK_ID_RE.fullmatch(task_id):
+        raise InvalidInput(f"invalid task id {_describe(task_id)}: use 1-128 characters from A-Z a-z 0-9 _ . -")
+    return task_id
+
+
+def check_task_type(task_type: object) -> str:
+    """Return ``task_type`` if it is an allowed task type, else raise :class:`InvalidInput`."""
+    if not isinstance(task_type, str) or not _TASK_TYPE_RE.fullmatch(task_type):
+        raise InvalidInput(f"invalid task type {_describe(task_type)}: use 1-128 characters from A-Z a-z 0-9 _ . : / -")
+    return task_type
+
+
+def check_int(name: str, value: object, low: int, high: int) -> int:
+    """Return ``value`` if it is an int (not a bool) within ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests containers deeper than ``limit`` (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def dump_json(name: str, value: Any, max_bytes: int) -> str:
+    """Serialise ``value`` compactly, refusing NaN/Infinity and anything over ``max_bytes``."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{name} must be JSON (no NaN or Infinity): {exc}") from None
+    size = len(text.encode())
+    if size > max_bytes:
+        raise InvalidInput(
+            f"{name} is {_size(size)}, limit {_size(max_bytes)}: store large data elsewhere and pass a reference"
+        )
+    return text
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 10_240 else f"{n / 1024:.0f} KiB"
