@@ -39,11 +39,13 @@ def _ms_clock() -> int:
 
 
 def connect_redis(url: str, settings: Settings) -> Redis:
-    """A client with retries off: a retried non-idempotent write could land twice, and
-    a caller should learn at once that Redis is down."""
+    """A client that fails fast: one immediate retry on a dropped connection (a pooled
+    connection is stale after a Redis restart), none on a timeout (the caller should
+    learn at once). Retrying is safe because every write is idempotent by task id:
+    enqueue ids are fixed before the call, a repeated ack reports the stored outcome."""
     return Redis.from_url(
         url,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
         health_check_interval=0,
@@ -82,10 +84,8 @@ class QueueBase:
             self._redis = connect_redis(url, self.settings)
         # Blocking waits get their own pool without a socket timeout (bounded by the caller).
         pool = self._redis.connection_pool
-        self._blocking = Redis(
-            connection_pool=ConnectionPool(
-                connection_class=pool.connection_class, **{**pool.connection_kwargs, "socket_timeout": None}
-            )
+        self._blocking = Redis.from_pool(
+            ConnectionPool(connection_class=pool.connection_class, **{**pool.connection_kwargs, "socket_timeout": None})
         )
         self._scripts = register_all(self._redis)
         return self

@@ -71,6 +71,8 @@ def raise_for(code: int, reply: list[Any], task_id: str) -> None:
         raise NotLeaseHolder(
             f"task {task_id} is {state}, not leased to you: only the worker that read it may do this; nothing changed"
         )
+    if code == ALREADY:
+        raise InvalidState(f"task {task_id} is already completed; there is nothing left to do with it")
     if code == BAD_STATE:
         raise InvalidState(f"task {task_id} is {text(reply[-1])}; this operation does not apply to it")
     raise InvalidState(f"task {task_id}: unexpected script reply {code}")

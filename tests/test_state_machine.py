@@ -1,0 +1,257 @@
+"""A hypothesis state machine: the real queue against an exact model of it.
+
+The model predicts which tasks each read delivers (expired leases first, in lease
+order, then the preferred stream, then the other, each FIFO), every ack/fail
+outcome, recovery, replay and graceful release; statistics are compared after
+every step.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from mcp_queue_server import InvalidState, NotLeaseHolder, Settings, TaskNotFound, TaskQueue, TaskStatus
+from tests.conftest import FakeClock
+
+IDS = [f"t{i}" for i in range(8)]
+CONSUMERS = ["c0", "c1", "c2"]
+MAX_ATTEMPTS = 2
+LEASE_MS = 1_000
+
+
+@dataclass
+class ModelTask:
+    state: TaskStatus
+    stream: str
+    seq: int = 0
+    attempt: int = 0
+    holder: str | None = None
+    lease_until: int = 0
+
+
+class QueueModel(RuleBasedStateMachine):
+    redis_url: str = ""
+
+    @initialize()
+    def open_queues(self) -> None:
+        self.stack = ExitStack()
+        self.portal: BlockingPortal = self.stack.enter_context(start_blocking_portal())
+        self.clock = FakeClock()
+        s = Settings(
+            redis_url=self.redis_url,
+            key_prefix=f"sm{uuid.uuid4().hex[:10]}",
+            max_attempts=MAX_ATTEMPTS,
+            retry_backoff_ms=0,
+            lease_ms=LEASE_MS,
+        )
+        self.queues = {c: TaskQueue(s, consumer=c, clock=self.clock) for c in CONSUMERS}
+        for q in self.queues.values():
+            self.portal.call(q.connect)
+        self.tasks: dict[str, ModelTask] = {}
+        self.seq = 0
+        self.totals = {"enqueued": 0, "completed": 0, "retried": 0, "dead_lettered": 0, "replayed": 0}
+
+    def teardown(self) -> None:
+        if hasattr(self, "portal"):
+            for q in self.queues.values():
+                self.portal.call(lambda q=q: q.disconnect(release=False))
+            self.stack.close()
+
+    def call(self, consumer: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        fn = getattr(self.queues[consumer], method)
+        return self.portal.call(lambda: fn(*args, **kwargs))
+
+    def push(self, task: ModelTask) -> None:
+        self.seq += 1
+        task.state, task.seq, task.holder = TaskStatus.QUEUED, self.seq, None
+
+    def expired(self) -> list[str]:
+        now = self.clock.now
+        live = [(t.lease_until, i) for i, t in self.tasks.items() if t.state == TaskStatus.WORKING]
+        return [i for until, i in sorted(live) if until <= now]
+
+    def dead_letter(self, task: ModelTask) -> None:
+        task.state, task.holder = TaskStatus.FAILED, None
+        self.totals["dead_lettered"] += 1
+
+    # -- rules -----------------------------------------------------------------------
+
+    @rule(task_id=st.sampled_from(IDS), priority=st.sampled_from([0, 5, 10, 20]))
+    def enqueue(self, task_id: str, priority: int) -> None:
+        result = self.call("c0", "enqueue", "t", {"id": task_id}, priority=priority, task_id=task_id)
+        if task_id in self.tasks:
+            assert result.duplicate
+            assert result.status == self.tasks[task_id].state
+            return
+        assert not result.duplicate
+        task = self.tasks[task_id] = ModelTask(TaskStatus.QUEUED, "high" if priority >= 10 else "low")
+        self.push(task)
+        self.totals["enqueued"] += 1
+
+    @rule(consumer=st.sampled_from(CONSUMERS), count=st.integers(1, 4), prefer_high=st.booleans())
+    def read(self, consumer: str, count: int, prefer_high: bool) -> None:
+        got = self.call(consumer, "read_messages", count=count, prefer_high_priority=prefer_high)
+        expected: list[str] = []
+        for task_id in self.expired()[:count]:
+            task = self.tasks[task_id]
+            if task.attempt >= MAX_ATTEMPTS:
+                self.dead_letter(task)
+            else:
+                expected.append(task_id)
+        order = ["high", "low"] if prefer_high else ["low", "high"]
+        for stream in order:
+            queued = sorted(
+                (t.seq, i) for i, t in self.tasks.items() if t.state == TaskStatus.QUEUED and t.stream == stream
+            )
+            expected += [i for _, i in queued][: count - len(expected)]
+        assert [t.task_id for t in got] == expected
+        for t in got:
+            task = self.tasks[t.task_id]
+            task.attempt += 1
+            task.state, task.holder, task.lease_until = TaskStatus.WORKING, consumer, self.clock.now + LEASE_MS
+            assert t.attempt == task.attempt
+
+    @rule(consumer=st.sampled_from(CONSUMERS), task_id=st.sampled_from(IDS))
+    def ack(self, consumer: str, task_id: str) -> None:
+        task = self.tasks.get(task_id)
+        expect = _refusal(task, consumer)
+        if expect is None:
+            assert self.call(consumer, "acknowledge", task_id).status == "acked"
+            assert task is not None
+            task.state, task.holder = TaskStatus.COMPLETED, None
+            self.totals["completed"] += 1
+        elif task is not None and task.state == TaskStatus.COMPLETED:
+            assert self.call(consumer, "acknowledge", task_id).status == "already_completed"
+        else:
+            with pytest.raises(expect):
+                self.call(consumer, "acknowledge", task_id)
+
+    @rule(consumer=st.sampled_from(CONSUMERS), task_id=st.sampled_from(IDS), retry=st.booleans())
+    def fail(self, consumer: str, task_id: str, retry: bool) -> None:
+        task = self.tasks.get(task_id)
+        expect = _refusal(task, consumer)
+        if expect is not None:
+            with pytest.raises(InvalidState if task and task.state == TaskStatus.COMPLETED else expect):
+                self.call(consumer, "fail", task_id, "boom", retry=retry)
+            return
+        assert task is not None
+        result = self.call(consumer, "fail", task_id, "boom", retry=retry)
+        if retry and task.attempt < MAX_ATTEMPTS:
+            assert result.status == TaskStatus.QUEUED
+            self.push(task)
+            self.totals["retried"] += 1
+        else:
+            assert result.status == TaskStatus.FAILED
+            self.dead_letter(task)
+
+    @rule(ms=st.sampled_from([1, 500, 1_000, 5_000]))
+    def advance_clock(self, ms: int) -> None:
+        self.clock.advance(ms)
+
+    @rule()
+    def recover(self) -> None:
+        report = self.call("c2", "recover")
+        requeued, dead = [], []
+        for task_id in self.expired():
+            task = self.tasks[task_id]
+            if task.attempt >= MAX_ATTEMPTS:
+                self.dead_letter(task)
+                dead.append(task_id)
+            else:
+                self.push(task)
+                requeued.append(task_id)
+        assert (report.requeued, report.dead_lettered) == (requeued, dead)
+
+    @precondition(lambda self: any(t.state == TaskStatus.FAILED for t in self.tasks.values()))
+    @rule(data=st.data())
+    def replay(self, data: st.DataObject) -> None:
+        dead = sorted(i for i, t in self.tasks.items() if t.state == TaskStatus.FAILED)
+        task_id = data.draw(st.sampled_from(dead))
+        assert self.call("c1", "replay_dlq", [task_id]) == [task_id]
+        task = self.tasks[task_id]
+        task.attempt = 0
+        self.push(task)
+        self.totals["replayed"] += 1
+
+    @rule(task_id=st.sampled_from(IDS))
+    def replay_of_a_live_task_is_refused(self, task_id: str) -> None:
+        task = self.tasks.get(task_id)
+        if task is None or task.state == TaskStatus.FAILED:
+            return
+        with pytest.raises(InvalidState):
+            self.call("c1", "replay_dlq", [task_id])
+
+    @rule(consumer=st.sampled_from(CONSUMERS))
+    def release(self, consumer: str) -> None:
+        held = [(t.stream != "high", t.seq, i) for i, t in self.tasks.items() if t.holder == consumer]
+        assert self.call(consumer, "release", "default") == len(held)
+        for _, _, task_id in sorted(held):
+            task = self.tasks[task_id]
+            task.attempt -= 1
+            self.push(task)
+
+    # -- invariants ------------------------------------------------------------------
+
+    @invariant()
+    def statistics_match_the_model(self) -> None:
+        if not hasattr(self, "portal"):
+            return
+        stats = self.call("c0", "get_queue_stats")
+        states = [t.state for t in self.tasks.values()]
+        assert stats.available == states.count(TaskStatus.QUEUED)
+        assert stats.in_flight == states.count(TaskStatus.WORKING)
+        assert stats.dead_letter == states.count(TaskStatus.FAILED)
+        assert stats.totals == {k: v for k, v in self.totals.items() if v}
+
+    @invariant()
+    def every_task_has_the_modelled_state_and_attempt(self) -> None:
+        if not hasattr(self, "portal"):
+            return
+        for task_id, task in self.tasks.items():
+            info = self.call("c0", "get_task", task_id)
+            assert (info.status, info.attempt) == (task.state, task.attempt), task_id
+            assert info.lease_holder == task.holder
+
+
+def _refusal(task: ModelTask | None, consumer: str) -> type[Exception] | None:
+    if task is None:
+        return TaskNotFound
+    if task.state == TaskStatus.WORKING and task.holder == consumer:
+        return None
+    if task.state == TaskStatus.COMPLETED:
+        return InvalidState
+    return NotLeaseHolder
+
+
+@pytest.fixture
+def machine(redis_url: str) -> type[QueueModel]:
+    QueueModel.redis_url = redis_url
+    return QueueModel
+
+
+def test_the_queue_behaves_like_its_model(machine: type[QueueModel]) -> None:
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=200,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )
