@@ -119,6 +119,7 @@ class TaskQueue(AdminOps):
             parent,
             "" if parent_task_data is None else dump_json("parent_task_data", parent_task_data, limit),
             "fail" if fail_parent_on_child_failure else "continue",
+            self.settings.result_ttl_s,
         ]
         if on_complete is None:
             args += ["", "", "", 0]

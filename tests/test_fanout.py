@@ -154,3 +154,13 @@ async def test_fanout_complete_returns_the_aggregate_to_the_last_child(queue: Ta
     await queue.read_messages(count=2)
     assert await queue.fanout_complete("p", "a", 1) is None
     assert await queue.fanout_complete("p", "b", 2) == {"a": 1, "b": 2}
+
+
+async def test_a_finished_fanouts_records_expire_like_a_completed_task(make_queue: QueueFactory) -> None:
+    q = await make_queue(result_ttl_s=300)
+    await q.fanout("p", [NewTask("c", {}, task_id="a")])
+    await q.read_messages()
+    await q.acknowledge("a", 1)
+    k = q.keys("default")
+    for key in (k.task("p"), k.fanout("p"), k.fanout_results("p"), k.task("a")):
+        assert 0 < await q.redis.ttl(key) <= 300, key

@@ -67,6 +67,14 @@ local function enqueue_continuation(fk, parent)
   redis.call('HINCRBY', K[6], 'enqueued', 1)
 end
 
+-- A finished parent's records live as long as a completed task's (the ttl saved by fanout).
+local function expire_fanout(parent, pk, fk)
+  local ttl = redis.call('HGET', fk, 'ttl')
+  for _, key in ipairs({pk, fk, base .. 'fp:' .. parent, base .. 'fr:' .. parent}) do
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+
 -- Record that a fanout child finished (ok = true) or was dead-lettered (ok = false).
 -- Returns {parent, completed, failed, total, done, finished_now}. SREM on the pending
 -- set makes a second report of the same child a no-op, so the parent finishes once.
@@ -88,12 +96,14 @@ local function child_finished(parent, child, result, ok)
       redis.call('HSET', pk, 'state', 'failed', 'error', 'child ' .. child .. ' was dead-lettered',
         'finished_at', now)
       finished_now = 1
+      expire_fanout(parent, pk, fk)
     elseif redis.call('SCARD', base .. 'fp:' .. parent) == 0 and pstate == 'waiting_children' then
       redis.call('HSET', fk, 'done', 1)
       redis.call('HSET', pk, 'state', 'completed', 'finished_at', now)
       redis.call('HINCRBY', K[6], 'completed', 1)
       enqueue_continuation(fk, parent)
       finished_now = 1
+      expire_fanout(parent, pk, fk)
     end
   end
   local f = redis.call('HMGET', fk, 'completed', 'failed', 'total', 'done')

@@ -4,7 +4,7 @@
 -- children of the first one and changes nothing.
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, now, threshold, default_max_attempts, parent_id,
---       parent_data_json ("" none), policy ("fail" | "continue"),
+--       parent_data_json ("" none), policy ("fail" | "continue"), result_ttl_s,
 --       cont_id ("" = no continuation), cont_type, cont_priority, cont_payload_json,
 --       n, then n x (task_id, type, priority, payload_json).
 -- Returns: {OK, child_ids} created; {DUPLICATE, child_ids} repeated;
@@ -13,7 +13,7 @@
 ensure_groups()
 local threshold, default_max = tonumber(ARGV[5]), ARGV[6]
 local parent, data, policy = ARGV[7], ARGV[8], ARGV[9]
-local cont_id, n = ARGV[10], tonumber(ARGV[14])
+local ttl, cont_id, n = ARGV[10], ARGV[11], tonumber(ARGV[15])
 local fk = base .. 'fo:' .. parent
 local function route(priority) return tonumber(priority) >= threshold and 'high' or 'low' end
 
@@ -31,7 +31,7 @@ if pstate then
 end
 local ids = {}
 for i = 0, n - 1 do
-  local id = ARGV[15 + i * 4]
+  local id = ARGV[16 + i * 4]
   if id == parent or redis.call('EXISTS', tkey(id)) == 1 then return {CONFLICT, id} end
   ids[#ids + 1] = id
 end
@@ -46,14 +46,14 @@ else
 end
 redis.call('HSET', pk, 'state', 'waiting_children')
 redis.call('HSET', fk, 'total', n, 'completed', 0, 'failed', 0, 'done', 0, 'policy', policy,
-  'children', cjson.encode(ids))
+  'children', cjson.encode(ids), 'ttl', ttl)
 if data ~= '' then redis.call('HSET', fk, 'data', data) end
 if cont_id ~= '' then
-  redis.call('HSET', fk, 'cont_id', cont_id, 'cont_type', ARGV[11], 'cont_payload', ARGV[13],
-    'cont_priority', ARGV[12], 'cont_stream', route(ARGV[12]), 'cont_max', default_max)
+  redis.call('HSET', fk, 'cont_id', cont_id, 'cont_type', ARGV[12], 'cont_payload', ARGV[14],
+    'cont_priority', ARGV[13], 'cont_stream', route(ARGV[13]), 'cont_max', default_max)
 end
 for i = 0, n - 1 do
-  local o = 15 + i * 4
+  local o = 16 + i * 4
   local tk = tkey(ARGV[o])
   redis.call('HSET', tk, 'type', ARGV[o + 1], 'priority', ARGV[o + 2], 'payload', ARGV[o + 3],
     'stream', route(ARGV[o + 2]), 'attempt', 0, 'max_attempts', default_max, 'created_at', now,
