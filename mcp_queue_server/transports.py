@@ -1,0 +1,160 @@
+"""Serving the MCP server: stdio with graceful signals, Streamable HTTP and SSE with Host/Origin checks."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from typing import Any, TextIO
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import uvicorn
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.server import MCPServer
+from mcp.server.auth.provider import AccessToken
+from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+
+from mcp_queue_server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - names to recognise, not to bind
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class StaticTokenVerifier:
+    """Accepts exactly one bearer token, compared in constant time (the SDK's ``TokenVerifier``)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if hmac.compare_digest(token.encode(), self._token):
+            return AccessToken(token="", client_id="bearer", scopes=[])
+        return None
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Host and Origin allowlists, always on: localhost, the bind address and the configured extras.
+
+    Without explicit settings the SDK checks nothing when bound to 0.0.0.0, which leaves
+    the server open to DNS rebinding from any web page the user visits.
+    """
+    hosts = list(LOCAL_HOSTS)
+    if settings.host not in WILDCARD_HOSTS and not is_loopback(settings.host):
+        hosts.append(url_host(settings.host))
+    allowed_hosts = [h for host in hosts for h in (host, f"{host}:*")] + settings.allowed_hosts
+    allowed_origins = [f"http://{host}{port}" for host in hosts for port in ("", ":*")] + settings.allowed_origins
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
+    )
+
+
+def http_app(server: MCPServer[Any], settings: Settings) -> Starlette:
+    security = transport_security(settings)
+    if settings.transport == "sse":
+        return server.sse_app(transport_security=security, host=settings.host)
+    return server.streamable_http_app(transport_security=security, host=settings.host)
+
+
+def serve_http(server: MCPServer[Any], settings: Settings) -> None:
+    """Serve Streamable HTTP (``/mcp``) or SSE (``/sse``) until SIGINT/SIGTERM (uvicorn handles them)."""
+    config = uvicorn.Config(
+        http_app(server, settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep our stderr logging; uvicorn's default sends access logs to stdout
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=5,  # open SSE streams must not hold the shutdown forever
+    )
+    uvicorn.Server(config).run()
+
+
+# -- stdio -----------------------------------------------------------------------------------
+
+
+class _DaemonStdin(anyio.AsyncFile[str]):
+    """stdin read by a daemon thread.
+
+    The SDK reads stdin on an AnyIO worker thread that cannot be cancelled, so a SIGTERM
+    would wait for the next line that never comes. A daemon thread does not keep the
+    process alive, and the server can stop while a read is still blocked.
+    """
+
+    def __init__(self, fp: TextIO) -> None:
+        super().__init__(fp)
+        self._lines: MemoryObjectReceiveStream[str] | None = None
+
+    async def readline(self) -> str:
+        if self._lines is None:
+            send, self._lines = anyio.create_memory_object_stream[str](1)
+            token = anyio.lowlevel.current_token()
+            threading.Thread(target=self._pump, args=(send, token), name="stdin reader", daemon=True).start()
+        try:
+            return await self._lines.receive()
+        except anyio.EndOfStream:
+            return ""
+
+    def _pump(self, send: MemoryObjectSendStream[str], token: anyio.lowlevel.EventLoopToken) -> None:
+        try:
+            while line := self.wrapped.readline():
+                anyio.from_thread.run(send.send, line, token=token)
+            anyio.from_thread.run_sync(send.close, token=token)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, RuntimeError, OSError, ValueError):
+            return  # the server stopped reading (or its loop is gone): nothing left to do
+
+    def stop(self) -> None:
+        """Stop reading: a pump blocked on a line finds the stream closed and ends."""
+        if self._lines is not None:
+            self._lines.close()
+
+
+def _stdin() -> _DaemonStdin:
+    # closefd=False: fd 0 stays open for the daemon thread however the wrapper is collected.
+    return _DaemonStdin(open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False))
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("received %s: shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def serve_stdio(server: MCPServer[Any]) -> None:
+    """Serve one client on stdin/stdout until stdin closes or SIGTERM/SIGINT arrives.
+
+    Either way the lifespan exits normally: held tasks go back to the queue at once.
+    """
+    # The SDK runs stdio only with its own stdin reader; this is its run_stdio_async with ours.
+    lowlevel = server._lowlevel_server
+    stdin = _stdin()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            async with stdio_server(stdin=stdin) as (read_stream, write_stream):
+                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+            tg.cancel_scope.cancel()
+    finally:
+        stdin.stop()
