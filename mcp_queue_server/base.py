@@ -9,7 +9,7 @@ from typing import Any, Self
 
 import anyio
 from redis import exceptions as redis_errors
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -19,6 +19,9 @@ from mcp_queue_server.scripts import AsyncScript, register_all
 from mcp_queue_server.settings import Settings
 
 DEFAULT_QUEUE = "default"
+
+#: A standalone or cluster client; both run the same scripts, since all keys of a queue share a slot.
+Client = Redis | RedisCluster
 
 
 @contextmanager
@@ -38,18 +41,26 @@ def _ms_clock() -> int:
     return time.time_ns() // 1_000_000
 
 
-def connect_redis(url: str, settings: Settings) -> Redis:
+#: URL schemes that select Redis Cluster, mapped to the scheme redis-py expects.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def connect_redis(url: str, settings: Settings) -> Client:
     """A client that fails fast: one immediate retry on a dropped connection (a pooled
     connection is stale after a Redis restart), none on a timeout (the caller should
     learn at once). Retrying is safe because every write is idempotent by task id:
-    enqueue ids are fixed before the call, a repeated ack reports the stored outcome."""
-    return Redis.from_url(
-        url,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
-        socket_timeout=settings.socket_timeout_s,
-        socket_connect_timeout=settings.socket_timeout_s,
-        health_check_interval=0,
-    )
+    enqueue ids are fixed before the call, a repeated ack reports the stored outcome.
+
+    ``redis+cluster://host:port`` (or ``rediss+cluster://``) selects Redis Cluster.
+    """
+    retry = Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,))
+    timeout = settings.socket_timeout_s
+    scheme, _, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        return RedisCluster.from_url(
+            f"{CLUSTER_SCHEMES[scheme]}://{rest}", retry=retry, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+    return Redis.from_url(url, retry=retry, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 class QueueBase:
@@ -58,7 +69,7 @@ class QueueBase:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis | None = None,
+        redis: Client | None = None,
         *,
         consumer: str | None = None,
         clock: Callable[[], int] = _ms_clock,
@@ -66,11 +77,11 @@ class QueueBase:
         self.settings = settings
         self.consumer = consumer or settings.consumer
         self._redis = redis
-        self._blocking: Redis | None = None
         self._owns_redis = redis is None
         self._scripts: dict[str, AsyncScript] = {}
         self._keys: dict[str, QueueKeys] = {}
         self._touched: set[str] = set()
+        self._node_clients: dict[str, Redis] = {}
         self._now = clock
 
     # -- connection ------------------------------------------------------------------
@@ -82,11 +93,6 @@ class QueueBase:
             if url is None:
                 raise InvalidInput("no Redis URL: set MCP_QUEUE_REDIS_URL or start the embedded Redis first")
             self._redis = connect_redis(url, self.settings)
-        # Blocking waits get their own pool without a socket timeout (bounded by the caller).
-        pool = self._redis.connection_pool
-        self._blocking = Redis.from_pool(
-            ConnectionPool(connection_class=pool.connection_class, **{**pool.connection_kwargs, "socket_timeout": None})
-        )
         self._scripts = register_all(self._redis)
         return self
 
@@ -101,8 +107,8 @@ class QueueBase:
                 with anyio.CancelScope(shield=True):
                     await self.release()
         finally:
-            if self._blocking is not None:
-                await self._blocking.aclose()
+            for node in self._node_clients.values():
+                await node.aclose()
             if self._redis is not None and self._owns_redis:
                 await self._redis.aclose()
 
@@ -113,7 +119,7 @@ class QueueBase:
         await self.disconnect()
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> Client:
         if self._redis is None:
             raise QueueUnavailable("queue not connected: call connect() first")
         return self._redis
@@ -143,3 +149,34 @@ class QueueBase:
                 count, more = await self._call("release", name, self.settings.pending_batch_size, 1)
                 released += count
         return released
+
+    async def confirm_replicas(self, queue: str) -> int | None:
+        """How many replicas have every write made so far to ``queue``'s node (None: not asked).
+
+        WAIT counts the writes of its own connection, so a write to the queue's ``sync`` key
+        goes first on the same connection: its offset is at least that of the caller's
+        earlier writes. In a cluster that connection goes straight to the slot's master.
+        """
+        wanted = self.settings.wait_replicas
+        if wanted == 0:
+            return None
+        key = self.keys(queue).sync
+        with guard():
+            async with self._node_client(key).pipeline(transaction=False) as pipe:
+                pipe.set(key, self._now(), px=60_000)
+                pipe.execute_command("WAIT", wanted, self.settings.wait_timeout_ms)
+                _, confirmed = await pipe.execute()
+        return int(confirmed)
+
+    def _node_client(self, key: str) -> Redis:
+        client = self.redis
+        if isinstance(client, Redis):
+            return client
+        node = client.get_node_from_key(key)
+        if node is None:
+            raise QueueUnavailable("queue store unavailable (no cluster node serves this queue yet); retry shortly")
+        found = self._node_clients.get(node.name)
+        if found is None:
+            pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+            found = self._node_clients[node.name] = Redis.from_pool(pool)
+        return found

@@ -9,6 +9,7 @@ touches several keys of one queue stays in one slot::
     <prefix>:{<queue>}:leases           zset task_id -> lease deadline (ms)
     <prefix>:{<queue>}:dlq              stream of dead-lettered task ids
     <prefix>:{<queue>}:stats            hash of running totals
+    <prefix>:{<queue>}:sync             string written before WAIT (replica confirmation)
     <prefix>:{<queue>}:t:<task_id>      hash, the task record
     <prefix>:{<queue>}:ck:<task_id>     string, the latest checkpoint (own TTL)
     <prefix>:{<queue>}:fo:<parent_id>   hash, fanout bookkeeping of a parent
@@ -46,6 +47,7 @@ class QueueKeys:
     leases: str
     dlq: str
     stats: str
+    sync: str
 
     @classmethod
     def for_queue(cls, prefix: str, queue: str) -> QueueKeys:
@@ -59,6 +61,7 @@ class QueueKeys:
             leases=base + "leases",
             dlq=base + "dlq",
             stats=base + "stats",
+            sync=base + "sync",
         )
 
     @property

@@ -43,6 +43,7 @@ class EnqueueResult:
     duplicate: bool  #: the id existed already; nothing was created
     status: TaskStatus  #: the task's status after the call
     queue: str = "default"
+    replicas_confirmed: int | None = None  #: replicas that have it (WAIT), when wait_replicas is set
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class FanoutResult:
     parent_task_id: str
     subtask_ids: list[str]
     duplicate: bool  #: the same fanout was made before; nothing changed
+    replicas_confirmed: int | None = None  #: replicas that have it (WAIT), when wait_replicas is set
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,19 @@ class EnqueuedTask(_Out):
     status: TaskStatus
 
 
+_REPLICAS = Field(
+    default=None, description="Replicas confirmed to hold the write (only when the server waits for replicas)."
+)
+
+
 class EnqueueOutput(EnqueuedTask):
     queue: str
+    replicas_confirmed: int | None = _REPLICAS
 
 
 class EnqueueBatchOutput(_Out):
     queue: str
+    replicas_confirmed: int | None = _REPLICAS
     tasks: list[EnqueuedTask] = Field(description="One entry per task, in the order given.")
 
 
@@ -97,6 +104,7 @@ class FanoutOutput(_Out):
     parent_task_id: str
     subtask_ids: list[str]
     duplicate: bool = Field(description="The same fanout was made before; these are its subtasks.")
+    replicas_confirmed: int | None = _REPLICAS
 
 
 class FanoutStateOut(_Out):

@@ -72,8 +72,9 @@ class TaskQueue(AdminOps):
         if len(set(ids)) != len(ids):
             raise InvalidInput("task ids in one batch must be distinct")
         reply = await self._call("enqueue", queue, *args)
+        replicas = await self.confirm_replicas(queue)
         return [
-            EnqueueResult(task_id, code == DUPLICATE, TaskStatus(text(state)), queue)
+            EnqueueResult(task_id, code == DUPLICATE, TaskStatus(text(state)), queue, replicas)
             for task_id, (code, state) in zip(ids, reply, strict=True)
         ]
 
@@ -136,7 +137,8 @@ class TaskQueue(AdminOps):
             raise ConflictingRequest(f"task id {text(reply[1])} is already in use: pick new subtask ids")
         if code not in (OK, DUPLICATE):
             raise_for(code, reply, parent)
-        return FanoutResult(parent, [text(i) for i in reply[1]], code == DUPLICATE)
+        replicas = await self.confirm_replicas(queue)
+        return FanoutResult(parent, [text(i) for i in reply[1]], code == DUPLICATE, replicas)
 
     # -- consuming -------------------------------------------------------------------
 
@@ -188,10 +190,12 @@ class TaskQueue(AdminOps):
             raise
 
     async def _wait_for_new_entries(self, queue: str, last_high: bytes, last_low: bytes, wait_s: float) -> None:
-        assert self._blocking is not None
+        # Wake on the first entry added after the read's snapshot. Waits are cut into pieces
+        # shorter than the socket timeout, so one client serves blocking and plain calls.
         k = self.keys(queue)
-        with guard(), anyio.move_on_after(wait_s + 1):
-            await self._blocking.xread({k.high: last_high, k.low: last_low}, count=1, block=max(int(wait_s * 1000), 1))
+        block_ms = max(int(min(wait_s, self.settings.socket_timeout_s * 0.8) * 1000), 1)
+        with guard():
+            await self.redis.xread({k.high: last_high, k.low: last_low}, count=1, block=block_ms)
 
     async def acknowledge(self, task_id: str, result: Any = None, *, queue: str = DEFAULT_QUEUE) -> AckResult:
         """Complete a task this consumer holds, storing ``result``. Acking twice reports

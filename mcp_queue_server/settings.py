@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=65_536, ge=256, description="Largest JSON payload/result/checkpoint.")
     max_depth: int = Field(default=32, ge=2, le=256, description="Deepest JSON nesting accepted.")
     socket_timeout_s: float = Field(default=5.0, gt=0, description="Redis command timeout (fail fast when down).")
+    wait_replicas: int = Field(
+        default=0, ge=0, le=16, description="Confirm each enqueue on this many replicas (WAIT) before answering."
+    )
+    wait_timeout_ms: int = Field(default=500, ge=1, le=60_000, description="Longest an enqueue waits for replicas.")
 
     # MCP server.
     role: Role = Field(default=Role.ALL, description="Tool set to expose: producer, worker, admin or all.")

@@ -99,7 +99,11 @@ async def enqueue_batch(
     new = [new_task(ctx, f"tasks[{i}]", t) for i, t in enumerate(tasks)]
     q = await open_queue(ctx)
     done = await q.enqueue_batch(new, queue=queue)
-    return EnqueueBatchOutput(queue=queue, tasks=[EnqueuedTask.model_validate(d) for d in done])
+    return EnqueueBatchOutput(
+        queue=queue,
+        tasks=[EnqueuedTask.model_validate(d) for d in done],
+        replicas_confirmed=done[0].replicas_confirmed,
+    )
 
 
 @queue_errors

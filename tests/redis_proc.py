@@ -30,6 +30,7 @@ class RedisProc:
     binary: str = field(default_factory=lambda: find_redis_server(os.environ.get("MCP_QUEUE_TEST_REDIS_SERVER")))
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -45,6 +46,7 @@ class RedisProc:
             "--save", "",
             "--appendonly", "yes" if self.aof else "no",
             "--appendfsync", "everysec",
+            *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
