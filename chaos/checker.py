@@ -1,0 +1,301 @@
+"""The checker: reconcile what producers and workers logged with what the queue holds.
+
+Like Jepsen's total-queue checker, after a full drain:
+  lost        an enqueue logged ok whose task is neither completed nor dead-lettered
+              (its record missing, or still not finished)
+  unexpected  a stored, delivered or acked task id that no producer ever tried to create
+  duplicated  more than one successful "acked" for one id (exactly-once completion)
+  recovered   ids whose enqueue had an unknown outcome and that did come out
+plus the queue's own promises: poison tasks dead-lettered after exactly max_attempts,
+no healthy task dead-lettered, every fanout parent completed exactly once with its
+continuation enqueued once and completed, nothing pending, running totals consistent.
+Side effects executed more than once are reported, not failed: delivery is at-least-once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos.common import QUEUE, Config, read_logs
+from mcp_queue_server import QueueError, TaskQueue, TaskStatus
+from mcp_queue_server.models import DeadTask, QueueStats, TaskInfo
+
+TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED}
+SAMPLE = 10  #: ids listed per finding in the report
+
+
+@dataclass
+class FinalState:
+    tasks: dict[str, TaskInfo]
+    stored: set[str]  #: every task id with a record in Redis
+    dead: list[DeadTask]
+    stats: QueueStats
+
+
+async def read_final_state(q: TaskQueue, ids: Iterable[str]) -> FinalState:
+    """Every task record (found by SCAN over the queue's task keys), the DLQ and the stats."""
+    prefix = q.keys(QUEUE).task("")
+    stored = set()
+    async for key in q.redis.scan_iter(match=prefix + "*", count=1000):
+        stored.add(key.decode()[len(prefix) :])
+    tasks: dict[str, TaskInfo] = {}
+    for task_id in sorted(stored | set(ids)):
+        try:
+            tasks[task_id] = await q.get_task(task_id, queue=QUEUE)
+        except QueueError:
+            continue  # not found (lost, or never created)
+    dead: list[DeadTask] = []
+    cursor: str | None = None
+    while True:
+        page = await q.inspect_dlq(1000, cursor, newest_first=False, queue=QUEUE)
+        dead += page.tasks
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return FinalState(tasks, stored, dead, await q.get_queue_stats(QUEUE))
+
+
+@dataclass
+class ProducerView:
+    """What producers tried and what they were told."""
+
+    attempted: set[str] = field(default_factory=set)
+    #: ids an attempt logged ok created: a fanout's parent and children (its continuation is
+    #: created by the queue when the parent completes; check_fanout checks that one)
+    confirmed: set[str] = field(default_factory=set)
+    kinds: dict[str, str] = field(default_factory=dict)
+    fanouts: dict[str, dict[str, Any]] = field(default_factory=dict)  #: parent -> children, continuation, ok
+    unknown_attempts: int = 0
+    unknown_ids: set[str] = field(default_factory=set)
+    unknown_landed: int = 0  #: unknown outcomes a later retry found had landed (duplicate=true)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, rec: dict[str, Any], seen_unknown: set[str]) -> None:
+        ids = [rec["id"]]
+        if rec["op"] == "fanout":
+            ids += rec["children"]
+            self.attempted.add(rec["continuation"])
+            self.kinds[rec["id"]] = "parent"
+            self.kinds[rec["continuation"]] = "continuation"
+            self.kinds.update((c, "child") for c in rec["children"])
+            fan = self.fanouts.setdefault(rec["id"], {"children": rec["children"], "continuation": rec["continuation"]})
+            fan["ok"] = fan.get("ok", False) or rec["outcome"] == "ok"
+        else:
+            self.kinds[rec["id"]] = rec["kind"]
+        self.attempted.update(ids)
+        if rec["outcome"] == "ok":
+            self.confirmed.update(ids)
+            if rec["id"] in seen_unknown and rec["duplicate"]:
+                self.unknown_landed += 1
+            seen_unknown.discard(rec["id"])
+        elif rec["outcome"] == "unknown":
+            self.unknown_attempts += 1
+            self.unknown_ids.add(rec["id"])
+            seen_unknown.add(rec["id"])
+        else:
+            self.errors.append(f"{rec['id']}: {rec.get('error')}")
+
+
+def producer_view(cfg: Config) -> ProducerView:
+    view = ProducerView()
+    pending_unknown: set[str] = set()
+    for rec in read_logs(cfg.logs, "producer-"):
+        if rec["op"] in ("enqueue", "fanout"):
+            view.add(rec, pending_unknown)
+    return view
+
+
+@dataclass
+class WorkerView:
+    """What workers did and were told."""
+
+    acked: Counter[str] = field(default_factory=Counter)  #: id -> successful completions
+    effects: Counter[str] = field(default_factory=Counter)  #: id -> side effects executed
+    finished_parent: Counter[str] = field(default_factory=Counter)
+    touched: set[str] = field(default_factory=set)
+    ack_outcomes: Counter[str] = field(default_factory=Counter)
+    fail_outcomes: Counter[str] = field(default_factory=Counter)
+    self_crashes: int = 0
+    ack_errors: list[str] = field(default_factory=list)
+    deliveries: Counter[tuple[str, int]] = field(default_factory=Counter)  #: (id, attempt) -> times
+    #: (id, attempt) -> checkpoints saved while holding the lease. Two means two holders of one
+    #: lease. (Deliveries alone can repeat an attempt: a graceful release gives the attempt back.)
+    worked: Counter[tuple[str, int]] = field(default_factory=Counter)
+    delivered: dict[str, list[tuple[int, bool]]] = field(default_factory=dict)  #: id -> (attempt, had checkpoint)
+    checkpointed: dict[str, int] = field(default_factory=dict)  #: id -> first attempt that saved one
+
+
+def worker_view(cfg: Config) -> WorkerView:
+    view = WorkerView()
+    for rec in read_logs(cfg.logs, "worker-"):
+        op = rec["op"]
+        if "id" in rec:
+            view.touched.add(rec["id"])
+        if op == "deliver":
+            view.deliveries[rec["id"], rec["attempt"]] += 1
+            view.delivered.setdefault(rec["id"], []).append((rec["attempt"], rec.get("checkpoint", False)))
+        elif op == "work":  # logged after a checkpoint saved while holding the lease
+            view.worked[rec["id"], rec["attempt"]] += 1
+            view.checkpointed[rec["id"]] = min(rec["attempt"], view.checkpointed.get(rec["id"], rec["attempt"]))
+        elif op == "effect":
+            view.effects[rec["id"]] += 1
+        elif op == "ack":
+            view.ack_outcomes[rec["outcome"]] += 1
+            if rec["outcome"] == "acked":
+                view.acked[rec["id"]] += 1
+            elif rec["outcome"] == "error":
+                view.ack_errors.append(f"{rec['id']}: {rec.get('error')}")
+            if rec.get("finished_parent"):
+                view.finished_parent[rec["parent"]] += 1
+        elif op == "fail":
+            view.fail_outcomes[f"{rec['outcome']}:{rec.get('status')}"] += 1
+        elif op == "self_crash":
+            view.self_crashes += 1
+    return view
+
+
+def _sample(ids: Iterable[str]) -> list[str]:
+    return sorted(ids)[:SAMPLE]
+
+
+def check_fanout(parent: str, fan: dict[str, Any], state: FinalState, workers: WorkerView) -> str | None:
+    """Why a fanout is not right, or None."""
+    info = state.tasks.get(parent)
+    if info is None or info.status != TaskStatus.COMPLETED or info.fanout is None:
+        return f"{parent}: parent is {info.status if info else 'missing'}"
+    if info.fanout.completed != len(fan["children"]) or set(info.fanout.results) != set(fan["children"]):
+        return f"{parent}: {info.fanout.completed} of {len(fan['children'])} children recorded"
+    if workers.finished_parent[parent] > 1:
+        return f"{parent}: finished {workers.finished_parent[parent]} times"
+    cont = state.tasks.get(fan["continuation"])
+    if cont is None or cont.status != TaskStatus.COMPLETED:
+        return f"{parent}: continuation is {cont.status if cont else 'missing'}"
+    if not isinstance(cont.result, dict) or cont.result.get("children") != len(fan["children"]):
+        return f"{parent}: continuation saw {cont.result!r}"
+    return None
+
+
+def check_totals(state: FinalState, producers: ProducerView) -> dict[str, Any]:
+    """The running totals match the records: nothing enqueued or completed twice."""
+    records = state.tasks.values()
+    parents = sum(1 for t in records if t.task_id in producers.fanouts)
+    want = {
+        "enqueued": len(state.tasks) - parents,
+        "completed": sum(1 for t in records if t.status == TaskStatus.COMPLETED),
+        "dead_lettered": sum(1 for t in records if t.status == TaskStatus.FAILED),
+    }
+    got = {k: state.stats.totals.get(k, 0) for k in want}
+    return {"consistent": got == want, "stored": got, "records": want}
+
+
+def check_leases(workers: WorkerView, tasks: dict[str, TaskInfo]) -> dict[str, set[str]]:
+    """Per-delivery promises: one holder per attempt, the last checkpoint handed over, the
+    attempt budget respected."""
+    double = {i for (i, _), n in workers.worked.items() if n > 1}
+    no_checkpoint = {
+        i
+        for i, seen in workers.delivered.items()
+        if i in workers.checkpointed and any(a > workers.checkpointed[i] and not ck for a, ck in seen)
+    }
+    over = {
+        i
+        for (i, attempt) in workers.deliveries
+        if i in tasks and tasks[i].max_attempts is not None and attempt > (tasks[i].max_attempts or 0)
+    }
+    return {"double_leased": double, "checkpoint_not_handed_over": no_checkpoint, "over_max_attempts": over}
+
+
+def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, Any]:
+    """The report; ``valid`` is true only if every check passes."""
+    producers, workers = producer_view(cfg), worker_view(cfg)
+    tasks = state.tasks
+    lost = {i for i in producers.confirmed if i not in tasks or tasks[i].status not in TERMINAL}
+    missing = {i for i in producers.confirmed if i not in tasks}
+    seen = state.stored | {d.task_id for d in state.dead} | workers.touched
+    unexpected = seen - producers.attempted
+    duplicated = {i for i, n in workers.acked.items() if n > 1}
+    recovered = {i for i in producers.unknown_ids if i in tasks and tasks[i].status in TERMINAL}
+    poison = {i for i, k in producers.kinds.items() if k == "poison" and i in tasks}
+    poison_ok = {
+        i
+        for i in poison
+        if tasks[i].status == TaskStatus.FAILED and tasks[i].attempt == tasks[i].max_attempts == cfg.poison_max_attempts
+    }
+    healthy_dead = {i for i, t in tasks.items() if t.status == TaskStatus.FAILED and i not in poison}
+    dead_ids = {d.task_id for d in state.dead}
+    completed_and_dead = {i for i in dead_ids if i in tasks and tasks[i].status == TaskStatus.COMPLETED}
+    pending = {i for i, t in tasks.items() if t.status not in TERMINAL}
+    s = state.stats
+    queue_pending = s.available + s.in_flight + s.delayed
+    fan_bad = [why for p, f in producers.fanouts.items() if p in tasks and (why := check_fanout(p, f, state, workers))]
+    fan_lost = [p for p, f in producers.fanouts.items() if f["ok"] and p not in tasks]
+    totals = check_totals(state, producers)
+    repeated = {i: n for i, n in workers.effects.items() if n > 1}
+    leases = check_leases(workers, tasks)
+    findings = {
+        "lost": len(lost),
+        "unexpected": len(unexpected),
+        "duplicated": len(duplicated),
+        "pending": len(pending) + queue_pending,
+        "healthy_dead_lettered": len(healthy_dead),
+        "poison_not_at_max_attempts": len(poison - poison_ok),
+        "completed_and_dead_lettered": len(completed_and_dead),
+        "fanouts_bad": len(fan_bad) + len(fan_lost),
+        "producer_errors": len(producers.errors),
+        "totals_inconsistent": int(not totals["consistent"]),
+        "not_drained": int(not extra.get("drained", False)),
+        "producers_unfinished": int(not extra.get("producers_finished", False)),
+        **{k: len(v) for k, v in leases.items()},
+    }
+    return {
+        "valid": not any(findings.values()),
+        "findings": findings,
+        "tasks": {
+            "attempted": len(producers.attempted),
+            "enqueued_ok": len(producers.confirmed),
+            "stored": len(state.stored),
+            "completed": sum(1 for t in tasks.values() if t.status == TaskStatus.COMPLETED),
+            "dead_lettered": len(dead_ids),
+            "fanout_children": sum(1 for k in producers.kinds.values() if k == "child"),
+        },
+        "lost": len(lost),
+        "missing": len(missing),
+        "unexpected": len(unexpected),
+        "duplicated": len(duplicated),
+        "recovered": len(recovered),
+        "unknown_enqueue_attempts": producers.unknown_attempts,
+        "unknown_enqueues_that_landed": producers.unknown_landed,
+        "deliveries": sum(workers.deliveries.values()),
+        "side_effects_repeated": len(repeated),
+        "side_effects_max_per_task": max(workers.effects.values(), default=0),
+        "acks": dict(sorted(workers.ack_outcomes.items())),
+        "fails": dict(sorted(workers.fail_outcomes.items())),
+        "self_crashes": workers.self_crashes,
+        "poison": {"total": len(poison), "dead_lettered_at_max_attempts": len(poison_ok)},
+        "healthy_dead_lettered": len(healthy_dead),
+        "fanouts": {"total": len(producers.fanouts), "ok": len(producers.fanouts) - len(fan_bad) - len(fan_lost)},
+        "totals": totals,
+        "pending": {"records": len(pending), "available": s.available, "in_flight": s.in_flight, "delayed": s.delayed},
+        **extra,
+        "samples": {
+            "lost": _sample(lost),
+            "unexpected": _sample(unexpected),
+            "duplicated": _sample(duplicated),
+            "healthy_dead_lettered": _sample(healthy_dead),
+            "fanouts_bad": sorted(fan_bad)[:SAMPLE] + _sample(fan_lost),
+            "producer_errors": producers.errors[:SAMPLE],
+            "ack_errors": workers.ack_errors[:SAMPLE],
+            "pending": _sample(pending),
+            **{k: _sample(v) for k, v in leases.items()},
+        },
+    }
+
+
+def group_by_kind(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    counts: defaultdict[str, int] = defaultdict(int)
+    for rec in records:
+        counts[rec["kind"]] += 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,94 @@
+"""What every chaos process shares: the run's configuration and append-only JSONL logs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: The project root: child processes run from here so ``-m chaos.*`` and the package import.
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Every child process carries this variable (value: the run id), so a final sweep can find
+#: and kill exactly this run's processes, including MCP servers orphaned by a SIGKILL.
+RUN_ID_ENV = "CHAOS_RUN_ID"
+
+QUEUE = "default"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run's knobs, written to ``<workdir>/config.json`` for the child processes."""
+
+    seed: int
+    duration: float  #: length of the fault window (s)
+    produce_for: float  #: how long producers produce (s): at least the fault window
+    workers: int
+    producers: int
+    persistence: bool
+    workdir: str
+    redis_url: str
+    run_id: str
+    t0: float  #: wall-clock start of the run; log times are relative to it
+    key_prefix: str = "chaos"
+    lease_ms: int = 1500
+    socket_timeout_s: float = 0.5
+    retry_backoff_ms: int = 100
+    healthy_max_attempts: int = 10  #: high, so kills and pauses never dead-letter a healthy task
+    poison_max_attempts: int = 3
+    rate: float = 10.0  #: producer operations per second, per producer
+
+    @property
+    def logs(self) -> Path:
+        return Path(self.workdir) / "logs"
+
+    def save(self) -> Path:
+        path = Path(self.workdir) / "config.json"
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def child_env(self, **extra: str) -> dict[str, str]:
+        """A minimal environment for a child process: no stray MCP_QUEUE_* from the caller."""
+        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "USER")}
+        return {**keep, "PYTHONPATH": str(ROOT), RUN_ID_ENV: self.run_id, **extra}
+
+    def since_start(self) -> float:
+        return round(time.time() - self.t0, 3)
+
+
+class Jsonl:
+    """An append-only JSONL log. One ``write`` syscall per record on an O_APPEND descriptor,
+    so a SIGKILL leaves at most one torn last line (which :func:`read_jsonl` skips)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def write(self, **record: Any) -> None:
+        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open() as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by SIGKILL
+
+
+def read_logs(directory: Path, prefix: str) -> Iterator[dict[str, Any]]:
+    for path in sorted(directory.glob(f"{prefix}*.jsonl")):
+        yield from read_jsonl(path)

@@ -1,0 +1,225 @@
+"""A worker process: a small agent loop driving an MCP server subprocess over stdio.
+
+Per task: checkpoint (renews the lease), work, a "side effect" (a JSONL line), then ack
+with a result; poison tasks always ``fail_task``; "flaky" tasks fail their first attempt
+on purpose; "bulk" tasks are acked together with ``ack(task_ids=...)``. Every ack's outcome
+is logged: acked, already_completed, rejected (not the lease holder), error, or unknown.
+
+Signals: SIGTERM stops the loop gracefully; SIGUSR1 arms a crash: after its next side
+effect the worker SIGKILLs its server and itself, before acking.
+
+Usage (started by ``chaos.run``): ``python -m chaos.worker CONFIG NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.types import CONNECTION_CLOSED, TextContent
+
+from chaos.common import ROOT, Config, Jsonl
+from chaos.procs import children
+
+CALL_TIMEOUT_S = 10.0  #: longer than any pause the nemesis injects
+ACK_RETRY_S = 3.0  #: how long an ack with an unknown outcome is retried
+READ_COUNT = 3
+READ_BLOCK_MS = 200
+
+Kind = Literal["ok", "rejected", "error", "unknown"]
+
+
+@dataclass
+class Reply:
+    kind: Kind
+    data: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+
+class Flags:
+    stop = False
+    crash = False
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    if signum == signal.SIGUSR1:
+        Flags.crash = True
+    else:
+        Flags.stop = True
+
+
+def classify_error(text: str) -> Kind:
+    """Map a tool error's text to an outcome (the server's messages, see mcp_queue_server.scripts)."""
+    if "(retryable)" in text:
+        return "unknown"  # Redis unreachable or timed out: the call may or may not have landed
+    if "leased by another worker" in text or "not leased to you" in text or "is already completed" in text:
+        return "rejected"  # fencing: a stale holder (lease expired, task taken or finished) changed nothing
+    return "error"
+
+
+def server_env(cfg: Config, name: str) -> dict[str, str]:
+    return cfg.child_env(
+        MCP_QUEUE_REDIS_URL=cfg.redis_url,
+        MCP_QUEUE_KEY_PREFIX=cfg.key_prefix,
+        MCP_QUEUE_CONSUMER=name,
+        MCP_QUEUE_ROLE="worker",
+        MCP_QUEUE_LEASE_MS=str(cfg.lease_ms),
+        MCP_QUEUE_SOCKET_TIMEOUT_S=str(cfg.socket_timeout_s),
+        MCP_QUEUE_RETRY_BACKOFF_MS=str(cfg.retry_backoff_ms),
+        MCP_QUEUE_MAX_ATTEMPTS=str(cfg.healthy_max_attempts),
+        MCP_QUEUE_LOG_LEVEL="WARNING",
+        MCP_QUEUE_DATA_DIR=os.path.join(cfg.workdir, "unused"),
+    )
+
+
+def crash_now(log: Jsonl, cfg: Config, name: str) -> None:
+    """SIGKILL our MCP server's group, then our own: no graceful hand-back of held tasks."""
+    log.write(op="self_crash", worker=name, t=cfg.since_start())
+    for child in children(os.getpid()):
+        os.killpg(os.getpgid(child), signal.SIGKILL)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+class Worker:
+    def __init__(self, cfg: Config, name: str, client: Client, log: Jsonl) -> None:
+        self.cfg, self.name, self.client, self.log = cfg, name, client, log
+        self.rng = random.Random(f"{cfg.seed}/{name}")
+
+    async def call(self, tool: str, args: dict[str, Any]) -> Reply:
+        try:
+            # The outer bound is a backstop: if it fires the session is suspect and the
+            # worker exits (the supervisor starts a fresh one).
+            with anyio.fail_after(CALL_TIMEOUT_S + 5):
+                res = await self.client.call_tool(tool, args, read_timeout_seconds=CALL_TIMEOUT_S)
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                raise  # the server is gone: exit, the supervisor starts a fresh worker
+            # e.g. the request timed out: the outcome is unknown
+            return Reply("unknown", text=f"MCPError {exc.code}: {exc.message}"[:200])
+        if not res.is_error:
+            return Reply("ok", dict(res.structured_content or {}))
+        text = " ".join(c.text for c in res.content if isinstance(c, TextContent))
+        return Reply(classify_error(text), text=text[:300])
+
+    async def call_retrying(self, tool: str, args: dict[str, Any], within: float) -> tuple[Reply, int, Kind]:
+        """Retry unknown outcomes (safe: these tools are idempotent or fenced) for ``within`` s.
+        Returns the last reply, the number of tries and the first outcome."""
+        deadline = time.monotonic() + within
+        tries, first = 0, None
+        while True:
+            reply = await self.call(tool, args)
+            tries += 1
+            first = first or reply.kind
+            if reply.kind != "unknown" or time.monotonic() >= deadline:
+                return reply, tries, first
+            await anyio.sleep(0.1)  # Redis is down or paused; the deadline bounds the retries
+
+    def now(self) -> float:
+        return self.cfg.since_start()
+
+    async def run(self) -> None:
+        reads = 0
+        while not Flags.stop:
+            reads += 1
+            args = {"count": READ_COUNT, "block_ms": READ_BLOCK_MS, "lease_ms": self.cfg.lease_ms}
+            if reads % 4 == 0:
+                args["prefer_high_priority"] = False  # serve the low stream too
+            reply = await self.call("read_tasks", args)
+            if reply.kind != "ok":
+                self.log.write(op="read_failed", worker=self.name, outcome=reply.kind, error=reply.text, t=self.now())
+                await anyio.sleep(0.1)  # Redis is unreachable; back off a little
+                continue
+            bulk: list[dict[str, Any]] = []
+            # The tasks of a batch run concurrently, like an agent working on several at once.
+            async with anyio.create_task_group() as tg:
+                for task in reply.data["tasks"]:
+                    self.log.write(op="deliver", id=task["task_id"], attempt=task["attempt"], worker=self.name,
+                                   checkpoint=task["checkpoint"] is not None, t=self.now())  # fmt: skip
+                    tg.start_soon(self.handle, task, bulk)
+            if bulk:
+                await self.ack_bulk(bulk)
+
+    async def handle(self, task: dict[str, Any], bulk: list[dict[str, Any]]) -> None:
+        """Process one task; a "bulk" task is added to ``bulk``, acked after the batch."""
+        tid, attempt, payload = task["task_id"], task["attempt"], task["payload"]
+        kind = payload.get("kind")
+        if payload.get("poison") or (kind == "flaky" and attempt == 1):
+            reason = "poison payload" if payload.get("poison") else "flaky: first attempt fails on purpose"
+            reply, tries, _ = await self.call_retrying("fail_task", {"task_id": tid, "error": reason}, ACK_RETRY_S)
+            self.log.write(op="fail", id=tid, attempt=attempt, worker=self.name, outcome=reply.kind,
+                           status=reply.data.get("status"), tries=tries, error=reply.text, t=self.now())  # fmt: skip
+            return
+        ck = {"task_id": tid, "data": {"step": "started", "worker": self.name}}
+        reply, _, _ = await self.call_retrying("checkpoint", ck, self.cfg.lease_ms / 1000)
+        if reply.kind == "ok" and reply.data.get("lease_expires_at") is None:
+            # Saved, but the lease is not ours any more (the task was requeued meanwhile).
+            reply = Reply("rejected", text="checkpoint saved without a lease")
+        if reply.kind != "ok":
+            # Lost the lease already (or Redis is away): leave it, it will be delivered again.
+            self.log.write(op="skip", id=tid, attempt=attempt, worker=self.name, outcome=reply.kind,
+                           error=reply.text, t=self.now())  # fmt: skip
+            return
+        self.log.write(op="work", id=tid, attempt=attempt, worker=self.name, t=self.now())
+        await anyio.sleep(int(payload.get("work_ms", 20)) / 1000)  # the "work"
+        self.log.write(op="effect", id=tid, attempt=attempt, worker=self.name, t=self.now())
+        if Flags.crash:
+            crash_now(self.log, self.cfg, self.name)
+        if kind == "bulk":
+            bulk.append(task)
+            return
+        result: dict[str, Any] = {"worker": self.name, "attempt": attempt}
+        if "fanout" in payload:
+            result["children"] = len(payload["fanout"]["results"])
+        reply, tries, first = await self.call_retrying("ack", {"task_id": tid, "result": result}, ACK_RETRY_S)
+        status = reply.data.get("status") if reply.kind == "ok" else reply.kind
+        fan = reply.data.get("fanout") or {}
+        self.log.write(op="ack", id=tid, attempt=attempt, worker=self.name, outcome=status, first=first,
+                       tries=tries, finished_parent=bool(fan.get("finished_parent")), parent=fan.get("parent_task_id"),
+                       error=reply.text, t=self.now())  # fmt: skip
+
+    async def ack_bulk(self, tasks: list[dict[str, Any]]) -> None:
+        ids = [t["task_id"] for t in tasks]
+        reply, tries, first = await self.call_retrying("ack", {"task_ids": ids}, ACK_RETRY_S)
+        items = {i["task_id"]: i for i in reply.data.get("tasks", [])} if reply.kind == "ok" else {}
+        for t in tasks:
+            item = items.get(t["task_id"])
+            if item is None:
+                outcome, error = reply.kind, reply.text
+            elif item["status"] == "error":
+                error = item.get("error") or ""
+                outcome = classify_error(error)
+            else:
+                outcome, error = item["status"], ""
+            self.log.write(op="ack", id=t["task_id"], attempt=t["attempt"], worker=self.name, outcome=outcome,
+                           first=first, tries=tries, bulk=True, error=error, t=self.now())  # fmt: skip
+
+
+async def work(cfg: Config, name: str) -> None:
+    log = Jsonl(cfg.logs / f"worker-{name}.jsonl")
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcp_queue_server"], env=server_env(cfg, name), cwd=ROOT
+    )
+    # read_timeout_seconds also bounds initialize (a cold server start under load).
+    async with Client(params, read_timeout_seconds=30.0) as client:
+        log.write(op="start", worker=name, pid=os.getpid(), server=children(os.getpid()), t=cfg.since_start())
+        await Worker(cfg, name, client, log).run()
+    log.write(op="stop", worker=name, t=cfg.since_start())
+
+
+def main() -> None:
+    # Handlers first: the nemesis may signal soon after the start.
+    signal.signal(signal.SIGUSR1, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    cfg = Config.load(sys.argv[1])
+    anyio.run(work, cfg, sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()
