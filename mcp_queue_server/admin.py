@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from mcp_queue_server import records
-from mcp_queue_server.base import DEFAULT_QUEUE, QueueBase, guard
+from mcp_queue_server.base import DEFAULT_QUEUE, QueueBase, guard, request_id
 from mcp_queue_server.errors import InvalidInput, TaskNotFound
 from mcp_queue_server.models import ConsumerInfo, DeadLetterPage, QueueStats, RecoveryReport, TaskInfo
 from mcp_queue_server.scripts import OK, raise_for, text
@@ -76,7 +76,7 @@ class AdminOps(QueueBase):
         requeued: list[str] = []
         dead: list[str] = []
         while True:
-            again, gone = await self._call("recover", queue, idle, limit)
+            again, gone = await self._call("recover", queue, idle, limit, request_id())
             requeued += [text(i) for i in again]
             dead += [text(i) for i in gone]
             if len(again) + len(gone) < limit:
@@ -123,13 +123,13 @@ class AdminOps(QueueBase):
             if not task_ids:
                 raise InvalidInput("task_ids must not be empty (or ask for all)")
             ids = [check_task_id(i) for i in task_ids]
-            reply = await self._call(script, queue, len(ids), *ids)
+            reply = await self._call(script, queue, request_id(), len(ids), *ids)
             if reply[0] != OK:
                 raise_for(reply[0], reply, text(reply[1]))
             yield reply
             return
         while True:
-            reply = await self._call(script, queue, 0, limit)
+            reply = await self._call(script, queue, request_id(), 0, limit)
             yield reply
             if int(reply[2]) < limit:
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,11 @@ def guard() -> Iterator[None]:
         raise QueueError(f"queue store refused the operation: {str(exc)[:200]}") from None
 
 
+def request_id() -> str:
+    """A fresh id for a request that must not run twice when redis-py re-sends it."""
+    return os.urandom(8).hex()
+
+
 def _ms_clock() -> int:
     return time.time_ns() // 1_000_000
 
@@ -48,8 +54,9 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 def connect_redis(url: str, settings: Settings) -> Client:
     """A client that fails fast: one immediate retry on a dropped connection (a pooled
     connection is stale after a Redis restart), none on a timeout (the caller should
-    learn at once). Retrying is safe because every write is idempotent by task id:
-    enqueue ids are fixed before the call, a repeated ack reports the stored outcome.
+    learn at once). Re-sending a script is safe: enqueue and fanout are idempotent by
+    task id (fixed before the call), ack, extend, checkpoint and release by state, and
+    read, fail, recover, replay and purge carry a request id whose first answer is kept.
 
     ``redis+cluster://host:port`` (or ``rediss+cluster://``) selects Redis Cluster.
     """

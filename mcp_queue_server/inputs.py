@@ -91,6 +91,7 @@ class OnComplete(_Strict):
     task_type: TaskType
     payload: Payload = Field(default_factory=dict)
     priority: Priority = 0
+    task_id: OptionalTaskId = None
 
 
 OnChildFailure = Literal["fail_parent", "continue"]

@@ -100,6 +100,7 @@ class FanoutResult:
     parent_task_id: str
     subtask_ids: list[str]
     duplicate: bool  #: the same fanout was made before; nothing changed
+    continuation_task_id: str | None = None  #: the on_complete task's id, enqueued when all are done
     replicas_confirmed: int | None = None  #: replicas that have it (WAIT), when wait_replicas is set
 
 

@@ -104,6 +104,9 @@ class FanoutOutput(_Out):
     parent_task_id: str
     subtask_ids: list[str]
     duplicate: bool = Field(description="The same fanout was made before; these are its subtasks.")
+    continuation_task_id: str | None = Field(
+        default=None, description="The on_complete task's id (follow it with get_task once the subtasks are done)."
+    )
     replicas_confirmed: int | None = _REPLICAS
 
 

@@ -16,7 +16,7 @@ import anyio
 
 from mcp_queue_server import records
 from mcp_queue_server.admin import AdminOps
-from mcp_queue_server.base import DEFAULT_QUEUE, guard
+from mcp_queue_server.base import DEFAULT_QUEUE, guard, request_id
 from mcp_queue_server.errors import ConflictingRequest, InvalidInput, QueueError
 from mcp_queue_server.models import (
     AckResult,
@@ -90,6 +90,13 @@ class TaskQueue(AdminOps):
             dump_json("payload", t.payload, self.settings.max_payload_bytes),
         ]
 
+    def _child_fields(self, t: NewTask) -> list[Any]:
+        """A subtask's or continuation's fields: no delay (they run when their turn comes)."""
+        if t.delay_ms:
+            raise InvalidInput("subtasks and on_complete run as soon as they can: delay_ms must be 0")
+        limit = "" if t.max_attempts is None else check_int("max_attempts", t.max_attempts, 1, 1000)
+        return [*self._task_fields(t), limit]
+
     async def fanout(
         self,
         parent_task_id: str,
@@ -123,14 +130,14 @@ class TaskQueue(AdminOps):
             self.settings.result_ttl_s,
         ]
         if on_complete is None:
-            args += ["", "", "", 0]
+            args += ["", "", "", 0, ""]
         else:
             if "fanout" in on_complete.payload:
                 raise InvalidInput('on_complete.payload must not have a "fanout" key: the results go there')
-            args += [self._new_id(on_complete.task_id), *self._task_fields(on_complete)]
+            args += [self._new_id(on_complete.task_id), *self._child_fields(on_complete)]
         args.append(len(subtasks))
         for t in subtasks:
-            args += [self._new_id(t.task_id), *self._task_fields(t)]
+            args += [self._new_id(t.task_id), *self._child_fields(t)]
         reply = await self._call("fanout", queue, *args)
         code = reply[0]
         if code == CONFLICT:
@@ -138,7 +145,8 @@ class TaskQueue(AdminOps):
         if code not in (OK, DUPLICATE):
             raise_for(code, reply, parent)
         replicas = await self.confirm_replicas(queue)
-        return FanoutResult(parent, [text(i) for i in reply[1]], code == DUPLICATE, replicas)
+        continuation = text(reply[2]) if reply[2] else None
+        return FanoutResult(parent, [text(i) for i in reply[1]], code == DUPLICATE, continuation, replicas)
 
     # -- consuming -------------------------------------------------------------------
 
@@ -166,7 +174,7 @@ class TaskQueue(AdminOps):
         while True:
             with anyio.CancelScope(shield=True):
                 reply = await self._call(
-                    "read", queue, count, lease_ms, int(prefer_high_priority), s.pending_batch_size
+                    "read", queue, count, lease_ms, int(prefer_high_priority), s.pending_batch_size, request_id()
                 )
             tasks = [records.task(row, queue) for row in reply[4:]]
             if tasks:
@@ -241,7 +249,14 @@ class TaskQueue(AdminOps):
             raise InvalidInput("error must be a non-empty string of at most 4096 characters")
         s = self.settings
         reply = await self._call(
-            "fail", queue, check_task_id(task_id), error, int(retry), s.retry_backoff_ms, s.max_backoff_ms
+            "fail",
+            queue,
+            check_task_id(task_id),
+            error,
+            int(retry),
+            s.retry_backoff_ms,
+            s.max_backoff_ms,
+            request_id(),
         )
         if reply[0] != OK:
             raise_for(reply[0], reply, task_id)

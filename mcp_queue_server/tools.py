@@ -140,7 +140,7 @@ async def fanout(
     follow_up = None
     if on_complete is not None:
         check_json(ctx, "on_complete.payload", on_complete.payload)
-        follow_up = NewTask(on_complete.task_type, on_complete.payload, on_complete.priority)
+        follow_up = NewTask(on_complete.task_type, on_complete.payload, on_complete.priority, on_complete.task_id)
     q = await open_queue(ctx)
     done = await q.fanout(
         parent_task_id,

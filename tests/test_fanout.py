@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mcp_queue_server import ConflictingRequest, NewTask, NotLeaseHolder, TaskQueue, TaskStatus
+from mcp_queue_server import ConflictingRequest, InvalidInput, NewTask, NotLeaseHolder, TaskQueue, TaskStatus
 from mcp_queue_server.errors import InvalidState
 from tests.conftest import QueueFactory
 
@@ -164,3 +164,24 @@ async def test_a_finished_fanouts_records_expire_like_a_completed_task(make_queu
     k = q.keys("default")
     for key in (k.task("p"), k.fanout("p"), k.fanout_results("p"), k.task("a")):
         assert 0 < await q.redis.ttl(key) <= 300, key
+
+
+async def test_subtasks_keep_their_own_attempt_budget_and_the_continuation_its_id(queue: TaskQueue) -> None:
+    made = await queue.fanout(
+        "p",
+        [NewTask("c", {}, task_id="once", max_attempts=1), NewTask("c", {}, task_id="default")],
+        on_complete=NewTask("merge", {}, task_id="merge", max_attempts=5),
+        fail_parent_on_child_failure=False,
+    )
+    assert made.continuation_task_id == "merge"
+    assert (await queue.fanout("p", [NewTask("c", {})])).continuation_task_id == "merge"
+    assert ((await queue.get_task("once")).max_attempts, (await queue.get_task("default")).max_attempts) == (1, 3)
+    await queue.read_messages(count=2)
+    assert (await queue.fail("once", "boom")).status == TaskStatus.FAILED
+    await queue.acknowledge("default")
+    assert (await queue.get_task("merge")).max_attempts == 5
+
+
+async def test_a_delayed_subtask_is_refused(queue: TaskQueue) -> None:
+    with pytest.raises(InvalidInput, match="delay_ms"):
+        await queue.fanout("p", [NewTask("c", {}, delay_ms=10)])

@@ -145,3 +145,24 @@ async def test_a_task_whose_last_lease_expires_is_dead_lettered_by_the_next_read
     info = await w.get_task("crashy")
     assert info.status == TaskStatus.FAILED
     assert info.error == "lease expired on attempt 2 of 2"
+
+
+async def test_a_former_holder_cannot_overwrite_the_checkpoint_of_a_requeued_task(
+    make_queue: QueueFactory, clock: FakeClock
+) -> None:
+    w1, w2 = await make_queue("w1"), await make_queue("w2")
+    await w1.enqueue("t", {}, task_id="ck")
+    await w1.read_messages(lease_ms=1_000)
+    await w1.checkpoint("ck", {"by": "w1", "step": 1})
+    clock.advance(1_001)
+    assert (await w2.recover()).requeued == ["ck"]
+    with pytest.raises(NotLeaseHolder, match="is queued"):
+        await w1.checkpoint("ck", {"by": "stale w1"})
+    [task] = await w2.read_messages()
+    assert task.checkpoint == {"by": "w1", "step": 1}
+
+
+async def test_a_checkpoint_may_seed_a_task_before_its_first_delivery(queue: TaskQueue) -> None:
+    await queue.enqueue("t", {}, task_id="seeded", delay_ms=10)
+    assert await queue.checkpoint("seeded", {"hint": "start at page 3"}) is None
+    assert await queue.get_checkpoint("seeded") == {"hint": "start at page 3"}

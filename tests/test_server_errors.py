@@ -84,8 +84,8 @@ ENQUEUE = {"task_type": "t", "payload": {}}
         ("fanout", {"parent_task_id": "p", "subtasks": [{**ENQUEUE, "x": 1}]}, "Extra inputs are not permitted"),
         (
             "fanout",
-            {"parent_task_id": "p", "subtasks": [ENQUEUE], "on_complete": {"task_type": "m", "task_id": "m"}},
-            "on_complete.task_id\n  Extra inputs are not permitted",
+            {"parent_task_id": "p", "subtasks": [ENQUEUE], "on_complete": {"task_type": "m", "delay_ms": 5}},
+            "on_complete.delay_ms\n  Extra inputs are not permitted",
         ),
         (
             "fanout",

@@ -49,7 +49,13 @@ async def test_enqueue_task_returns_an_id_and_the_same_id_again_is_a_duplicate(c
     again = await call(client, "enqueue_task", task_type="summarize", payload={"doc": 1}, task_id="job-1")
     fresh = await call(client, "enqueue_task", task_type="summarize", payload={})
 
-    assert first == {"task_id": "job-1", "duplicate": False, "status": "queued", "queue": "default"}
+    assert first == {
+        "task_id": "job-1",
+        "duplicate": False,
+        "status": "queued",
+        "queue": "default",
+        "replicas_confirmed": None,
+    }
     assert again["duplicate"] is True
     assert fresh["task_id"] != "job-1"
 
@@ -191,7 +197,13 @@ async def test_fanout_gathers_subtask_results_under_the_parent_and_enqueues_the_
         parent_task_data={"title": "report"},
         on_complete={"task_type": "merge", "payload": {"style": "short"}, "priority": 20},
     )
-    assert made == {"parent_task_id": "p1", "subtask_ids": ["p1-0", "p1-1"], "duplicate": False}
+    assert made == {
+        "parent_task_id": "p1",
+        "subtask_ids": ["p1-0", "p1-1"],
+        "duplicate": False,
+        "continuation_task_id": made["continuation_task_id"],
+        "replicas_confirmed": None,
+    }
     assert (await call(client, "fanout", parent_task_id="p1", subtasks=subtasks))["duplicate"] is True
 
     children = (await call(client, "read_tasks", count=10))["tasks"]

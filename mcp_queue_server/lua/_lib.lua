@@ -152,24 +152,42 @@ local function not_held(tk)
   return {NOT_HOLDER, f[1], '', ''}
 end
 
--- Dead tasks picked by replay and purge: ARGV[5] = n, then n task ids; n = 0 takes the
--- oldest ARGV[6] entries of the DLQ. Returns picks {task_id, dlq_entry, live}, or nil
+-- Dead tasks picked by replay and purge: ARGV[6] = n, then n task ids; n = 0 takes the
+-- oldest ARGV[7] entries of the DLQ. Returns picks {task_id, dlq_entry, live}, or nil
 -- and an error reply. A DLQ entry whose task record moved on is picked with live = false.
 local function dlq_picks()
-  local n = tonumber(ARGV[5])
+  local n = tonumber(ARGV[6])
   local picks = {}
   if n == 0 then
-    for _, e in ipairs(redis.call('XRANGE', K[5], '-', '+', 'COUNT', tonumber(ARGV[6]))) do
+    for _, e in ipairs(redis.call('XRANGE', K[5], '-', '+', 'COUNT', tonumber(ARGV[7]))) do
       picks[#picks + 1] = {e[2][2], e[1], redis.call('HGET', tkey(e[2][2]), 'dlq_entry') == e[1]}
     end
     return picks
   end
   for i = 1, n do
-    local id = ARGV[5 + i]
+    local id = ARGV[6 + i]
     local f = redis.call('HMGET', tkey(id), 'state', 'dlq_entry')
     if not f[1] then return nil, {NOT_FOUND, id} end
     if f[1] ~= 'failed' or not f[2] then return nil, {BAD_STATE, id, f[1]} end
     picks[i] = {id, f[2], true}
   end
   return picks
+end
+
+-- Request ids make a script safe to re-send after a dropped connection: the first run's
+-- answer is kept per consumer and kind ("<req> <json>" in hash <base>rq:<consumer>, 60 s),
+-- and a run that finds its own request id returns that answer instead of acting twice.
+local function recall(kind, req)
+  local saved = redis.call('HGET', base .. 'rq:' .. consumer, kind)
+  if not saved then return nil end
+  local sep = string.find(saved, ' ', 1, true)
+  if string.sub(saved, 1, sep - 1) ~= req then return nil end
+  return cjson.decode(string.sub(saved, sep + 1))
+end
+
+local function remember(kind, req, value)
+  local k = base .. 'rq:' .. consumer
+  redis.call('HSET', k, kind, req .. ' ' .. cjson.encode(value))
+  redis.call('EXPIRE', k, 60)
+  return value
 end

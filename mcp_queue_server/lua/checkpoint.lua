@@ -1,6 +1,6 @@
 -- checkpoint: save (or, with empty data, delete) a task's progress; when the caller
--- holds the lease, renew it.
--- A task leased to someone else, or already completed, is refused (fencing).
+-- holds the lease, renew it. Only the holder may write, or anyone before the first
+-- delivery (to seed it); a late write by a former holder is refused (fencing).
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, now, task_id, data_json ("" = delete), ttl_s.
 -- Returns: {OK, lease_until or 0 when not held}, or {NOT_FOUND} / {NOT_HOLDER, state, holder, until}
@@ -10,7 +10,8 @@ local tk = tkey(id)
 local why = not_held(tk)
 local lease_until = 0
 if why then
-  if why[1] ~= NOT_HOLDER or why[2] == 'working' or why[2] == 'waiting_children' then return why end
+  local seeding = (why[2] == 'queued' or why[2] == 'delayed') and redis.call('HGET', tk, 'attempt') == '0'
+  if not seeding then return why end
 else
   local lease_ms = tonumber(redis.call('HGET', tk, 'lease_ms'))
   lease_until = now + lease_ms

@@ -1,11 +1,15 @@
 -- fail: the holder gives a task up with an error; retry with backoff or dead-letter.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, task_id, error, retry (1/0), backoff_base_ms, backoff_max_ms.
+-- ARGV: base, group, consumer, now, task_id, error, retry (1/0), backoff_base_ms, backoff_max_ms,
+--       request_id (a re-sent request gets the first run's answer).
 -- Returns: {OK, state, attempt, run_at, fanout|false} with state queued, delayed or failed
 --          (dead-lettered); or the not_held() answer (NOT_FOUND, NOT_HOLDER, ALREADY).
 local id, err, retry = ARGV[5], ARGV[6], ARGV[7] == '1'
 local backoff_base, backoff_max = tonumber(ARGV[8]), tonumber(ARGV[9])
+local req = ARGV[10]
 local tk = tkey(id)
+local again = recall('fail', req)
+if again and again[1] == id then return again[2] end
 local why = not_held(tk)
 if why then return why end
 local f = redis.call('HMGET', tk, 'attempt', 'max_attempts')
@@ -13,16 +17,16 @@ local attempt, max = tonumber(f[1]), tonumber(f[2])
 if not retry or attempt >= max then
   local reason = err
   if retry then reason = err .. ' (attempt ' .. attempt .. ' of ' .. max .. ')' end
-  return {OK, 'failed', attempt, 0, dead_letter(id, tk, reason)}
+  return remember('fail', req, {id, {OK, 'failed', attempt, 0, dead_letter(id, tk, reason)}})[2]
 end
 redis.call('HSET', tk, 'error', err)
 redis.call('HINCRBY', K[6], 'retried', 1)
 local delay = math.floor(math.min(backoff_base * 2 ^ (attempt - 1), backoff_max))
 if delay <= 0 then
   requeue(id, tk)
-  return {OK, 'queued', attempt, now, false}
+  return remember('fail', req, {id, {OK, 'queued', attempt, now, false}})[2]
 end
 unlink(id, tk)
 redis.call('HSET', tk, 'state', 'delayed', 'run_at', now + delay)
 redis.call('ZADD', K[3], now + delay, id)
-return {OK, 'delayed', attempt, now + delay, false}
+return remember('fail', req, {id, {OK, 'delayed', attempt, now + delay, false}})[2]

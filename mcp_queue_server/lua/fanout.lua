@@ -5,20 +5,22 @@
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, now, threshold, default_max_attempts, parent_id,
 --       parent_data_json ("" none), policy ("fail" | "continue"), result_ttl_s,
---       cont_id ("" = no continuation), cont_type, cont_priority, cont_payload_json,
---       n, then n x (task_id, type, priority, payload_json).
--- Returns: {OK, child_ids} created; {DUPLICATE, child_ids} repeated;
+--       cont_id ("" = no continuation), cont_type, cont_priority, cont_payload_json, cont_max,
+--       n, then n x (task_id, type, priority, payload_json, max_attempts or "").
+-- Returns: {OK, child_ids, cont_id|false} created; {DUPLICATE, child_ids, cont_id|false} repeated;
 --          {NOT_HOLDER, state, holder, until} / {BAD_STATE, state} the parent can't fan out;
 --          {CONFLICT, id} a child id is already in use.
 ensure_groups()
 local threshold, default_max = tonumber(ARGV[5]), ARGV[6]
 local parent, data, policy = ARGV[7], ARGV[8], ARGV[9]
-local ttl, cont_id, n = ARGV[10], ARGV[11], tonumber(ARGV[15])
+local ttl, cont_id, n = ARGV[10], ARGV[11], tonumber(ARGV[16])
 local fk = base .. 'fo:' .. parent
 local function route(priority) return tonumber(priority) >= threshold and 'high' or 'low' end
+local function max_or_default(max) return max ~= '' and max or default_max end
 
 if redis.call('EXISTS', fk) == 1 then
-  return {DUPLICATE, cjson.decode(redis.call('HGET', fk, 'children'))}
+  local f = redis.call('HMGET', fk, 'children', 'cont_id')
+  return {DUPLICATE, cjson.decode(f[1]), f[2] or false}
 end
 local pk = tkey(parent)
 local pstate = redis.call('HGET', pk, 'state')
@@ -31,7 +33,7 @@ if pstate then
 end
 local ids = {}
 for i = 0, n - 1 do
-  local id = ARGV[16 + i * 4]
+  local id = ARGV[17 + i * 5]
   if id == parent or redis.call('EXISTS', tkey(id)) == 1 then return {CONFLICT, id} end
   ids[#ids + 1] = id
 end
@@ -50,16 +52,17 @@ redis.call('HSET', fk, 'total', n, 'completed', 0, 'failed', 0, 'done', 0, 'poli
 if data ~= '' then redis.call('HSET', fk, 'data', data) end
 if cont_id ~= '' then
   redis.call('HSET', fk, 'cont_id', cont_id, 'cont_type', ARGV[12], 'cont_payload', ARGV[14],
-    'cont_priority', ARGV[13], 'cont_stream', route(ARGV[13]), 'cont_max', default_max)
+    'cont_priority', ARGV[13], 'cont_stream', route(ARGV[13]), 'cont_max', max_or_default(ARGV[15]))
 end
 for i = 0, n - 1 do
-  local o = 16 + i * 4
+  local o = 17 + i * 5
   local tk = tkey(ARGV[o])
   redis.call('HSET', tk, 'type', ARGV[o + 1], 'priority', ARGV[o + 2], 'payload', ARGV[o + 3],
-    'stream', route(ARGV[o + 2]), 'attempt', 0, 'max_attempts', default_max, 'created_at', now,
+    'stream', route(ARGV[o + 2]), 'attempt', 0, 'max_attempts', max_or_default(ARGV[o + 4]),
+    'created_at', now,
     'parent', parent)
   push(ARGV[o], tk)
   redis.call('SADD', base .. 'fp:' .. parent, ARGV[o])
 end
 redis.call('HINCRBY', K[6], 'enqueued', n)
-return {OK, ids}
+return {OK, ids, cont_id ~= '' and cont_id or false}

@@ -1,9 +1,12 @@
 -- purge: delete dead-lettered tasks for good (record, checkpoint, DLQ entry).
 -- All ids are checked first: one id that is not dead refuses all.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, n, then n task ids; n = 0 purges the oldest
---       `limit` (ARGV[6]) dead tasks.
+-- ARGV: base, group, consumer, now, request_id, n, then n task ids; n = 0 purges the
+--       oldest `limit` (ARGV[7]) dead tasks. A re-sent request gets the first run's answer.
 -- Returns: {OK, purged_count, picked_count} or {NOT_FOUND, id} / {BAD_STATE, id, state}.
+local req = ARGV[5]
+local again = recall('purge', req)
+if again then return again end
 local picks, refused = dlq_picks()
 if refused then return refused end
 local purged = 0
@@ -14,4 +17,4 @@ for _, p in ipairs(picks) do
     purged = purged + 1
   end
 end
-return {OK, purged, #picks}
+return remember('purge', req, {OK, purged, #picks})

@@ -2,27 +2,46 @@
 -- First promotes due delayed tasks, then re-delivers tasks whose lease expired (or
 -- dead-letters them when they used their last attempt), then reads new entries.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, count, lease_ms, prefer_high (1/0), promote_limit.
+-- ARGV: base, group, consumer, now, count, lease_ms, prefer_high (1/0), promote_limit,
+--       request_id (a re-sent request gets the tasks the first run leased).
 -- Returns: {next_wake_ms or -1, dead_lettered_count, last_high_id, last_low_id, task...};
 --          the last ids ("" when tasks were delivered) let a blocking reader wait for
 --          entries added after this call (XREAD BLOCK). Each task is
 --          {id, type, priority, payload, attempt, lease_until, checkpoint|false, parent|false}.
 ensure_groups()
 local count, lease_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
-local prefer_high, promote_limit = ARGV[7] == '1', tonumber(ARGV[8])
+local prefer_high, promote_limit, req = ARGV[7] == '1', tonumber(ARGV[8]), ARGV[9]
 local lease_until = now + lease_ms
 local out = {-1, 0, '', ''}
 local delivered = 0
 
+local ids = {}
+
+local function record(id, tk)
+  local f = redis.call('HMGET', tk, 'type', 'priority', 'payload', 'parent', 'attempt', 'lease_until')
+  out[#out + 1] = {id, f[1], tonumber(f[2]), f[3], tonumber(f[5]), tonumber(f[6]),
+    redis.call('GET', ckey(id)) or false, f[4] or false}
+end
+
 local function deliver(id, tk)
-  local attempt = redis.call('HINCRBY', tk, 'attempt', 1)
+  redis.call('HINCRBY', tk, 'attempt', 1)
   redis.call('HSET', tk, 'state', 'working', 'consumer', consumer, 'lease_until', lease_until,
     'lease_ms', lease_ms, 'started_at', now)
   redis.call('ZADD', K[4], lease_until, id)
-  local f = redis.call('HMGET', tk, 'type', 'priority', 'payload', 'parent')
-  out[#out + 1] = {id, f[1], tonumber(f[2]), f[3], attempt, lease_until,
-    redis.call('GET', ckey(id)) or false, f[4] or false}
+  record(id, tk)
   delivered = delivered + 1
+  ids[delivered] = id
+end
+
+-- 0. A re-sent request: hand back what the first run leased (still held by the caller).
+local first_run = recall('read', req)
+if first_run then
+  for _, id in ipairs(first_run) do
+    local tk = tkey(id)
+    local f = redis.call('HMGET', tk, 'state', 'consumer')
+    if f[1] == 'working' and f[2] == consumer then record(id, tk) end
+  end
+  return out
 end
 
 -- 1. Due delayed tasks join the tail of their stream.
@@ -80,6 +99,7 @@ for _, z in ipairs({K[3], K[4]}) do
   end
 end
 if wake then out[1] = wake end
+if delivered > 0 then remember('read', req, ids) end
 if delivered == 0 then
   for i = 1, 2 do
     local last = redis.call('XREVRANGE', K[i], '+', '-', 'COUNT', 1)

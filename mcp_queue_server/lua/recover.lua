@@ -2,9 +2,11 @@
 -- Stuck means the lease expired, or (when min_idle_ms is given) the task was
 -- delivered or renewed more than min_idle_ms ago, whatever its lease says.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, min_idle_ms ("" = by lease), limit.
+-- ARGV: base, group, consumer, now, min_idle_ms ("" = by lease), limit, request_id.
 -- Returns: {requeued_ids, dead_lettered_ids}.
-local min_idle, limit = ARGV[5], tonumber(ARGV[6])
+local min_idle, limit, req = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local again = recall('recover', req)
+if again then return again end
 local ids = {}
 if min_idle == '' then
   ids = redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, limit)
@@ -32,4 +34,4 @@ for _, id in ipairs(ids) do
     requeued[#requeued + 1] = id
   end
 end
-return {requeued, dead}
+return remember('recover', req, {requeued, dead})

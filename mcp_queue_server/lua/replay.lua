@@ -1,10 +1,13 @@
 -- replay: put dead-lettered tasks back in their stream with a fresh attempt budget.
 -- All ids are checked before anything changes: one id that is not dead refuses all.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, n, then n task ids; n = 0 replays the oldest
---       `limit` (ARGV[6]) dead tasks.
+-- ARGV: base, group, consumer, now, request_id, n, then n task ids; n = 0 replays the
+--       oldest `limit` (ARGV[7]) dead tasks. A re-sent request gets the first run's answer.
 -- Returns: {OK, replayed_ids, picked_count} or {NOT_FOUND, id} / {BAD_STATE, id, state}.
 ensure_groups()
+local req = ARGV[5]
+local again = recall('replay', req)
+if again then return again end
 local picks, refused = dlq_picks()
 if refused then return refused end
 local ids = {}
@@ -20,4 +23,4 @@ for _, p in ipairs(picks) do
     ids[#ids + 1] = p[1]
   end
 end
-return {OK, ids, #picks}
+return remember('replay', req, {OK, ids, #picks})
