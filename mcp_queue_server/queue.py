@@ -224,7 +224,10 @@ class TaskQueue(AdminOps):
         for item in items:
             task_id, result = (item, None) if isinstance(item, str) else item
             ids.append(check_task_id(task_id))
-            args += [task_id, dump_json("result", result, self.settings.max_payload_bytes)]
+            args += [
+                task_id,
+                "null" if result is None else dump_json("result", result, self.settings.max_payload_bytes),
+            ]
         if not ids:
             raise InvalidInput("no task ids to ack")
         reply = await self._call("ack", queue, self.settings.result_ttl_s, len(ids), *args)

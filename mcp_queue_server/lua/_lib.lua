@@ -140,16 +140,21 @@ local function requeue(id, tk)
   push(id, tk)
 end
 
--- Why the caller may not act on a task: nil when it holds the lease.
+-- Why the caller may not act on a task in `state` held by `holder` until `until_`: nil
+-- when the caller holds the lease.
+local function refusal(state, holder, until_)
+  if not state then return {NOT_FOUND} end
+  if state == 'working' then
+    if holder == consumer then return nil end
+    return {NOT_HOLDER, state, holder or '', until_ or ''}
+  end
+  if state == 'completed' then return {ALREADY, state} end
+  return {NOT_HOLDER, state, '', ''}
+end
+
 local function not_held(tk)
   local f = redis.call('HMGET', tk, 'state', 'consumer', 'lease_until')
-  if not f[1] then return {NOT_FOUND} end
-  if f[1] == 'working' then
-    if f[2] == consumer then return nil end
-    return {NOT_HOLDER, f[1], f[2] or '', f[3] or ''}
-  end
-  if f[1] == 'completed' then return {ALREADY, f[1]} end
-  return {NOT_HOLDER, f[1], '', ''}
+  return refusal(f[1], f[2], f[3])
 end
 
 -- Dead tasks picked by replay and purge: ARGV[6] = n, then n task ids; n = 0 takes the

@@ -7,23 +7,38 @@
 --   fanout = {parent, completed, failed, total, done, finished_now} for a child.
 local ttl, n = tonumber(ARGV[5]), tonumber(ARGV[6])
 local out = {}
+-- Stream entries and leases of completed tasks, removed in one command each at the end.
+local entries = {high = {}, low = {}}
+local done = {}
 for i = 0, n - 1 do
   local id, result = ARGV[7 + i * 2], ARGV[8 + i * 2]
   local tk = tkey(id)
-  local why = not_held(tk)
+  local f = redis.call('HMGET', tk, 'state', 'consumer', 'lease_until', 'stream', 'entry', 'parent', 'ck')
+  local why = refusal(f[1], f[2], f[3])
   if why then
     out[#out + 1] = why
   else
-    unlink(id, tk)
+    local stream_entries = entries[f[4]]
+    stream_entries[#stream_entries + 1] = f[5]
+    done[#done + 1] = id
     redis.call('HSET', tk, 'state', 'completed', 'result', result, 'finished_at', now)
-    redis.call('HDEL', tk, 'payload')
+    redis.call('HDEL', tk, 'payload', 'entry', 'consumer', 'lease_until', 'ck')
     redis.call('EXPIRE', tk, ttl)
-    redis.call('DEL', ckey(id))
-    redis.call('HINCRBY', K[6], 'completed', 1)
-    local parent = redis.call('HGET', tk, 'parent')
+    if f[7] then redis.call('DEL', ckey(id)) end
     local fan = false
-    if parent then fan = child_finished(parent, id, result, true) end
+    if f[6] then fan = child_finished(f[6], id, result, true) end
     out[#out + 1] = {OK, 'completed', '', fan}
   end
+end
+for which, list in pairs(entries) do
+  if #list > 0 then
+    local s = stream_key(which)
+    redis.call('XACK', s, group, unpack(list))
+    redis.call('XDEL', s, unpack(list))
+  end
+end
+if #done > 0 then
+  redis.call('ZREM', K[4], unpack(done))
+  redis.call('HINCRBY', K[6], 'completed', #done)
 end
 return out

@@ -19,7 +19,9 @@ else
 end
 if data == '' then
   redis.call('DEL', ckey(id))
+  redis.call('HDEL', tk, 'ck')
 else
   redis.call('SET', ckey(id), data, 'EX', ttl)
+  redis.call('HSET', tk, 'ck', 1)
 end
 return {OK, lease_until}

@@ -7,6 +7,7 @@
 ensure_groups()
 local threshold, default_max, n = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local out = {}
+local created = 0
 for i = 0, n - 1 do
   local o = 8 + i * 6
   local id, delay = ARGV[o], tonumber(ARGV[o + 4])
@@ -18,18 +19,19 @@ for i = 0, n - 1 do
     local priority = tonumber(ARGV[o + 2])
     local max = ARGV[o + 5]
     if max == '' then max = default_max end
-    redis.call('HSET', tk, 'type', ARGV[o + 1], 'priority', priority, 'payload', ARGV[o + 3],
-      'stream', priority >= threshold and 'high' or 'low', 'attempt', 0, 'max_attempts', max,
-      'created_at', now)
+    local stream = priority >= threshold and 'high' or 'low'
+    -- One HSET per task: the stream entry (or the delay) is decided before the record is written.
+    local state, field, value = 'delayed', 'run_at', now + delay
     if delay > 0 then
-      redis.call('HSET', tk, 'state', 'delayed', 'run_at', now + delay)
-      redis.call('ZADD', K[3], now + delay, id)
-      out[#out + 1] = {OK, 'delayed'}
+      redis.call('ZADD', K[3], value, id)
     else
-      push(id, tk)
-      out[#out + 1] = {OK, 'queued'}
+      state, field, value = 'queued', 'entry', redis.call('XADD', stream_key(stream), '*', 'id', id)
     end
-    redis.call('HINCRBY', K[6], 'enqueued', 1)
+    redis.call('HSET', tk, 'type', ARGV[o + 1], 'priority', priority, 'payload', ARGV[o + 3], 'stream', stream,
+      'attempt', 0, 'max_attempts', max, 'created_at', now, 'enqueued_at', now, 'state', state, field, value)
+    out[#out + 1] = {OK, state}
+    created = created + 1
   end
 end
+if created > 0 then redis.call('HINCRBY', K[6], 'enqueued', created) end
 return out
