@@ -33,6 +33,7 @@ from mcp_queue_server.models import (
 )
 from mcp_queue_server.queue import RedisStreamQueue, TaskQueue
 from mcp_queue_server.settings import Role, Settings
+from mcp_queue_server.worker import PermanentFailure, TaskContext, Worker
 
 __all__ = [
     "AckResult",
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidState",
     "NewTask",
     "NotLeaseHolder",
+    "PermanentFailure",
     "QueueError",
     "QueueStats",
     "QueueUnavailable",
@@ -58,8 +60,10 @@ __all__ = [
     "Settings",
     "StreamStats",
     "Task",
+    "TaskContext",
     "TaskInfo",
     "TaskNotFound",
     "TaskQueue",
     "TaskStatus",
+    "Worker",
 ]

@@ -1,7 +1,10 @@
 """Entry point: ``mcp-queue-server`` / ``python -m mcp_queue_server``.
 
-Builds the settings once (environment ``MCP_QUEUE_*``, overridden by flags), builds the
-server, configures logging to stderr (stdout carries only the protocol on stdio) and serves.
+With no command (or ``serve``): builds the settings once (environment ``MCP_QUEUE_*``,
+overridden by flags), builds the server, configures logging to stderr (stdout carries only
+the protocol on stdio) and serves. Any other command (``stats``, ``worker``, ...) is the
+operator CLI in :mod:`mcp_queue_server.cli`. The server modules (and ``mcp``) are imported
+only to serve, so the commands, and the worker processes a pool restarts, start quickly.
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from mcp_queue_server.server import build_server
+from mcp_queue_server import cli
 from mcp_queue_server.settings import Role, Settings
-from mcp_queue_server.transports import is_loopback, serve_http, serve_stdio
 
 logger = logging.getLogger("mcp_queue_server")
 
@@ -41,6 +43,7 @@ FLAGS: dict[str, tuple[str, Any, str | None]] = {
     "--transport": ("transport", str, None),
     "--host": ("host", str, "ADDR"),
     "--port": ("port", int, "PORT"),
+    "--metrics-port": ("metrics_port", int, "PORT"),
     "--auth-token": ("auth_token", str, "TOKEN"),
     "--allowed-host": ("allowed_hosts", str, "HOST"),
     "--allowed-origin": ("allowed_origins", str, "ORIGIN"),
@@ -63,8 +66,12 @@ EXTRA_HELP = {
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mcp-queue-server",
+        usage="%(prog)s [serve] [flags] | %(prog)s COMMAND [flags] ...",
         description="A durable task queue on Redis Streams, served to LLM agents over MCP. "
         "Every flag overrides its environment variable.",
+        epilog="commands: serve (the default: the MCP server), stats, top, tasks get, dlq list|replay|purge, recover, "
+        "enqueue, worker, demo; `mcp-queue-server COMMAND --help` for each. Exit codes: 0 ok, 1 operation "
+        "failed, 2 usage or configuration error, 3 queue store unavailable.",
     )
     for flag, (field, kind, metavar) in FLAGS.items():
         info = Settings.model_fields[field]
@@ -90,6 +97,8 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     Raises:
         SystemExit: invalid flags or settings (status 2, message on stderr).
     """
+    from mcp_queue_server.transports import is_loopback
+
     p = parser()
     flags = vars(p.parse_args(argv))
     try:
@@ -120,14 +129,31 @@ def configure_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    found = cli.find_command(args, FLAGS)
+    if found is not None:
+        index, command = found
+        if command != "serve":
+            sys.exit(cli.main(args))
+        del args[index]
+    serve(args)
+
+
+def serve(argv: Sequence[str]) -> None:
+    """Run the MCP server (``mcp-queue-server [serve] [flags]``)."""
+    from mcp_queue_server.metrics import Metrics, serve_stdio_with_metrics
+    from mcp_queue_server.server import build_server
+    from mcp_queue_server.transports import serve_http
+
     settings = load_settings(argv)
-    server = build_server(settings)
+    metrics = Metrics(settings)
+    server = build_server(settings, metrics)
     configure_logging(settings.log_level)
     logger.info("serving role %s over %s", settings.role.value, settings.transport)
     if settings.transport == "stdio":
-        anyio.run(serve_stdio, server)
+        anyio.run(serve_stdio_with_metrics, server, settings, metrics)
     else:
-        serve_http(server, settings)
+        serve_http(server, settings, metrics.routes())
 
 
 if __name__ == "__main__":

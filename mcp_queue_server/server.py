@@ -20,6 +20,7 @@ from pydantic import AnyHttpUrl, ConfigDict
 
 from mcp_queue_server import admin_tools as admin
 from mcp_queue_server import tools
+from mcp_queue_server.metrics import Metrics
 from mcp_queue_server.prompts import register_prompts
 from mcp_queue_server.resources import register_resources
 from mcp_queue_server.settings import Role, Settings
@@ -88,7 +89,7 @@ def tool_names(role: Role) -> list[str]:
     return [spec.fn.__name__ for spec in TOOLS if role in spec.roles]
 
 
-def _strict_tool(spec: ToolSpec) -> Tool:
+def _strict_tool(spec: ToolSpec, metrics: Metrics | None = None) -> Tool:
     """A tool whose arguments model forbids unknown fields.
 
     The SDK's generated argument model ignores unknown top-level arguments, so a misspelt
@@ -96,7 +97,8 @@ def _strict_tool(spec: ToolSpec) -> Tool:
     Subclassing it with ``extra="forbid"`` rejects the call and adds
     ``additionalProperties: false`` to the published inputSchema.
     """
-    tool = Tool.from_function(spec.fn, title=spec.title, annotations=spec.annotations, structured_output=True)
+    fn = spec.fn if metrics is None else metrics.timed(spec.fn)
+    tool = Tool.from_function(fn, title=spec.title, annotations=spec.annotations, structured_output=True)
     loose = tool.fn_metadata.arg_model
     strict = cast(
         type[ArgModelBase],
@@ -107,7 +109,7 @@ def _strict_tool(spec: ToolSpec) -> Tool:
     return tool
 
 
-def build_server(settings: Settings) -> MCPServer[ServerState]:
+def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServer[ServerState]:
     """An MCP server exposing the queue to agents with the tool set of ``settings.role``.
 
     Nothing connects until the server runs: its lifespan opens one queue per process
@@ -127,7 +129,7 @@ def build_server(settings: Settings) -> MCPServer[ServerState]:
         "mcp-queue-server",
         title="Task queue",
         instructions=INSTRUCTIONS,
-        tools=[_strict_tool(spec) for spec in TOOLS if settings.role in spec.roles],
+        tools=[_strict_tool(spec, metrics) for spec in TOOLS if settings.role in spec.roles],
         lifespan=state.lifespan,
         log_level=settings.log_level,
         auth=auth,

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     transport: Literal["stdio", "streamable-http", "sse"] = "stdio"
     host: str = Field(default="127.0.0.1", description="HTTP bind address.")
     port: int = Field(default=8000, ge=0, le=65_535, description="HTTP port.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65_535,
+        description="stdio transport: serve Prometheus /metrics on this port at the HTTP bind address "
+        "(the HTTP transports always serve /metrics).",
+    )
     auth_token: SecretStr | None = Field(default=None, description="Bearer token required on HTTP transports.")
     allowed_hosts: list[str] = Field(default_factory=list, description="Extra Host header values accepted on HTTP.")
     allowed_origins: list[str] = Field(default_factory=list, description="Extra Origin values accepted on HTTP.")

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -20,6 +21,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
 from mcp_queue_server.settings import Settings
 
@@ -70,17 +72,21 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
-def http_app(server: MCPServer[Any], settings: Settings) -> Starlette:
+def http_app(server: MCPServer[Any], settings: Settings, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The MCP app for the configured HTTP transport, plus ``routes`` (such as ``/metrics``)."""
     security = transport_security(settings)
     if settings.transport == "sse":
-        return server.sse_app(transport_security=security, host=settings.host)
-    return server.streamable_http_app(transport_security=security, host=settings.host)
+        app = server.sse_app(transport_security=security, host=settings.host)
+    else:
+        app = server.streamable_http_app(transport_security=security, host=settings.host)
+    app.router.routes.extend(routes)
+    return app
 
 
-def serve_http(server: MCPServer[Any], settings: Settings) -> None:
+def serve_http(server: MCPServer[Any], settings: Settings, routes: Sequence[BaseRoute] = ()) -> None:
     """Serve Streamable HTTP (``/mcp``) or SSE (``/sse``) until SIGINT/SIGTERM (uvicorn handles them)."""
     config = uvicorn.Config(
-        http_app(server, settings),
+        http_app(server, settings, routes),
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep our stderr logging; uvicorn's default sends access logs to stdout

@@ -18,6 +18,9 @@ CORE = [
     "mcp_queue_server.errors",
     "mcp_queue_server.validation",
     "mcp_queue_server.binaries",
+    "mcp_queue_server.embedded",
+    "mcp_queue_server.worker",
+    "mcp_queue_server.worker_pool",
 ]
 
 

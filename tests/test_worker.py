@@ -1,0 +1,341 @@
+"""The worker runtime against a real Redis: acks, failures, lease renewal, checkpoints, stopping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from mcp_queue_server import Settings, Task, TaskQueue, TaskStatus
+from mcp_queue_server.worker import PermanentFailure, TaskContext, Worker, WorkerEvent
+from tests.conftest import QueueFactory
+
+WAIT_S = 15
+
+
+class Events:
+    """Records worker events; tests wait for them instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.seen: list[WorkerEvent] = []
+        self._changed = anyio.Event()
+
+    def __call__(self, event: WorkerEvent) -> None:
+        self.seen.append(event)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, kind: str, count: int = 1) -> list[WorkerEvent]:
+        with anyio.fail_after(WAIT_S):
+            while True:
+                found = [e for e in self.seen if e.kind == kind]
+                if len(found) >= count:
+                    return found
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    """Run ``worker`` for the block; stop it (no grace) at the end."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        with anyio.fail_after(WAIT_S):
+            await worker.ready.wait()
+        yield worker
+        worker.stop(0)
+
+
+def blocking_handler(release: anyio.Event, started: Callable[[Task, TaskContext], Any] | None = None) -> Any:
+    async def handle(task: Task, ctx: TaskContext) -> dict[str, Any]:
+        if started is not None:
+            await started(task, ctx)
+        await release.wait()
+        return {"done": task.task_id}
+
+    return handle
+
+
+async def test_a_handler_result_is_acked_and_stored(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    await queue.enqueue("add", {"a": 2, "b": 3}, task_id="sum")
+    events = Events()
+
+    async def add(task: Task, ctx: TaskContext) -> int:
+        return int(task.payload["a"]) + int(task.payload["b"])
+
+    async with running(Worker(queue, {"add": add}, on_event=events)):
+        [acked] = await events.wait_for("acked")
+
+    info = await queue.get_task("sum")
+    assert (acked.task.task_id, info.status, info.result) == ("sum", TaskStatus.COMPLETED, 5)
+
+
+async def test_a_worker_given_settings_opens_its_own_queue(settings: Settings, make_queue: QueueFactory) -> None:
+    producer: TaskQueue = await make_queue("producer", real_clock=True)
+    await producer.enqueue("echo", {"x": 1}, task_id="e1")
+    events = Events()
+
+    async def echo(task: Task, ctx: TaskContext) -> dict[str, Any]:
+        return task.payload
+
+    async with running(Worker(settings, {"*": echo}, name="own-queue", on_event=events)):
+        [acked] = await events.wait_for("acked")
+
+    assert acked.worker == "own-queue"
+    assert (await producer.get_task("e1")).result == {"x": 1}
+
+
+async def test_concurrency_runs_that_many_handlers_at_once(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    for i in range(3):
+        await queue.enqueue("t", {}, task_id=f"c{i}")
+    all_in = anyio.Event()
+    inside: list[str] = []
+
+    async def handle(task: Task, ctx: TaskContext) -> None:
+        inside.append(task.task_id)
+        if len(inside) == 3:
+            all_in.set()
+        await all_in.wait()  # returns only once all three run at the same time
+
+    events = Events()
+    async with running(Worker(queue, {"t": handle}, concurrency=3, on_event=events)):
+        await events.wait_for("acked", 3)
+
+    assert sorted(inside) == ["c0", "c1", "c2"]
+
+
+async def test_lease_renewal_keeps_a_long_handler_from_being_redelivered(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    thief: TaskQueue = await make_queue("thief", real_clock=True)
+    await queue.enqueue("slow", {}, task_id="long")
+    release = anyio.Event()
+    events = Events()
+
+    async with running(Worker(queue, {"slow": blocking_handler(release)}, lease_ms=300, on_event=events)):
+        await events.wait_for("started")
+        # The read blocks past three leases; it would take the task the moment a lease expired.
+        stolen = await thief.read_messages(count=1, block_ms=1200)
+        release.set()
+        await events.wait_for("acked")
+
+    info = await queue.get_task("long")
+    assert stolen == []
+    assert (info.status, info.attempt) == (TaskStatus.COMPLETED, 1)
+
+
+async def test_a_failing_handler_retries_then_dead_letters_with_the_error(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True, max_attempts=2)
+    await queue.enqueue("boom", {}, task_id="bad")
+    events = Events()
+
+    async def boom(task: Task, ctx: TaskContext) -> None:
+        raise ValueError(f"broken on attempt {task.attempt}")
+
+    async with running(Worker(queue, {"boom": boom}, on_event=events)):
+        first, last = await events.wait_for("failed", 2)
+
+    info = await queue.get_task("bad")
+    dlq = await queue.inspect_dlq()
+    assert first.detail.startswith("queued, will retry: ValueError: broken on attempt 1")
+    assert last.detail == "dead-lettered: ValueError: broken on attempt 2"
+    assert (info.status, info.attempt) == (TaskStatus.FAILED, 2)
+    assert info.error is not None
+    assert info.error.startswith("ValueError: broken on attempt 2")
+    assert [t.task_id for t in dlq.tasks] == ["bad"]
+
+
+async def test_a_permanent_failure_dead_letters_at_once(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    await queue.enqueue("t", {}, task_id="hopeless")
+    events = Events()
+
+    async def refuse(task: Task, ctx: TaskContext) -> None:
+        raise PermanentFailure("payload names no document")
+
+    async with running(Worker(queue, {"t": refuse}, on_event=events)):
+        await events.wait_for("failed")
+
+    info = await queue.get_task("hopeless")
+    assert (info.status, info.attempt) == (TaskStatus.FAILED, 1)
+    assert info.error is not None
+    assert info.error.startswith("PermanentFailure: payload names no document")
+
+
+async def test_a_task_type_without_a_handler_fails_with_a_message_naming_it(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True, max_attempts=1)
+    await queue.enqueue("unknown", {}, task_id="u")
+    events = Events()
+
+    async def never(task: Task, ctx: TaskContext) -> None:
+        raise AssertionError("not this one")
+
+    async with running(Worker(queue, {"known": never}, on_event=events)):
+        await events.wait_for("failed")
+
+    error = (await queue.get_task("u")).error
+    assert error is not None
+    assert "no handler for task type 'unknown'" in error
+    assert "known" in error
+
+
+async def test_stop_lets_running_handlers_finish_within_the_grace_period(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    await queue.enqueue("t", {}, task_id="finish-me")
+    release = anyio.Event()
+    events = Events()
+    worker = Worker(queue, {"t": blocking_handler(release)}, grace_period_s=WAIT_S, on_event=events)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await events.wait_for("started")
+        worker.stop()
+        release.set()  # the handler finishes after the stop request, within the grace period
+
+    assert [e.kind for e in events.seen] == ["started", "acked"]
+    assert (await queue.get_task("finish-me")).status == TaskStatus.COMPLETED
+
+
+async def test_stop_hands_a_task_still_running_after_the_grace_period_back_at_once(
+    make_queue: QueueFactory,
+) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    other: TaskQueue = await make_queue("other", real_clock=True)
+    await queue.enqueue("t", {}, task_id="stuck")
+    events = Events()
+    worker = Worker(queue, {"t": blocking_handler(anyio.Event())}, grace_period_s=0.2, on_event=events)
+
+    with anyio.fail_after(WAIT_S):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await events.wait_for("started")
+            worker.stop()
+
+    info = await queue.get_task("stuck")
+    [again] = await other.read_messages(count=1)
+    assert [e.kind for e in events.seen] == ["started", "released"]
+    assert (info.status, info.attempt) == (TaskStatus.QUEUED, 0)  # handing back is not charged
+    assert (again.task_id, again.attempt) == ("stuck", 1)
+
+
+async def test_a_stopped_worker_leaves_the_consumer_group(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("leaving", real_clock=True)
+    observer: TaskQueue = await make_queue("observer", real_clock=True)
+    await queue.enqueue("t", {})
+    events = Events()
+
+    async def handle(task: Task, ctx: TaskContext) -> None:
+        return None
+
+    async with running(Worker(queue, {"t": handle}, on_event=events)):
+        await events.wait_for("acked")
+        assert "leaving" in [c.name for c in await observer.get_consumer_info()]
+
+    assert "leaving" not in [c.name for c in await observer.get_consumer_info()]
+
+
+async def test_cancelling_run_hands_running_tasks_back(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    await queue.enqueue("t", {}, task_id="cancelled")
+    events = Events()
+    worker = Worker(queue, {"t": blocking_handler(anyio.Event())}, on_event=events)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await events.wait_for("started")
+        tg.cancel_scope.cancel()
+
+    assert (await queue.get_task("cancelled")).status == TaskStatus.QUEUED
+
+
+async def test_a_killed_workers_task_is_redelivered_with_its_checkpoint(make_queue: QueueFactory) -> None:
+    first: TaskQueue = await make_queue("first", real_clock=True)
+    second: TaskQueue = await make_queue("second", real_clock=True)
+    await first.enqueue("steps", {"steps": 3}, task_id="resumable")
+    events = Events()
+    resumed_from: list[dict[str, Any] | None] = []
+    crash = anyio.Event()
+
+    async def steps(task: Task, ctx: TaskContext) -> dict[str, int]:
+        start = (task.checkpoint or {}).get("step", 0)
+        resumed_from.append(task.checkpoint)
+        for step in range(start + 1, int(task.payload["steps"]) + 1):
+            await ctx.checkpoint({"step": step})
+            if step == 2 and task.attempt == 1:
+                crash.set()
+                await anyio.sleep_forever()
+        return {"attempt": task.attempt}
+
+    doomed = Worker(first, {"steps": steps}, lease_ms=300, recover_interval_s=None, on_event=events)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(doomed.run)
+        with anyio.fail_after(WAIT_S):
+            await crash.wait()
+        doomed.kill()
+    async with running(Worker(second, {"steps": steps}, lease_ms=300, on_event=events)):
+        [acked] = await events.wait_for("acked")
+
+    info = await second.get_task("resumable")
+    assert acked.worker == "second"
+    assert resumed_from == [None, {"step": 2}]
+    assert (info.status, info.result) == (TaskStatus.COMPLETED, {"attempt": 2})
+
+
+async def test_a_worker_that_loses_its_lease_cancels_the_handler_and_does_not_ack(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    other: TaskQueue = await make_queue("other", real_clock=True)
+    await queue.enqueue("t", {}, task_id="taken")
+    events = Events()
+    cancelled = anyio.Event()
+
+    async def handle(task: Task, ctx: TaskContext) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with running(Worker(queue, {"t": handle}, lease_ms=300, on_event=events)):
+        await events.wait_for("started")
+        # An operator's recovery takes the task away whatever its lease; another worker reads it.
+        await other.recover(min_idle_ms=0)
+        [stolen] = await other.read_messages(count=1)
+        [lost] = await events.wait_for("lease_lost")
+        with anyio.fail_after(WAIT_S):
+            await cancelled.wait()
+
+    info = await queue.get_task("taken")
+    assert stolen.task_id == lost.task.task_id == "taken"
+    assert (info.status, info.lease_holder) == (TaskStatus.WORKING, "other")
+
+
+async def test_a_handler_can_fan_out_and_the_children_finish_the_parent(make_queue: QueueFactory) -> None:
+    from mcp_queue_server import NewTask
+
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    await queue.enqueue("split", {"n": 2}, task_id="parent")
+    events = Events()
+
+    async def split(task: Task, ctx: TaskContext) -> None:
+        await ctx.fanout([NewTask("part", {"i": i}, task_id=f"part-{i}") for i in range(int(task.payload["n"]))])
+
+    async def part(task: Task, ctx: TaskContext) -> int:
+        return int(task.payload["i"]) * 10
+
+    async with running(Worker(queue, {"split": split, "part": part}, concurrency=2, on_event=events)):
+        await events.wait_for("acked", 2)
+
+    info = await queue.get_task("parent")
+    assert [e.kind for e in events.seen if e.task.task_id == "parent"] == ["started", "handed_off"]
+    assert (info.status, info.result) == (TaskStatus.COMPLETED, {"part-0": 0, "part-1": 10})
+
+
+def test_a_worker_needs_handlers_and_a_positive_concurrency(settings: Settings) -> None:
+    from mcp_queue_server import InvalidInput
+
+    with pytest.raises(InvalidInput, match="handler"):
+        Worker(settings, {})
+    with pytest.raises(InvalidInput, match="concurrency"):
+        Worker(settings, {"*": blocking_handler(anyio.Event())}, concurrency=0)
