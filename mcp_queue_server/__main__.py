@@ -13,54 +13,17 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import anyio
-from pydantic import ValidationError
 
 from mcp_queue_server import cli
-from mcp_queue_server.settings import Role, Settings
+from mcp_queue_server.flags import FLAGS, SettingsError, add_setting_flags, settings_from
+from mcp_queue_server.settings import Settings
 
 logger = logging.getLogger("mcp_queue_server")
 
 #: Exit status for a configuration the server refuses to run with.
 EXIT_CONFIG = 2
-
-# flag -> (Settings field, argparse type, metavar); every flag mirrors MCP_QUEUE_<FIELD>.
-FLAGS: dict[str, tuple[str, Any, str | None]] = {
-    "--redis-url": ("redis_url", str, "URL"),
-    "--data-dir": ("data_dir", Path, "DIR"),
-    "--key-prefix": ("key_prefix", str, "NAME"),
-    "--consumer": ("consumer", str, "NAME"),
-    "--role": ("role", str, None),
-    "--lease-ms": ("lease_ms", int, "MS"),
-    "--max-attempts": ("max_attempts", int, "N"),
-    "--retry-backoff-ms": ("retry_backoff_ms", int, "MS"),
-    "--priority-threshold": ("priority_threshold", int, "N"),
-    "--max-payload-bytes": ("max_payload_bytes", int, "BYTES"),
-    "--max-depth": ("max_depth", int, "N"),
-    "--transport": ("transport", str, None),
-    "--host": ("host", str, "ADDR"),
-    "--port": ("port", int, "PORT"),
-    "--metrics-port": ("metrics_port", int, "PORT"),
-    "--auth-token": ("auth_token", str, "TOKEN"),
-    "--allowed-host": ("allowed_hosts", str, "HOST"),
-    "--allowed-origin": ("allowed_origins", str, "ORIGIN"),
-    "--log-level": ("log_level", str, None),
-}
-CHOICES = {
-    "role": [r.value for r in Role],
-    "transport": ["stdio", "streamable-http", "sse"],
-    "log_level": ["DEBUG", "INFO", "WARNING", "ERROR"],
-}
-EXTRA_HELP = {
-    "transport": "MCP transport: stdio for a client that spawns the server, HTTP for a shared one.",
-    "auth_token": "Prefer the environment variable: flags are visible to other local users.",
-    "allowed_hosts": "Repeatable; the environment variable takes a JSON list.",
-    "allowed_origins": "Repeatable; the environment variable takes a JSON list.",
-    "log_level": "Log level; logs go to stderr.",
-}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,21 +36,7 @@ def parser() -> argparse.ArgumentParser:
         "enqueue, worker, demo; `mcp-queue-server COMMAND --help` for each. Exit codes: 0 ok, 1 operation "
         "failed, 2 usage or configuration error, 3 queue store unavailable.",
     )
-    for flag, (field, kind, metavar) in FLAGS.items():
-        info = Settings.model_fields[field]
-        default = None if info.default_factory is not None else info.default
-        shown = "" if default is None else f" (default: {default})"
-        text = " ".join(filter(None, [info.description or "", EXTRA_HELP.get(field, "")]))
-        p.add_argument(
-            flag,
-            dest=field,
-            type=kind,
-            metavar=metavar,
-            choices=CHOICES.get(field),
-            action="append" if field.startswith("allowed_") else "store",
-            default=argparse.SUPPRESS,
-            help=f"{text}{shown} [env: MCP_QUEUE_{field.upper()}]".replace("%", "%%"),
-        )
+    add_setting_flags(p)
     return p
 
 
@@ -100,15 +49,10 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     from mcp_queue_server.transports import is_loopback
 
     p = parser()
-    flags = vars(p.parse_args(argv))
     try:
-        settings = Settings(**flags)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        p.exit(EXIT_CONFIG, f"mcp-queue-server: invalid settings: {problems}\n")
-    if settings.redis_url is not None and not settings.redis_url.get_secret_value():
-        # An empty MCP_QUEUE_REDIS_URL (common in client configs) means unset.
-        settings = settings.model_copy(update={"redis_url": None})
+        settings = settings_from(vars(p.parse_args(argv)))
+    except SettingsError as exc:
+        p.exit(EXIT_CONFIG, f"mcp-queue-server: {exc}\n")
     if settings.transport != "stdio" and not is_loopback(settings.host) and settings.auth_token is None:
         p.exit(
             EXIT_CONFIG,

@@ -30,7 +30,15 @@ def guard() -> Iterator[None]:
     """Map Redis failures to queue errors. The message names no host or credentials."""
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, ConnectionError, TimeoutError) as exc:
+    except (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        redis_errors.RedisClusterException,  # no reachable node, slots not covered
+        redis_errors.ClusterDownError,
+        redis_errors.TryAgainError,  # a slot is moving between masters
+        ConnectionError,
+        TimeoutError,
+    ) as exc:
         raise QueueUnavailable(
             f"queue store unavailable ({type(exc).__name__}); nothing was lost, retry in a few seconds"
         ) from None

@@ -20,14 +20,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import anyio
-from pydantic import ValidationError
-from redis.asyncio.connection import parse_url
 
 from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable
+from mcp_queue_server.flags import STORE_FIELDS, SettingsError, add_setting_flags, settings_from
 from mcp_queue_server.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -36,21 +34,6 @@ PROG = "mcp-queue-server"
 
 #: Commands this module runs; ``serve`` is the server, run by ``__main__``.
 COMMANDS = ("serve", "stats", "top", "tasks", "dlq", "recover", "enqueue", "worker", "demo")
-
-# The settings every command shares with the server: flag -> (field, type, metavar).
-STORE_FLAGS: dict[str, tuple[str, Any, str | None]] = {
-    "--redis-url": ("redis_url", str, "URL"),
-    "--data-dir": ("data_dir", Path, "DIR"),
-    "--key-prefix": ("key_prefix", str, "NAME"),
-    "--consumer": ("consumer", str, "NAME"),
-    "--lease-ms": ("lease_ms", int, "MS"),
-    "--max-attempts": ("max_attempts", int, "N"),
-    "--retry-backoff-ms": ("retry_backoff_ms", int, "MS"),
-    "--priority-threshold": ("priority_threshold", int, "N"),
-    "--max-payload-bytes": ("max_payload_bytes", int, "BYTES"),
-    "--max-depth": ("max_depth", int, "N"),
-    "--log-level": ("log_level", str, None),
-}
 
 EPILOG = "Exit codes: 0 ok, 1 operation failed, 2 usage or configuration error, 3 queue store unavailable."
 
@@ -76,20 +59,7 @@ def find_command(argv: Sequence[str], value_flags: Collection[str]) -> tuple[int
 
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
-    group = p.add_argument_group("queue store (each flag overrides its MCP_QUEUE_* variable)")
-    for flag, (name, kind, metavar) in STORE_FLAGS.items():
-        info = Settings.model_fields[name]
-        group.add_argument(
-            flag,
-            dest=name,
-            type=kind,
-            metavar=metavar,
-            choices=["DEBUG", "INFO", "WARNING", "ERROR"] if name == "log_level" else None,
-            default=argparse.SUPPRESS,
-            help=f"{info.description or 'Log level (logs go to stderr).'} [env: MCP_QUEUE_{name.upper()}]".replace(
-                "%", "%%"
-            ),
-        )
+    add_setting_flags(p.add_argument_group("queue store (each flag overrides its MCP_QUEUE_* variable)"), STORE_FIELDS)
 
 
 def _queue_flag(p: argparse.ArgumentParser, *, many: bool = False) -> None:
@@ -180,22 +150,10 @@ def load_settings(flags: dict[str, Any]) -> Settings:
     Raises:
         UsageError: the settings are invalid.
     """
-    fields = {name for name, *_ in STORE_FLAGS.values()}
     try:
-        settings = Settings(**{k: v for k, v in flags.items() if k in fields})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise UsageError(f"invalid settings: {problems}") from None
-    url = settings.redis_url_value()
-    if settings.redis_url is not None and not url:
-        settings = settings.model_copy(update={"redis_url": None})  # empty means unset: embedded
-    elif url:
-        try:
-            parse_url(url)
-        except ValueError:
-            # The message must not echo the URL: it may carry a password.
-            raise UsageError("invalid Redis URL: use redis://, rediss:// or unix:// (MCP_QUEUE_REDIS_URL)") from None
-    return settings
+        return settings_from({k: v for k, v in flags.items() if k in STORE_FIELDS})
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _configure_logging(settings: Settings, command: str) -> None:

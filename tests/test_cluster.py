@@ -224,3 +224,15 @@ async def _until_parked_in_xread(node: AsyncRedis) -> None:
         if any(c.get("cmd") == "xread" for c in await node.client_list()):
             return
         await anyio.sleep(0.005)
+
+
+async def test_an_unreachable_cluster_is_reported_as_unavailable_without_its_address() -> None:
+    s = Settings(redis_url="redis+cluster://user:secret@127.0.0.1:1/0", key_prefix="u", socket_timeout_s=1)
+    async with TaskQueue(s) as q:
+        with anyio.fail_after(10), pytest.raises(QueueUnavailable) as caught:
+            await q.enqueue("t", {})
+        with anyio.fail_after(10), pytest.raises(QueueUnavailable):
+            await q.get_queue_stats()
+        await q.disconnect(release=False)
+    assert "secret" not in str(caught.value)
+    assert "127.0.0.1" not in str(caught.value)
