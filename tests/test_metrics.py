@@ -141,11 +141,7 @@ async def test_stdio_mode_serves_metrics_on_the_metrics_port_with_tool_latencies
         samples = await scrape_when_up(f"http://127.0.0.1:{port}/metrics")
         status = await scrape(f"http://127.0.0.1:{port}/status")
     finally:
-        if server.process.returncode is None:
-            server.process.terminate()
-            with anyio.fail_after(START_S):
-                await server.process.wait()
-        await server.process.aclose()
+        await server.terminate()
 
     assert sample(samples, "mcp_queue_tool_call_duration_seconds_count", tool="enqueue_task", outcome="ok") == 1
     assert sample(samples, "mcp_queue_waiting_tasks", queue="jobs", priority="low") == 1

@@ -17,7 +17,7 @@ import pytest
 from mcp_queue_server import Settings
 from tests.redis_proc import free_port
 from tests.test_metrics import scrape_when_up
-from tests.test_stdio import START_S, StdioServer, server_env
+from tests.test_stdio import StdioServer, server_env
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -64,11 +64,7 @@ async def test_the_status_page_renders_queue_figures_in_a_real_browser(settings:
             lambda: headless(binary, tmp_path / "p2", f"--screenshot={shot}", "--window-size=1100,700", url)
         )
     finally:
-        if server.process.returncode is None:
-            server.process.terminate()
-            with anyio.fail_after(START_S):
-                await server.process.wait()
-        await server.process.aclose()
+        await server.terminate()
 
     html = dom.stdout.decode()
     assert "<td>reports</td><td>3 (2 / 1)</td>" in html

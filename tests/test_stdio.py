@@ -116,6 +116,14 @@ class StdioServer:
         with anyio.fail_after(20):
             return await self.process.wait()
 
+    async def terminate(self) -> None:
+        """SIGTERM (a graceful stop) if still running, then release the process's pipes."""
+        if self.process.returncode is None:
+            self.process.terminate()
+            with anyio.fail_after(START_S):
+                await self.process.wait()
+        await self.process.aclose()
+
 
 @pytest.fixture
 async def spawn(tmp_path: Path) -> AsyncIterator[Any]:
