@@ -27,6 +27,13 @@ class ClusterProc:
         return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
 
     def start(self, timeout: float = 30.0) -> ClusterProc:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # no orphan nodes when the cluster fails to form
+            raise
+
+    def _start(self, timeout: float) -> ClusterProc:
         count = self.masters * (2 if self.replicas else 1)
         for i in range(count):
             node = RedisProc(self.directory / f"n{i}", aof=True, port=_cluster_port())
