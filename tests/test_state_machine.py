@@ -2,7 +2,9 @@
 
 The model predicts which tasks each read delivers (expired leases first, in lease
 order, then the preferred stream, then the other, each FIFO), every ack/fail
-outcome, recovery, replay and graceful release; statistics are compared after
+outcome, checkpoints carried to the next delivery, fanouts (a parent finished
+exactly once, even by duplicate concurrent acks, and its continuation enqueued
+once), recovery, replay and graceful release; statistics are compared after
 every step.
 """
 
@@ -13,6 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
@@ -26,10 +29,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from mcp_queue_server import InvalidState, NotLeaseHolder, Settings, TaskNotFound, TaskQueue, TaskStatus
+from mcp_queue_server import InvalidState, NewTask, NotLeaseHolder, Settings, TaskNotFound, TaskQueue, TaskStatus
 from tests.conftest import FakeClock
 
 IDS = [f"t{i}" for i in range(8)]
+PARENTS = ["P0", "P1"]
+CHILDREN = [f"{p}.c{i}" for p in PARENTS for i in range(3)]
+CONTINUATIONS = [f"{p}.then" for p in PARENTS]
+ANY_ID = IDS + CHILDREN + CONTINUATIONS
 CONSUMERS = ["c0", "c1", "c2"]
 MAX_ATTEMPTS = 2
 LEASE_MS = 1_000
@@ -43,6 +50,18 @@ class ModelTask:
     attempt: int = 0
     holder: str | None = None
     lease_until: int = 0
+    checkpoint: dict[str, int] | None = None
+    parent: str | None = None
+
+
+@dataclass
+class ModelFanout:
+    children: list[str]
+    pending: set[str]
+    state: TaskStatus = TaskStatus.WAITING_CHILDREN
+    completed: int = 0
+    failed: int = 0
+    finished_reports: int = 0  #: acks/fails that said they finished the parent (must end at 1)
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -64,6 +83,7 @@ class QueueModel(RuleBasedStateMachine):
         for q in self.queues.values():
             self.portal.call(q.connect)
         self.tasks: dict[str, ModelTask] = {}
+        self.fanouts: dict[str, ModelFanout] = {}
         self.seq = 0
         self.totals = {"enqueued": 0, "completed": 0, "retried": 0, "dead_lettered": 0, "replayed": 0}
 
@@ -89,6 +109,38 @@ class QueueModel(RuleBasedStateMachine):
     def dead_letter(self, task: ModelTask) -> None:
         task.state, task.holder = TaskStatus.FAILED, None
         self.totals["dead_lettered"] += 1
+        self.child_finished(task, ok=False)
+
+    def complete(self, task: ModelTask) -> bool:
+        """Complete a task; True when that finished its fanout parent."""
+        task.state, task.holder, task.checkpoint = TaskStatus.COMPLETED, None, None
+        self.totals["completed"] += 1
+        return self.child_finished(task, ok=True)
+
+    def child_finished(self, task: ModelTask, *, ok: bool) -> bool:
+        fan = self.fanouts.get(task.parent or "")
+        child = next((i for i, t in self.tasks.items() if t is task), "")
+        if fan is None or child not in fan.pending:
+            return False
+        fan.pending.discard(child)
+        if ok:
+            fan.completed += 1
+        else:
+            fan.failed += 1
+        if fan.state != TaskStatus.WAITING_CHILDREN:
+            return False
+        if not ok:  # the default policy: a dead-lettered child fails the parent
+            fan.state = TaskStatus.FAILED
+            return True
+        if fan.pending:
+            return False
+        fan.state = TaskStatus.COMPLETED
+        self.totals["completed"] += 1
+        parent = task.parent or ""
+        cont = self.tasks[f"{parent}.then"] = ModelTask(TaskStatus.QUEUED, "low")
+        self.push(cont)
+        self.totals["enqueued"] += 1
+        return True
 
     # -- rules -----------------------------------------------------------------------
 
@@ -125,24 +177,34 @@ class QueueModel(RuleBasedStateMachine):
             task = self.tasks[t.task_id]
             task.attempt += 1
             task.state, task.holder, task.lease_until = TaskStatus.WORKING, consumer, self.clock.now + LEASE_MS
-            assert t.attempt == task.attempt
+            assert (t.attempt, t.checkpoint, t.parent_task_id) == (task.attempt, task.checkpoint, task.parent)
 
-    @rule(consumer=st.sampled_from(CONSUMERS), task_id=st.sampled_from(IDS))
+    @rule(consumer=st.sampled_from(CONSUMERS), task_id=st.sampled_from(ANY_ID))
     def ack(self, consumer: str, task_id: str) -> None:
         task = self.tasks.get(task_id)
         expect = _refusal(task, consumer)
         if expect is None:
-            assert self.call(consumer, "acknowledge", task_id).status == "acked"
+            result = self.call(consumer, "acknowledge", task_id)
             assert task is not None
-            task.state, task.holder = TaskStatus.COMPLETED, None
-            self.totals["completed"] += 1
+            assert result.status == "acked"
+            self.check_fanout_report(task, result.fanout, self.complete(task))
         elif task is not None and task.state == TaskStatus.COMPLETED:
             assert self.call(consumer, "acknowledge", task_id).status == "already_completed"
         else:
             with pytest.raises(expect):
                 self.call(consumer, "acknowledge", task_id)
 
-    @rule(consumer=st.sampled_from(CONSUMERS), task_id=st.sampled_from(IDS), retry=st.booleans())
+    def check_fanout_report(self, task: ModelTask, report: Any, finished: bool) -> None:
+        if task.parent is None:
+            assert report is None
+            return
+        fan = self.fanouts[task.parent]
+        assert report is not None
+        assert (report.parent_task_id, report.completed, report.failed) == (task.parent, fan.completed, fan.failed)
+        assert report.finished_parent == finished
+        fan.finished_reports += int(finished)
+
+    @rule(consumer=st.sampled_from(CONSUMERS), task_id=st.sampled_from(ANY_ID), retry=st.booleans())
     def fail(self, consumer: str, task_id: str, retry: bool) -> None:
         task = self.tasks.get(task_id)
         expect = _refusal(task, consumer)
@@ -159,6 +221,81 @@ class QueueModel(RuleBasedStateMachine):
         else:
             assert result.status == TaskStatus.FAILED
             self.dead_letter(task)
+            if task.parent is not None:
+                fan = self.fanouts[task.parent]
+                finished = fan.state == TaskStatus.FAILED and fan.finished_reports == 0
+                self.check_fanout_report(task, result.fanout, finished)
+
+    @rule(consumer=st.sampled_from(CONSUMERS), task_id=st.sampled_from(ANY_ID), step=st.integers(0, 3))
+    def checkpoint(self, consumer: str, task_id: str, step: int) -> None:
+        task = self.tasks.get(task_id)
+        data = {"step": step}
+        seeding = task is not None and task.state == TaskStatus.QUEUED and task.attempt == 0
+        expect = None if seeding else _refusal(task, consumer)
+        if expect is not None:
+            with pytest.raises(expect):
+                self.call(consumer, "checkpoint", task_id, data)
+            return
+        assert task is not None
+        renewed = self.call(consumer, "checkpoint", task_id, data)
+        task.checkpoint = data
+        if task.state == TaskStatus.WORKING:
+            task.lease_until = self.clock.now + LEASE_MS
+            assert renewed == task.lease_until
+        else:
+            assert renewed is None
+
+    @rule(parent=st.sampled_from(PARENTS), n=st.integers(1, 3))
+    def fanout(self, parent: str, n: int) -> None:
+        children = [NewTask("c", {"n": i}, task_id=f"{parent}.c{i}") for i in range(n)]
+        then = NewTask("merge", {}, task_id=f"{parent}.then")
+        result = self.call("c0", "fanout", parent, children, on_complete=then)
+        fan = self.fanouts.get(parent)
+        if fan is not None:
+            assert (result.duplicate, result.subtask_ids) == (True, fan.children)
+            return
+        ids = [c.task_id for c in children if c.task_id]
+        assert (result.duplicate, result.subtask_ids) == (False, ids)
+        self.fanouts[parent] = ModelFanout(children=ids, pending=set(ids))
+        for child in ids:
+            task = self.tasks[child] = ModelTask(TaskStatus.QUEUED, "low", parent=parent)
+            self.push(task)
+            self.totals["enqueued"] += 1
+
+    @precondition(lambda self: any(t.state == TaskStatus.WORKING for t in self.tasks.values()))
+    @rule(data=st.data(), ack=st.booleans(), retry=st.booleans())
+    def holder_finishes_a_task(self, data: st.DataObject, ack: bool, retry: bool) -> None:
+        """Most random ids are not held by the caller: this rule drives held tasks (fanout
+        children among them) to completion or failure."""
+        held = sorted(i for i, t in self.tasks.items() if t.state == TaskStatus.WORKING)
+        task_id = data.draw(st.sampled_from(held))
+        holder = self.tasks[task_id].holder or ""
+        if ack:
+            self.ack(holder, task_id)
+        else:
+            self.fail(holder, task_id, retry)
+
+    @precondition(lambda self: any(t.state == TaskStatus.WORKING for t in self.tasks.values()))
+    @rule(data=st.data())
+    def concurrent_duplicate_acks(self, data: st.DataObject) -> None:
+        held = sorted(i for i, t in self.tasks.items() if t.state == TaskStatus.WORKING)
+        task_id = data.draw(st.sampled_from(held))
+        task = self.tasks[task_id]
+        queue = self.queues[task.holder or ""]
+        outcomes: list[Any] = []
+
+        async def twice() -> None:
+            async def ack() -> None:
+                outcomes.append(await queue.acknowledge(task_id))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ack)
+                tg.start_soon(ack)
+
+        self.portal.call(twice)
+        assert sorted(o.status for o in outcomes) == ["acked", "already_completed"]
+        [first] = [o for o in outcomes if o.status == "acked"]
+        self.check_fanout_report(task, first.fanout, self.complete(task))
 
     @rule(ms=st.sampled_from([1, 500, 1_000, 5_000]))
     def advance_clock(self, ms: int) -> None:
@@ -189,7 +326,7 @@ class QueueModel(RuleBasedStateMachine):
         self.push(task)
         self.totals["replayed"] += 1
 
-    @rule(task_id=st.sampled_from(IDS))
+    @rule(task_id=st.sampled_from(ANY_ID))
     def replay_of_a_live_task_is_refused(self, task_id: str) -> None:
         task = self.tasks.get(task_id)
         if task is None or task.state == TaskStatus.FAILED:
@@ -227,6 +364,13 @@ class QueueModel(RuleBasedStateMachine):
             info = self.call("c0", "get_task", task_id)
             assert (info.status, info.attempt) == (task.state, task.attempt), task_id
             assert info.lease_holder == task.holder
+            assert info.checkpoint == task.checkpoint, task_id
+        for parent, fan in self.fanouts.items():
+            info = self.call("c0", "get_task", parent)
+            assert info.status == fan.state, parent
+            assert info.fanout is not None
+            assert (info.fanout.completed, info.fanout.failed) == (fan.completed, fan.failed)
+            assert fan.finished_reports <= 1
 
 
 def _refusal(task: ModelTask | None, consumer: str) -> type[Exception] | None:
