@@ -1,0 +1,225 @@
+"""MCP-level figures over stdio: single tool calls beside the echo floor, and batched lifecycle."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mcp import Client, StdioServerParameters
+
+from benchmarks.common import Report, Target, bench_settings, log, make_figure, payload, percentile
+from benchmarks.redis_server import RedisServer
+from mcp_queue_server import TaskQueue
+
+ROOT = Path(__file__).resolve().parents[1]
+QUEUE = "default"
+
+
+def server_params(url: str, prefix: str) -> StdioServerParameters:
+    env = {k: os.environ[k] for k in ("HOME", "PATH", "LANG") if k in os.environ}
+    env |= {"MCP_QUEUE_REDIS_URL": url, "MCP_QUEUE_KEY_PREFIX": prefix, "MCP_QUEUE_LOG_LEVEL": "WARNING"}
+    return StdioServerParameters(command=sys.executable, args=["-m", "benchmarks.mcp_echo_server"], env=env, cwd=ROOT)
+
+
+async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, args)
+    if result.is_error or result.structured_content is None:
+        raise RuntimeError(f"{tool} failed: {result.content}")
+    return result.structured_content
+
+
+async def timed_calls(n: int, fn: Callable[[int], Awaitable[Any]]) -> list[float]:
+    """Latencies (ms) of ``n`` sequential calls of ``fn(i)``."""
+    out: list[float] = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await fn(i)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def single_calls(client: Client, n: int) -> dict[str, list[float]]:
+    """One round of ``n`` calls each of echo, enqueue_task, read_tasks (count 1) and ack."""
+    ids: list[str] = []
+    lat: dict[str, list[float]] = {}
+    lat["echo"] = await timed_calls(n, lambda i: call(client, "echo", {"data": payload(i)}))
+    lat["enqueue_task"] = await timed_calls(
+        n, lambda i: call(client, "enqueue_task", {"task_type": "noop", "payload": payload(i)})
+    )
+
+    async def read_one(_: int) -> None:
+        got = await call(client, "read_tasks", {"count": 1})
+        ids.extend(t["task_id"] for t in got["tasks"])
+
+    lat["read_tasks"] = await timed_calls(n, read_one)
+    assert len(ids) == n, f"read {len(ids)} of {n}"
+    lat["ack"] = await timed_calls(n, lambda i: call(client, "ack", {"task_id": ids[i], "result": {"ok": True}}))
+    return lat
+
+
+async def lifecycle(client: Client, tasks: int, batch: int = 100) -> float:
+    """enqueue_batch(100) -> read_tasks(count 100) -> ack(task_ids): tasks/s."""
+    t0 = time.perf_counter()
+    for start in range(0, tasks, batch):
+        specs = [{"task_type": "noop", "payload": payload(i)} for i in range(start, start + batch)]
+        await call(client, "enqueue_batch", {"tasks": specs})
+        ids: list[str] = []
+        while len(ids) < batch:
+            got = await call(client, "read_tasks", {"count": batch - len(ids)})
+            ids += [t["task_id"] for t in got["tasks"]]
+        done = await call(client, "ack", {"task_ids": ids})
+        assert all(t["status"] == "acked" for t in done["tasks"]), done
+    return tasks / (time.perf_counter() - t0)
+
+
+async def echo_lifecycle(client: Client, tasks: int, batch: int = 100) -> float:
+    """The same three calls per batch with the same data sizes, through ``echo``: tasks/s."""
+    t0 = time.perf_counter()
+    for start in range(0, tasks, batch):
+        specs = [{"task_type": "noop", "payload": payload(i)} for i in range(start, start + batch)]
+        await call(client, "echo", {"data": specs})
+        leased = [{"task_id": f"{i:032x}", "attempt": 1, "lease_expires_at": 0, **s} for i, s in enumerate(specs)]
+        await call(client, "echo", {"data": leased})
+        await call(client, "echo", {"data": [f"{i:032x}" for i in range(batch)]})
+    return tasks / (time.perf_counter() - t0)
+
+
+def server_pid() -> int:
+    """The stdio server process: our child running ``benchmarks.mcp_echo_server``."""
+    for child in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (child / "stat").read_text()
+            cmdline = (child / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"mcp_echo_server" in cmdline:
+            return int(child.name)
+    raise RuntimeError("MCP server process not found")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU per task of the server process and of this (client) process over one measurement."""
+
+    pid: int
+    server_us: list[float] = field(default_factory=list)
+    client_us: list[float] = field(default_factory=list)
+
+    async def measure(self, fn: Callable[[], Awaitable[float]], tasks: int) -> float:
+        s0, c0 = cpu_seconds(self.pid), time.process_time()
+        rate = await fn()
+        self.server_us.append((cpu_seconds(self.pid) - s0) / tasks * 1e6)
+        self.client_us.append((time.process_time() - c0) / tasks * 1e6)
+        return rate
+
+    def extra(self) -> dict[str, float]:
+        return {
+            "server_cpu_us_per_task": round(statistics.median(self.server_us), 1),
+            "client_cpu_us_per_task": round(statistics.median(self.client_us), 1),
+        }
+
+
+async def _skip_validation(name: str, result: Any) -> None:
+    return None
+
+
+async def run(report: Report, server: RedisServer, *, reps: int, calls: int, lifecycle_tasks: int) -> None:
+    settings = bench_settings(server.url)
+    log(f"MCP over stdio ({calls} calls per tool per rep, lifecycle {lifecycle_tasks} tasks per rep)")
+    t0 = time.perf_counter()
+    async with Client(server_params(server.url, settings.key_prefix), read_timeout_seconds=60) as client:
+        startup_s = time.perf_counter() - t0
+        await single_calls(client, max(calls // 10, 20))  # warm-up
+        await lifecycle(client, 200)
+        await echo_lifecycle(client, 200)
+        rounds = [await single_calls(client, calls) for _ in range(reps)]
+        pid = server_pid()
+        m_echo, m_life, m_raw = CpuMeter(pid), CpuMeter(pid), CpuMeter(pid)
+        life, echo_life, life_raw = [], [], []
+        session = client.session
+        validate = session.validate_tool_result
+        n = lifecycle_tasks
+        for _ in range(reps):
+            echo_life.append(await m_echo.measure(partial(echo_lifecycle, client, n), n))
+            life.append(await m_life.measure(partial(lifecycle, client, n), n))
+            # The SDK client checks every result against the tool's outputSchema (jsonschema):
+            # measured once more without that, to separate the client's share from the server's.
+            session.validate_tool_result = _skip_validation  # type: ignore[method-assign]
+            try:
+                life_raw.append(await m_raw.measure(partial(lifecycle, client, n), n))
+            finally:
+                session.validate_tool_result = validate  # type: ignore[method-assign]
+    async with TaskQueue(settings) as q:  # nothing may be left behind
+        stats = await q.get_queue_stats(QUEUE)
+        await q.disconnect(release=False)
+    assert stats.available == 0, stats
+    assert stats.in_flight == 0, stats
+
+    def pct(tool: str, q: float) -> list[float]:
+        return [percentile(r[tool], q) for r in rounds]
+
+    two_x = Target(ratio=2.0, text="p50 <= 2 x echo p50")
+    for tool in ("enqueue_task", "read_tasks", "ack"):
+        label = {"read_tasks": "read_tasks (count 1)", "ack": "ack (task_id + result)"}.get(tool, tool)
+        report.add(
+            make_figure(
+                f"mcp: {label} call p50",
+                "ms",
+                pct(tool, 0.5),
+                "echo tool p50 (same server)",
+                pct("echo", 0.5),
+                better="lower",
+                target=two_x if tool == "enqueue_task" else None,
+                calls_per_rep=calls,
+                server_startup_s=round(startup_s, 3),
+            )
+        )
+        report.add(
+            make_figure(
+                f"mcp: {label} call p99",
+                "ms",
+                pct(tool, 0.99),
+                "echo tool p99 (same server)",
+                pct("echo", 0.99),
+                better="lower",
+                calls_per_rep=calls,
+            )
+        )
+    report.add(
+        make_figure(
+            "mcp: lifecycle (enqueue_batch 100, read_tasks 100, bulk ack)",
+            "tasks/s",
+            life,
+            "3 echo calls/100 tasks, same data",
+            echo_life,
+            target=Target(value=5000, text=">= 5,000 tasks/s"),
+            tasks_per_rep=lifecycle_tasks,
+            calls_per_s=round(statistics.median(life) / 100 * 3, 1),
+            echo_cpu=m_echo.extra(),
+            **m_life.extra(),
+        )
+    )
+    report.add(
+        make_figure(
+            "mcp: lifecycle, client outputSchema validation off",
+            "tasks/s",
+            life_raw,
+            "3 echo calls/100 tasks, same data",
+            echo_life,
+            tasks_per_rep=lifecycle_tasks,
+            **m_raw.extra(),
+        )
+    )

@@ -1,0 +1,178 @@
+"""Peer libraries on the same workloads, in the same run: BullMQ, saq, streaq, taskiq-redis.
+
+Each peer lives in its own venv under ``benchmarks/.peers/<name>`` (created on first use
+with pip from PyPI, pinned) and is driven by ``drivers/<name>_driver.py`` in a child
+process, so no peer dependency touches the project's venv. Our library runs the same
+workloads against the same redis-server between the peers' repetitions.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import venv
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from benchmarks import library
+from benchmarks.common import Report, Target, bench_settings, log, make_figure
+from benchmarks.redis_server import RedisServer
+from mcp_queue_server import TaskQueue
+
+HERE = Path(__file__).resolve().parent
+VENVS = HERE.parent / ".peers"
+WORKLOADS = ("enqueue_one", "enqueue_batch", "process")
+LABELS = {
+    "enqueue_one": "enqueue one at a time",
+    "enqueue_batch": "batch enqueue, 100 per call",
+    "process": "process no-op, 1 worker process",
+}
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    requirements: tuple[str, ...]
+    needs_redis7: bool = False
+
+    @property
+    def venv(self) -> Path:
+        return VENVS / self.name
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def driver(self) -> Path:
+        return HERE / "drivers" / f"{self.name}_driver.py"
+
+
+# Versions pinned to those in shared/research/peers.md; hiredis where the peer uses redis-py.
+PEERS = {
+    "bullmq": Peer("bullmq", ("bullmq==3.4.4", "hiredis")),
+    "saq": Peer("saq", ("saq[hiredis]==0.26.4", "typing_extensions")),  # saq 0.26.4 imports it undeclared
+    "streaq": Peer("streaq", ("streaq==7.2.0",), needs_redis7=True),  # Redis FUNCTION (7.0+)
+    "taskiq": Peer("taskiq", ("taskiq-redis==1.2.4", "taskiq==0.13.0", "hiredis")),
+}
+
+
+def install(peer: Peer) -> None:
+    """Create the peer's venv and pip-install its pinned requirements (once)."""
+    marker = peer.venv / ".installed"
+    wanted = "\n".join(peer.requirements)
+    if marker.exists() and marker.read_text() == wanted:
+        return
+    log(f"installing {peer.name} into {peer.venv}")
+    venv.EnvBuilder(with_pip=True, clear=True).create(peer.venv)
+    subprocess.run(
+        [str(peer.python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *peer.requirements],
+        check=True,
+    )
+    marker.write_text(wanted)
+
+
+def drive(peer: Peer, workload: str, url: str, n: int) -> float | None:
+    """Run one workload in the peer's venv; tasks/s, or None when the peer has no such API."""
+    out = subprocess.run(
+        [str(peer.python), str(peer.driver), workload, "--url", url, "--n", str(n)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    rate = result.get("rate")
+    return None if rate is None else float(rate)
+
+
+async def ours(workload: str, url: str, n: int) -> float:
+    """The same workload on our library (fresh connection, as a driver process has)."""
+    async with TaskQueue(bench_settings(url), consumer="main") as q:
+        await library.enqueue_one(q, 50)  # warm-up, as the drivers do
+        if workload == "enqueue_one":
+            rate = await library.enqueue_one(q, n)
+        elif workload == "enqueue_batch":
+            rate = await library.enqueue_batches(q, n)
+        else:
+            await library.drain_batched(q)
+            await library.prefill(q, n)
+            rate = await library.drain_rate(q, batch=100)
+        await q.disconnect(release=False)
+    return rate
+
+
+SIZES = {"enqueue_one": 5_000, "enqueue_batch": 20_000, "process": 10_000}
+
+
+async def compare(
+    report: Report, binary: str | None, *, reps: int, names: list[str] | None = None, scale: float = 1.0
+) -> None:
+    """Install the peers (once), then measure every peer and our library in alternation."""
+    peers = [PEERS[name] for name in names or PEERS]
+    for peer in peers:
+        await anyio.to_thread.run_sync(install, peer)
+    with RedisServer(binary) as server:
+        major = int(server.version().split(".")[0])
+        log(f"peers on redis-server {server.version()}: {', '.join(p.name for p in peers)}")
+        for workload in WORKLOADS:
+            n = max(int(SIZES[workload] * scale), 200)
+            mine: list[float] = []
+            theirs: dict[str, list[float | None]] = {p.name: [] for p in peers}
+            for _ in range(reps):
+                server.flush()
+                mine.append(await ours(workload, server.url, n))
+                for peer in peers:
+                    if peer.needs_redis7 and major < 7:
+                        theirs[peer.name].append(None)
+                        continue
+                    server.flush()
+                    theirs[peer.name].append(await anyio.to_thread.run_sync(drive, peer, workload, server.url, n))
+            server.flush()
+            for peer in peers:
+                rates = [r for r in theirs[peer.name] if r is not None]
+                if not rates:
+                    log(f"  {peer.name}: no {LABELS[workload]} (not supported)")
+                    continue
+                report.add(
+                    make_figure(
+                        f"vs {peer.name}: {LABELS[workload]}",
+                        "tasks/s",
+                        mine,
+                        f"{peer.name} (same run)",
+                        rates,
+                        target=Target(ratio=1.0, text="ahead of the peer"),
+                        tasks_per_rep=n,
+                        peer_median=round(statistics.median(rates), 1),
+                    )
+                )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__)
+    p.add_argument("--only", nargs="+", choices=sorted(PEERS), help="peers to run (default: all)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the task counts")
+    p.add_argument("--install-only", action="store_true")
+    p.add_argument("--redis-server", metavar="PATH")
+    p.add_argument("--json", type=Path, metavar="PATH")
+    args = p.parse_args(argv)
+    if args.install_only:
+        for name in args.only or PEERS:
+            install(PEERS[name])
+        return
+    report = Report()
+    try:
+        anyio.run(lambda: compare(report, args.redis_server, reps=args.reps, names=args.only, scale=args.scale))
+    finally:
+        log("\n" + report.table())
+        if args.json:
+            report.write_json(args.json)
+    sys.exit(0)

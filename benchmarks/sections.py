@@ -1,0 +1,469 @@
+"""Library-level sections: each measures our figure and its raw floor in alternating repetitions."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+
+from benchmarks import floor, library
+from benchmarks.common import Report, Target, bench_settings, log, make_figure, payload, percentile
+from benchmarks.procs import WorkerProc
+from benchmarks.redis_server import RedisServer
+from mcp_queue_server import TaskQueue
+
+STREAM = "raw"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one run (full or quick)."""
+
+    reps: int
+    enqueue_one: int
+    enqueue_batch: int
+    process_batched: int
+    process_single: int
+    multi_batched: int
+    multi_single: int
+    latency_s: float
+    fanouts: int
+    recovery_tasks: int
+    lease_ms: int
+    memory_tasks: int
+    mcp_calls: int
+    mcp_lifecycle: int
+
+
+FULL = Plan(
+    reps=3,
+    enqueue_one=5_000,
+    enqueue_batch=30_000,
+    process_batched=30_000,
+    process_single=3_000,
+    multi_batched=60_000,
+    multi_single=6_000,
+    latency_s=4.0,
+    fanouts=5,
+    recovery_tasks=1_000,
+    lease_ms=300,
+    memory_tasks=200_000,
+    mcp_calls=500,
+    mcp_lifecycle=3_000,
+)
+QUICK = Plan(
+    reps=3,
+    enqueue_one=500,
+    enqueue_batch=3_000,
+    process_batched=3_000,
+    process_single=300,
+    multi_batched=6_000,
+    multi_single=0,  # skipped: the batched run already exercises the multi-process path
+    latency_s=0.3,
+    fanouts=2,
+    recovery_tasks=100,
+    lease_ms=100,
+    memory_tasks=2_000,
+    mcp_calls=30,
+    mcp_lifecycle=300,
+)
+
+Measure = Callable[[], Awaitable[float]]
+
+
+async def alternate(reps: int, ours: Measure, base: Measure) -> tuple[list[float], list[float]]:
+    """``reps`` measurements of each, alternating which goes first, so drift hits both."""
+    a: list[float] = []
+    b: list[float] = []
+    for rep in range(reps):
+        if rep % 2:
+            a.append(await ours())
+            b.append(await base())
+        else:
+            b.append(await base())
+            a.append(await ours())
+    return a, b
+
+
+class Bench:
+    """One server, one library queue and one raw client for a section."""
+
+    def __init__(self, server: RedisServer, **overrides: object) -> None:
+        self.server = server
+        self.settings = bench_settings(server.url, **overrides)
+        self.q = TaskQueue(self.settings, consumer="main")
+        self.r = floor.connect(server.url)
+
+    async def __aenter__(self) -> Bench:
+        await self.q.connect()
+        await self.r.ping()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.q.disconnect(release=False)
+        await self.r.aclose()
+
+    def fresh(self) -> None:
+        self.server.flush()
+
+
+# -- enqueue -----------------------------------------------------------------------------------
+
+
+async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str = "", targets: bool = True) -> None:
+    log(f"enqueue{suffix}: {plan.enqueue_one} one at a time, {plan.enqueue_batch} in batches of 100")
+    async with Bench(server) as b:
+        await library.enqueue_one(b.q, 200)  # warm-up: scripts loaded, connections open
+        await floor.xadd_sequential(b.r, STREAM, 200)
+
+        async def ours_one() -> float:
+            b.fresh()
+            return await library.enqueue_one(b.q, plan.enqueue_one)
+
+        async def raw_one() -> float:
+            b.fresh()
+            return await floor.xadd_sequential(b.r, STREAM, plan.enqueue_one)
+
+        async def ours_batch() -> float:
+            b.fresh()
+            return await library.enqueue_batches(b.q, plan.enqueue_batch)
+
+        async def raw_batch() -> float:
+            b.fresh()
+            return await floor.xadd_pipelined(b.r, STREAM, plan.enqueue_batch)
+
+        one = await alternate(plan.reps, ours_one, raw_one)
+        batch = await alternate(plan.reps, ours_batch, raw_batch)
+        b.fresh()
+    report.add(
+        make_figure(
+            f"library: enqueue one at a time{suffix}",
+            "tasks/s",
+            one[0],
+            "sequential XADD",
+            one[1],
+            target=Target(value=8000, ratio=0.6, text=">= 8,000/s and >= 0.6 x floor") if targets else None,
+            tasks_per_rep=plan.enqueue_one,
+        )
+    )
+    report.add(
+        make_figure(
+            f"library: batch enqueue, 100 per call{suffix}",
+            "tasks/s",
+            batch[0],
+            "pipelined XADD, 100 per round trip",
+            batch[1],
+            target=Target(value=50_000, ratio=0.5, text=">= 50,000/s and >= 0.5 x floor") if targets else None,
+            tasks_per_rep=plan.enqueue_batch,
+        )
+    )
+
+
+# -- processing --------------------------------------------------------------------------------
+
+
+async def process_one_consumer(
+    report: Report, server: RedisServer, plan: Plan, suffix: str = "", targets: bool = True, single: bool = True
+) -> None:
+    log(f"process no-op, 1 consumer{suffix}: {plan.process_batched} batched, {plan.process_single} one by one")
+    async with Bench(server) as b:
+        await library.prefill(b.q, 300)
+        await library.drain_rate(b.q, batch=100)
+        await library.prefill(b.q, 100)
+        await library.drain_rate(b.q, batch=1)
+
+        def pair(n: int, batch: int) -> tuple[Measure, Measure]:
+            async def ours() -> float:
+                b.fresh()
+                await library.prefill(b.q, n)
+                return await library.drain_rate(b.q, batch=batch)
+
+            async def raw() -> float:
+                b.fresh()
+                await floor.prefill(b.r, STREAM, n)
+                return await floor.consume_rate(b.r, STREAM, "c1", batch)
+
+            return ours, raw
+
+        batched = await alternate(plan.reps, *pair(plan.process_batched, 100))
+        one = await alternate(plan.reps, *pair(plan.process_single, 1)) if single else None
+        b.fresh()
+    report.add(
+        make_figure(
+            f"library: process no-op, 1 consumer, read 100 + ack_many{suffix}",
+            "tasks/s",
+            batched[0],
+            "XREADGROUP COUNT 100 + one XACK per batch",
+            batched[1],
+            target=Target(value=10_000, text=">= 10,000/s") if targets else None,
+            tasks_per_rep=plan.process_batched,
+        )
+    )
+    if one is not None:
+        report.add(
+            make_figure(
+                f"library: process no-op, 1 consumer, read 1 + ack 1{suffix}",
+                "tasks/s",
+                one[0],
+                "XREADGROUP COUNT 1 + XACK",
+                one[1],
+                tasks_per_rep=plan.process_single,
+            )
+        )
+
+
+async def _consumers(server: RedisServer, impl: str, prefix: str, k: int, batch: int) -> float:
+    """Start ``k`` consumer processes, release them together, return total tasks/s."""
+    workers = [
+        WorkerProc("consume", impl=impl, url=server.url, prefix=prefix, stream=STREAM, consumer=f"c{i}", batch=batch)
+        for i in range(k)
+    ]
+    try:
+        for w in workers:
+            await w.expect()
+        for w in workers:
+            w.send("go")
+        results = [await w.expect(600) for w in workers]
+    finally:
+        for w in workers:
+            w.close()
+    total = sum(int(r["count"]) for r in results)
+    return total / (max(r["t1"] for r in results) - min(r["t0"] for r in results))
+
+
+async def process_three_consumers(report: Report, server: RedisServer, plan: Plan) -> None:
+    log(f"process no-op, 3 consumer processes: {plan.multi_batched} batched, {plan.multi_single or 'no'} one by one")
+    async with Bench(server) as b:
+
+        def pair(n: int, batch: int) -> tuple[Measure, Measure]:
+            async def ours() -> float:
+                b.fresh()
+                await library.prefill(b.q, n)
+                return await _consumers(server, "lib", b.settings.key_prefix, 3, batch)
+
+            async def raw() -> float:
+                b.fresh()
+                await floor.prefill(b.r, STREAM, n)
+                return await _consumers(server, "raw", b.settings.key_prefix, 3, batch)
+
+            return ours, raw
+
+        batched = await alternate(plan.reps, *pair(plan.multi_batched, 100))
+        one = await alternate(plan.reps, *pair(plan.multi_single, 1)) if plan.multi_single else None
+        b.fresh()
+    report.add(
+        make_figure(
+            "library: process no-op, 3 consumer processes, read 100 + ack_many",
+            "tasks/s",
+            batched[0],
+            "3 processes XREADGROUP COUNT 100 + XACK per batch",
+            batched[1],
+            target=Target(value=20_000, text=">= 20,000/s"),
+            tasks_per_rep=plan.multi_batched,
+        )
+    )
+    if one is None:
+        return
+    report.add(
+        make_figure(
+            "library: process no-op, 3 consumer processes, read 1 + ack 1",
+            "tasks/s",
+            one[0],
+            "3 processes XREADGROUP COUNT 1 + XACK",
+            one[1],
+            tasks_per_rep=plan.multi_single,
+        )
+    )
+
+
+# -- end-to-end latency ------------------------------------------------------------------------
+
+
+async def _latency_run(b: Bench, impl: str, rate: int, seconds: float) -> tuple[list[float], float]:
+    """Offer ``rate``/s for ``seconds`` to a blocking reader process; latencies (ms), achieved rate."""
+    n = max(int(rate * seconds), 50)
+    b.fresh()
+    if impl == "raw":
+        await b.r.xgroup_create(STREAM, floor.GROUP, id="0", mkstream=True)
+    reader = WorkerProc(
+        "latency-reader", impl=impl, url=b.server.url, prefix=b.settings.key_prefix, stream=STREAM, n=n, block_ms=1000
+    )
+    try:
+        await reader.expect()
+        offered = await _offer(b, impl, rate, n)
+        got = await reader.expect(60 + seconds * 2)
+    finally:
+        reader.close()
+    return [ns / 1e6 for ns in got["latencies_ns"]], offered
+
+
+async def _offer(b: Bench, impl: str, rate: int, n: int) -> float:
+    """Send ``n`` tasks on a fixed schedule (open loop: a late send does not shift the next);
+    returns the rate actually offered."""
+    pad = payload()["text"]
+    start = time.perf_counter()
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await anyio.sleep(delay)
+        body = {"t": time.time_ns(), "text": pad}
+        if impl == "lib":
+            await b.q.enqueue("noop", body, queue=library.QUEUE)
+        else:
+            await b.r.xadd(STREAM, {"type": "noop", "payload": json.dumps(body, separators=(",", ":"))})
+    return n / (time.perf_counter() - start)
+
+
+async def latency(report: Report, server: RedisServer, plan: Plan) -> None:
+    log(f"end-to-end latency: {plan.latency_s} s at each offered rate, blocking reader process")
+    async with Bench(server) as b:
+        for rate in (100, 1000):
+            ours: list[list[float]] = []
+            raw: list[list[float]] = []
+            offered: list[float] = []
+            for rep in range(plan.reps):
+                order = ("raw", "lib") if rep % 2 == 0 else ("lib", "raw")
+                for impl in order:
+                    lat, achieved = await _latency_run(b, impl, rate, plan.latency_s)
+                    (ours if impl == "lib" else raw).append(lat)
+                    if impl == "lib":
+                        offered.append(achieved)
+            for q, name in ((0.5, "p50"), (0.99, "p99")):
+                target = None
+                if rate == 1000:
+                    bound = 1.0 if q == 0.5 else 5.0
+                    target = Target(value=bound, text=f"{name} <= {bound:g} ms")
+                report.add(
+                    make_figure(
+                        f"library: end-to-end latency {name} at {rate}/s offered",
+                        "ms",
+                        [percentile(s, q) for s in ours],
+                        f"XADD -> XREADGROUP BLOCK {name}",
+                        [percentile(s, q) for s in raw],
+                        better="lower",
+                        target=target,
+                        samples_per_rep=len(ours[0]),
+                        offered_per_s=round(statistics.median(offered), 1),
+                    )
+                )
+        b.fresh()
+
+
+# -- fanout ------------------------------------------------------------------------------------
+
+
+async def fanout(report: Report, server: RedisServer, plan: Plan) -> None:
+    log(f"fanout of 100 children to parent completion, {plan.fanouts} per rep")
+    async with Bench(server) as b:
+        await library.fanout_roundtrip(b.q, "warm", 100)
+        await b.r.xgroup_create(STREAM, floor.GROUP, id="0", mkstream=True)
+        await floor.produce_and_drain(b.r, STREAM, "c1", 100)
+
+        async def ours() -> float:
+            b.fresh()
+            return 1000 * statistics.median(
+                [await library.fanout_roundtrip(b.q, uuid.uuid4().hex, 100) for _ in range(plan.fanouts)]
+            )
+
+        async def raw() -> float:
+            b.fresh()
+            await b.r.xgroup_create(STREAM, floor.GROUP, id="0", mkstream=True)
+            return 1000 * statistics.median(
+                [await floor.produce_and_drain(b.r, STREAM, "c1", 100) for _ in range(plan.fanouts)]
+            )
+
+        ms = await alternate(plan.reps, ours, raw)
+        b.fresh()
+    report.add(
+        make_figure(
+            "library: fanout 100 children -> parent completed (1 consumer, read 100 + ack_many)",
+            "ms",
+            ms[0],
+            "pipelined XADD 100 + XREADGROUP 100 + XACK",
+            ms[1],
+            better="lower",
+            children_per_s=round(100_000 / statistics.median(ms[0])),
+        )
+    )
+
+
+# -- recovery ----------------------------------------------------------------------------------
+
+
+async def _recovery_run(b: Bench, impl: str, n: int, lease_ms: int) -> tuple[float, float]:
+    """A consumer process leases ``n`` tasks and is SIGKILLed; another takes them all.
+
+    Returns (ms from the kill, ms from the last lease's expiry) until the survivor has all ``n``.
+    """
+    b.fresh()
+    if impl == "lib":
+        await library.prefill(b.q, n)
+    else:
+        await floor.prefill(b.r, STREAM, n)
+    holder = WorkerProc(
+        "hold",
+        impl=impl,
+        url=b.server.url,
+        prefix=b.settings.key_prefix,
+        stream=STREAM,
+        n=n,
+        lease_ms=lease_ms,
+        consumer="doomed",
+    )
+    try:
+        held = await holder.expect()
+        holder.kill()
+    finally:
+        holder.close()
+    t_kill = time.time()
+    expires = held["expires"]
+    got = 0
+    if impl == "lib":
+        while got < n:
+            tasks = await b.q.read_messages(100, block_ms=10_000, lease_ms=60_000, queue=library.QUEUE)
+            got += len(tasks)
+    else:
+        while got < n:
+            _, claimed, *_ = await b.r.xautoclaim(STREAM, floor.GROUP, "rescuer", lease_ms, "0-0", count=100)
+            got += len(claimed)
+            if not claimed:
+                await anyio.sleep(0.001)
+    t_done = time.time()
+    return (t_done - t_kill) * 1000, (t_done - expires) * 1000
+
+
+async def recovery(report: Report, server: RedisServer, plan: Plan) -> None:
+    n, lease = plan.recovery_tasks, plan.lease_ms
+    log(f"recovery: {n} tasks leased for {lease} ms by a process that is SIGKILLed")
+    async with Bench(server) as b:
+        ours: list[tuple[float, float]] = []
+        raw: list[tuple[float, float]] = []
+        for rep in range(plan.reps):
+            for impl in ("raw", "lib") if rep % 2 == 0 else ("lib", "raw"):
+                (ours if impl == "lib" else raw).append(await _recovery_run(b, impl, n, lease))
+        b.fresh()
+    report.add(
+        make_figure(
+            f"library: recovery of a killed consumer's {n} tasks (lease {lease} ms), from the kill",
+            "ms",
+            [o[0] for o in ours],
+            "XAUTOCLAIM min-idle = lease, polled every 1 ms",
+            [r[0] for r in raw],
+            better="lower",
+        )
+    )
+    report.add(
+        make_figure(
+            f"library: recovery of {n} tasks, from the last lease's expiry",
+            "ms",
+            [o[1] for o in ours],
+            "XAUTOCLAIM polled every 1 ms",
+            [r[1] for r in raw],
+            better="lower",
+        )
+    )
