@@ -13,7 +13,8 @@ local done = {}
 for i = 0, n - 1 do
   local id, result = ARGV[7 + i * 2], ARGV[8 + i * 2]
   local tk = tkey(id)
-  local f = redis.call('HMGET', tk, 'state', 'consumer', 'lease_until', 'stream', 'entry', 'parent', 'ck')
+  local f = redis.call('HMGET', tk, 'state', 'consumer', 'lease_until', 'stream', 'entry', 'parent', 'ck',
+    'type', 'priority', 'attempt', 'max_attempts', 'created_at', 'replays', 'error')
   local why = refusal(f[1], f[2], f[3])
   if why then
     out[#out + 1] = why
@@ -21,8 +22,14 @@ for i = 0, n - 1 do
     local stream_entries = entries[f[4]]
     stream_entries[#stream_entries + 1] = f[5]
     done[#done + 1] = id
-    redis.call('HSET', tk, 'state', 'completed', 'result', result, 'finished_at', now)
-    redis.call('HDEL', tk, 'payload', 'entry', 'consumer', 'lease_until', 'ck')
+    -- Rewritten rather than trimmed: a hash keeps the space its payload took, and a
+    -- completed record lives for result_ttl_s.
+    redis.call('DEL', tk)
+    redis.call('HSET', tk, 'state', 'completed', 'result', result, 'finished_at', now, 'type', f[8],
+      'priority', f[9], 'attempt', f[10], 'max_attempts', f[11], 'created_at', f[12])
+    for i, name in pairs({[6] = 'parent', [13] = 'replays', [14] = 'error'}) do
+      if f[i] then redis.call('HSET', tk, name, f[i]) end
+    end
     redis.call('EXPIRE', tk, ttl)
     if f[7] then redis.call('DEL', ckey(id)) end
     local fan = false
