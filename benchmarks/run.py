@@ -16,11 +16,24 @@ from pathlib import Path
 import anyio
 import redis
 
-from benchmarks import memory, sections
+from benchmarks import memory, scaling, sections
 from benchmarks.common import Report, load_average, log
 from benchmarks.redis_server import RedisServer
 
-SECTIONS = ("enqueue", "process", "process3", "latency", "fanout", "recovery", "aof", "memory", "mcp", "peers")
+SECTIONS = (
+    "enqueue",
+    "process",
+    "process3",
+    "scaling",
+    "latency",
+    "fanout",
+    "recovery",
+    "aof",
+    "memory",
+    "mcp",
+    "cluster",
+    "peers",
+)
 
 
 async def wait_for_quiet(limit_s: float, threshold: float) -> float:
@@ -65,12 +78,14 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         await step("enqueue", lambda: sections.enqueue(report, server, plan))()
         await step("process", lambda: sections.process_one_consumer(report, server, plan))()
         await step("process3", lambda: sections.process_three_consumers(report, server, plan))()
+        await step("scaling", lambda: scaling.scaling(report, server, plan))()
         await step("latency", lambda: sections.latency(report, server, plan))()
         await step("fanout", lambda: sections.fanout(report, server, plan))()
         await step("recovery", lambda: sections.recovery(report, server, plan))()
         await step("mcp", lambda: _mcp(report, server, plan))()
     await step("aof", lambda: _aof(report, args.redis_server, plan))()
     await step("memory", lambda: memory.run(report, args.redis_server, plan.memory_tasks))()
+    await step("cluster", lambda: scaling.cluster(report, args.redis_server, plan))()
     await step("peers", lambda: _peers(report, args.redis_server, plan))()
     report.meta["load_per_section"] = loads
     report.meta["seconds_per_section"] = seconds

@@ -41,7 +41,7 @@ async def consume(args: argparse.Namespace) -> None:
             emit({"ready": True})
             await wait_for_go()
             t0 = time.time()
-            n = await (drain_batched(q, args.batch, QUEUE) if args.batch > 1 else drain_one_by_one(q, QUEUE))
+            n = await (drain_batched(q, args.batch, args.queue) if args.batch > 1 else drain_one_by_one(q, args.queue))
             t1 = time.time()
             await q.disconnect(release=False)
     else:
@@ -115,6 +115,7 @@ def main() -> None:
     p.add_argument("--stream", default="raw")
     p.add_argument("--consumer", default="c1")
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--queue", default=QUEUE)
     p.add_argument("--n", type=int, default=0)
     p.add_argument("--block-ms", type=int, default=1000)
     p.add_argument("--lease-ms", type=int, default=300)
