@@ -31,6 +31,7 @@ class RedisProc:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    client_kwargs: dict[str, object] = field(default_factory=dict)  #: how to reach it (e.g. TLS options)
 
     @property
     def url(self) -> str:
@@ -49,7 +50,7 @@ class RedisProc:
             *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2, **self.client_kwargs)  # type: ignore[arg-type]
         deadline = time.monotonic() + timeout
         while True:
             try:
