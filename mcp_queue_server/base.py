@@ -171,16 +171,28 @@ class QueueBase:
         WAIT counts the writes of its own connection, so a write to the queue's ``sync`` key
         goes first on the same connection: its offset is at least that of the caller's
         earlier writes. In a cluster that connection goes straight to the slot's master.
+        With ``wait_aof`` it is WAITAOF, which also waits for the local AOF fsync.
+
+        Raises:
+            QueueError: WAITAOF asked of a server without it (Redis < 7.2) or without AOF.
         """
-        wanted = self.settings.wait_replicas
-        if wanted == 0:
+        s = self.settings
+        if s.wait_replicas == 0 and not s.wait_aof:
             return None
         key = self.keys(queue).sync
         with guard():
             async with self._node_client(key).pipeline(transaction=False) as pipe:
                 pipe.set(key, self._now(), px=60_000)
-                pipe.execute_command("WAIT", wanted, self.settings.wait_timeout_ms)
+                if s.wait_aof:
+                    pipe.execute_command("WAITAOF", 1, s.wait_replicas, s.wait_timeout_ms)
+                else:
+                    pipe.execute_command("WAIT", s.wait_replicas, s.wait_timeout_ms)
                 _, confirmed = await pipe.execute()
+        if s.wait_aof:
+            local, replicas = confirmed
+            if not int(local):
+                raise QueueUnavailable("the enqueue is not yet fsynced to the AOF (WAITAOF timed out); retry it")
+            return int(replicas)
         return int(confirmed)
 
     def _node_client(self, key: str) -> Redis:

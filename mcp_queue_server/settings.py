@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         default=0, ge=0, le=16, description="Confirm each enqueue on this many replicas (WAIT) before answering."
     )
     wait_timeout_ms: int = Field(default=500, ge=1, le=60_000, description="Longest an enqueue waits for replicas.")
+    wait_aof: bool = Field(
+        default=False,
+        description="Also confirm each enqueue is fsynced to the AOF (WAITAOF; Redis >= 7.2 or Valkey, appendonly on).",
+    )
 
     # MCP server.
     role: Role = Field(default=Role.ALL, description="Tool set to expose: producer, worker, admin or all.")

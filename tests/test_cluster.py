@@ -17,7 +17,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from mcp import Client
 from redis.asyncio import Redis as AsyncRedis
 
-from mcp_queue_server import NewTask, QueueUnavailable, Settings, TaskQueue, TaskStatus
+from mcp_queue_server import NewTask, QueueError, QueueUnavailable, Settings, TaskQueue, TaskStatus
 from mcp_queue_server.server import build_server
 from tests.cluster_proc import ClusterProc
 from tests.redis_proc import RedisProc
@@ -236,3 +236,19 @@ async def test_an_unreachable_cluster_is_reported_as_unavailable_without_its_add
         await q.disconnect(release=False)
     assert "secret" not in str(caught.value)
     assert "127.0.0.1" not in str(caught.value)
+
+
+async def test_waitaof_confirms_the_local_fsync_where_the_server_has_it(tmp_path: Path) -> None:
+    server = RedisProc(tmp_path / "aof", aof=True).start()
+    try:
+        with redis.Redis(port=server.port) as r:
+            major, minor = (int(x) for x in str(r.info("server")["redis_version"]).split(".")[:2])
+        s = Settings(redis_url=server.url, key_prefix="aof", wait_aof=True, wait_timeout_ms=2_000)
+        async with TaskQueue(s) as q:
+            if (major, minor) < (7, 2):
+                with pytest.raises(QueueError, match=r"(?i)unknown command"):
+                    await q.enqueue("t", {})
+                return
+            assert (await q.enqueue("t", {})).replicas_confirmed == 0
+    finally:
+        server.stop()
