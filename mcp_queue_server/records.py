@@ -177,6 +177,6 @@ def _group_last_id(rows: list[Any], group: str) -> bytes:
 
 
 def oldest_age(now: int, first_entries: list[Any]) -> int | None:
-    """Age of the oldest entry not yet delivered, from XRANGE (last-delivered COUNT 1 per stream."""
+    """Age of the oldest entry not yet delivered (XRANGE after the last-delivered id, per stream)."""
     stamps = [_entry_ms(_ok(rows, [])[0][0]) for rows in first_entries if _ok(rows, [])]
     return max(now - min(stamps), 0) if stamps else None
