@@ -13,7 +13,7 @@ from benchmarks import floor, library
 from benchmarks.common import Report, bench_settings, log, make_figure
 from benchmarks.procs import WorkerProc
 from benchmarks.redis_server import RedisServer
-from benchmarks.sections import STREAM, Bench, Plan, _consumers, alternate
+from benchmarks.sections import STREAM, Bench, Plan, _consumers, alternate, run_together
 from mcp_queue_server import TaskQueue
 from tests.cluster_proc import ClusterProc
 
@@ -59,19 +59,12 @@ async def _spread_queues(q: TaskQueue, cluster: ClusterProc, count: int) -> list
 
 
 async def _per_queue_consumers(url: str, prefix: str, queues: list[str]) -> float:
-    workers = [WorkerProc("consume", impl="lib", url=url, prefix=prefix, consumer=f"c{i}", batch=100, queue=name)
-               for i, name in enumerate(queues)]  # fmt: skip
-    try:
-        for w in workers:
-            await w.expect()
-        for w in workers:
-            w.send("go")
-        results = [await w.expect(600) for w in workers]
-    finally:
-        for w in workers:
-            w.close()
-    total = sum(int(r["count"]) for r in results)
-    return total / (max(r["t1"] for r in results) - min(r["t0"] for r in results))
+    return await run_together(
+        [
+            WorkerProc("consume", impl="lib", url=url, prefix=prefix, consumer=f"c{i}", batch=100, queue=name)
+            for i, name in enumerate(queues)
+        ]
+    )
 
 
 async def cluster(report: Report, binary: str | None, plan: Plan) -> None:

@@ -219,10 +219,18 @@ async def process_one_consumer(
 
 async def _consumers(server: RedisServer, impl: str, prefix: str, k: int, batch: int) -> float:
     """Start ``k`` consumer processes, release them together, return total tasks/s."""
-    workers = [
-        WorkerProc("consume", impl=impl, url=server.url, prefix=prefix, stream=STREAM, consumer=f"c{i}", batch=batch)
-        for i in range(k)
-    ]
+    return await run_together(
+        [
+            WorkerProc(
+                "consume", impl=impl, url=server.url, prefix=prefix, stream=STREAM, consumer=f"c{i}", batch=batch
+            )
+            for i in range(k)
+        ]
+    )
+
+
+async def run_together(workers: list[WorkerProc]) -> float:
+    """Wait until every consumer is ready, release them together, return total tasks/s."""
     try:
         for w in workers:
             await w.expect()
