@@ -16,7 +16,8 @@ from redis.backoff import NoBackoff
 
 from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable
 from mcp_queue_server.keys import QueueKeys
-from mcp_queue_server.scripts import AsyncScript, register_all
+from mcp_queue_server.lane import Command, Lane
+from mcp_queue_server.scripts import AsyncScript, register_all, script_sha, script_source
 from mcp_queue_server.settings import Settings
 
 DEFAULT_QUEUE = "default"
@@ -97,6 +98,7 @@ class QueueBase:
         self._keys: dict[str, QueueKeys] = {}
         self._touched: set[str] = set()
         self._node_clients: dict[str, Redis] = {}
+        self._lane: Lane | None = None
         self._now = clock
 
     # -- connection ------------------------------------------------------------------
@@ -109,6 +111,8 @@ class QueueBase:
                 raise InvalidInput("no Redis URL: set MCP_QUEUE_REDIS_URL or start the embedded Redis first")
             self._redis = connect_redis(url, self.settings)
         self._scripts = register_all(self._redis)
+        if isinstance(self._redis, Redis):
+            self._lane = Lane(self._redis.connection_pool, self.settings.socket_timeout_s)
         return self
 
     async def disconnect(self, *, release: bool = True) -> None:
@@ -122,6 +126,8 @@ class QueueBase:
                 with anyio.CancelScope(shield=True):
                     await self.release()
         finally:
+            if self._lane is not None:
+                await self._lane.aclose()
             for node in self._node_clients.values():
                 await node.aclose()
             if self._redis is not None and self._owns_redis:
@@ -147,11 +153,22 @@ class QueueBase:
 
     async def _call(self, name: str, queue: str, *args: Any) -> Any:
         k = self.keys(queue)
+        keys = [k.high, k.low, k.delayed, k.leases, k.dlq, k.stats]
+        argv = [k.base, self.settings.group, self.consumer, self._now(), *args]
         with guard():
-            return await self._scripts[name](
-                [k.high, k.low, k.delayed, k.leases, k.dlq, k.stats],
-                [k.base, self.settings.group, self.consumer, self._now(), *args],
-            )
+            if self._lane is not None:
+                return await self._lane.script(script_sha(name), script_source(name), keys, argv)
+            return await self._scripts[name](keys, argv)
+
+    async def _command(self, command: Command, *, timeout_s: float | None = None) -> Any:
+        """One plain command: through the lane on a standalone Redis, else redis-py's client."""
+        with guard():
+            if self._lane is not None:
+                (reply,) = await self._lane.execute(command, timeout_s=timeout_s)
+                if isinstance(reply, redis_errors.ResponseError):
+                    raise reply
+                return reply
+            return await self.redis.execute_command(*command)
 
     async def release(self, queue: str | None = None) -> int:
         """Hand every task this consumer holds back to its queue at once (not charged as an

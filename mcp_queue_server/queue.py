@@ -202,8 +202,10 @@ class TaskQueue(AdminOps):
         # shorter than the socket timeout, so one client serves blocking and plain calls.
         k = self.keys(queue)
         block_ms = max(int(min(wait_s, self.settings.socket_timeout_s * 0.8) * 1000), 1)
-        with guard():
-            await self.redis.xread({k.high: last_high, k.low: last_low}, count=1, block=block_ms)
+        await self._command(
+            ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.high, k.low, last_high, last_low),
+            timeout_s=block_ms / 1000 + self.settings.socket_timeout_s,
+        )
 
     async def acknowledge(self, task_id: str, result: Any = None, *, queue: str = DEFAULT_QUEUE) -> AckResult:
         """Complete a task this consumer holds, storing ``result``. Acking twice reports

@@ -6,6 +6,7 @@ scripts survive a Redis restart or failover without extra code here.
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from importlib import resources
 from typing import Any, Protocol
@@ -45,6 +46,12 @@ def script_source(name: str) -> str:
     """The full text of one script: the shared helpers followed by its body."""
     lua = resources.files("mcp_queue_server") / "lua"
     return (lua / "_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@cache
+def script_sha(name: str) -> str:
+    """The SHA1 that EVALSHA names the script by."""
+    return hashlib.sha1(script_source(name).encode(), usedforsecurity=False).hexdigest()
 
 
 def register_all(client: ScriptHost) -> dict[str, AsyncScript]:
