@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from benchmarks import floor, library
+from benchmarks import bare, floor, library
 from benchmarks.common import Report, Target, bench_settings, log, make_figure, payload, percentile
 from benchmarks.procs import WorkerProc
 from benchmarks.redis_server import RedisServer
@@ -139,7 +139,21 @@ async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str =
 
         one = await alternate(plan.reps, ours_one, raw_one)
         batch = await alternate(plan.reps, ours_batch, raw_batch)
+        ceiling = await _bare_ceiling(b, plan) if targets else None
         b.fresh()
+    if ceiling is not None:
+        labels = (("enqueue one at a time", "sequential"), ("batch enqueue, 100 per call", "pipelined"))
+        for (ours_label, bare_label), (ceil, ours) in zip(labels, ceiling, strict=True):
+            report.add(
+                make_figure(
+                    f"library: {ours_label}, against the bare-socket ceiling",
+                    "tasks/s",
+                    ours,
+                    f"{bare_label} XADD, bare asyncio socket + hiredis (no client library)",
+                    ceil,
+                    note="the most any asyncio client reaches on this machine: it bounds the absolute targets",
+                )
+            )
     report.add(
         make_figure(
             f"library: enqueue one at a time{suffix}",
@@ -162,6 +176,33 @@ async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str =
             tasks_per_rep=plan.enqueue_batch,
         )
     )
+
+
+async def _bare_ceiling(b: Bench, plan: Plan) -> tuple[tuple[list[float], list[float]], ...]:
+    """Bare-socket XADD rates (sequential, pipelined), each beside ours measured again beside it."""
+    client = await bare.BareClient.connect("127.0.0.1", b.server.port)
+    try:
+        await bare.xadd_sequential(client, STREAM, 200)
+
+        async def bare_one() -> float:
+            b.fresh()
+            return await bare.xadd_sequential(client, STREAM, plan.enqueue_one)
+
+        async def bare_batch() -> float:
+            b.fresh()
+            return await bare.xadd_pipelined(client, STREAM, plan.enqueue_batch)
+
+        async def ours_one() -> float:
+            b.fresh()
+            return await library.enqueue_one(b.q, plan.enqueue_one)
+
+        async def ours_batch() -> float:
+            b.fresh()
+            return await library.enqueue_batches(b.q, plan.enqueue_batch)
+
+        return await alternate(plan.reps, bare_one, ours_one), await alternate(plan.reps, bare_batch, ours_batch)
+    finally:
+        await client.aclose()
 
 
 # -- processing --------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ serialises JSON once, calls the script and turns its reply into records.
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -79,7 +79,8 @@ class TaskQueue(AdminOps):
         ]
 
     def _new_id(self, task_id: str | None) -> str:
-        return uuid.uuid4().hex if task_id is None else check_task_id(task_id)
+        # 128 random bits as 32 hex characters, like uuid4().hex at a fraction of its cost.
+        return os.urandom(16).hex() if task_id is None else check_task_id(task_id)
 
     def _task_fields(self, t: NewTask) -> list[Any]:
         if not isinstance(t.payload, dict):

@@ -72,13 +72,18 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+#: Built once: ``json.dumps`` with non-default options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dump_json(name: str, value: Any, max_bytes: int) -> str:
     """Serialise ``value`` compactly, refusing NaN/Infinity and anything over ``max_bytes``."""
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{name} must be JSON (no NaN or Infinity): {exc}") from None
-    size = len(text.encode())
+    # A character takes at most 4 bytes in UTF-8: short texts need no encoding to be measured.
+    size = len(text) if len(text) * 4 <= max_bytes else len(text.encode())
     if size > max_bytes:
         raise InvalidInput(
             f"{name} is {_size(size)}, limit {_size(max_bytes)}: store large data elsewhere and pass a reference"

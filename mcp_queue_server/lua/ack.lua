@@ -10,6 +10,8 @@ local out = {}
 -- Stream entries and leases of completed tasks, removed in one command each at the end.
 local entries = {high = {}, low = {}}
 local done = {}
+-- Fields kept on the completed record only when the task had them (positions in f below).
+local OPTIONAL, OPTIONAL_NAMES = {6, 13, 14}, {'parent', 'replays', 'error'}
 for i = 0, n - 1 do
   local id, result = ARGV[7 + i * 2], ARGV[8 + i * 2]
   local tk = tkey(id)
@@ -24,12 +26,14 @@ for i = 0, n - 1 do
     done[#done + 1] = id
     -- Rewritten rather than trimmed: a hash keeps the space its payload took, and a
     -- completed record lives for result_ttl_s.
-    redis.call('DEL', tk)
-    redis.call('HSET', tk, 'state', 'completed', 'result', result, 'finished_at', now, 'type', f[8],
-      'priority', f[9], 'attempt', f[10], 'max_attempts', f[11], 'created_at', f[12])
-    for i, name in pairs({[6] = 'parent', [13] = 'replays', [14] = 'error'}) do
-      if f[i] then redis.call('HSET', tk, name, f[i]) end
+    local record = {'state', 'completed', 'result', result, 'finished_at', now, 'type', f[8],
+      'priority', f[9], 'attempt', f[10], 'max_attempts', f[11], 'created_at', f[12]}
+    for i = 1, 3 do
+      local v = f[OPTIONAL[i]]
+      if v then record[#record + 1] = OPTIONAL_NAMES[i]; record[#record + 1] = v end
     end
+    redis.call('DEL', tk)
+    redis.call('HSET', tk, unpack(record))
     redis.call('EXPIRE', tk, ttl)
     if f[7] then redis.call('DEL', ckey(id)) end
     local fan = false
