@@ -206,6 +206,31 @@ async def _bare_ceiling(b: Bench, plan: Plan) -> tuple[tuple[list[float], list[f
         await client.aclose()
 
 
+class RedisCpu:
+    """Redis's own CPU time per task over a block (INFO cpu): 1e6 / that is the most one
+    single-threaded Redis can process, whatever the clients do."""
+
+    def __init__(self, server: RedisServer, tasks: int, into: list[float]) -> None:
+        self.server, self.tasks, self.into = server, tasks, into
+
+    def _cpu_s(self) -> float:
+        info = self.server.info("cpu")
+        return float(str(info["used_cpu_user"])) + float(str(info["used_cpu_sys"]))
+
+    def __enter__(self) -> None:
+        self.start = self._cpu_s()
+
+    def __exit__(self, *exc: object) -> None:
+        self.into.append((self._cpu_s() - self.start) * 1e6 / self.tasks)
+
+    @staticmethod
+    def extra(samples: list[float]) -> dict[str, float]:
+        if not samples:
+            return {}
+        per_task = statistics.median(samples)
+        return {"redis_cpu_us_per_task": round(per_task, 1), "redis_bound_tasks_per_s": round(1e6 / per_task)}
+
+
 # -- processing --------------------------------------------------------------------------------
 
 
@@ -219,11 +244,14 @@ async def process_one_consumer(
         await library.prefill(b.q, 100)
         await library.drain_rate(b.q, batch=1)
 
+        redis_cpu: dict[int, list[float]] = {100: [], 1: []}
+
         def pair(n: int, batch: int) -> tuple[Measure, Measure]:
             async def ours() -> float:
                 b.fresh()
                 await library.prefill(b.q, n)
-                return await library.drain_rate(b.q, batch=batch)
+                with RedisCpu(server, n, redis_cpu[batch]):
+                    return await library.drain_rate(b.q, batch=batch)
 
             async def raw() -> float:
                 b.fresh()
@@ -244,6 +272,7 @@ async def process_one_consumer(
             batched[1],
             target=Target(value=10_000, text=">= 10,000/s") if targets else None,
             tasks_per_rep=plan.process_batched,
+            **RedisCpu.extra(redis_cpu[100]),
         )
     )
     if one is not None:
@@ -288,13 +317,15 @@ async def run_together(workers: list[WorkerProc]) -> float:
 
 async def process_three_consumers(report: Report, server: RedisServer, plan: Plan) -> None:
     log(f"process no-op, 3 consumer processes: {plan.multi_batched} batched, {plan.multi_single or 'no'} one by one")
+    redis_cpu: dict[int, list[float]] = {100: [], 1: []}
     async with Bench(server) as b:
 
         def pair(n: int, batch: int) -> tuple[Measure, Measure]:
             async def ours() -> float:
                 b.fresh()
                 await library.prefill(b.q, n)
-                return await _consumers(server, "lib", b.settings.key_prefix, 3, batch)
+                with RedisCpu(server, n, redis_cpu[batch]):
+                    return await _consumers(server, "lib", b.settings.key_prefix, 3, batch)
 
             async def raw() -> float:
                 b.fresh()
@@ -315,6 +346,7 @@ async def process_three_consumers(report: Report, server: RedisServer, plan: Pla
             batched[1],
             target=Target(value=20_000, text=">= 20,000/s"),
             tasks_per_rep=plan.multi_batched,
+            **RedisCpu.extra(redis_cpu[100]),
         )
     )
     if one is None:
