@@ -23,6 +23,7 @@ from mcp_queue_server import tools
 from mcp_queue_server.metrics import Metrics
 from mcp_queue_server.prompts import register_prompts
 from mcp_queue_server.resources import register_resources
+from mcp_queue_server.schema import compact_schema
 from mcp_queue_server.settings import Role, Settings
 from mcp_queue_server.state import ServerState
 from mcp_queue_server.transports import StaticTokenVerifier, url_host
@@ -90,7 +91,7 @@ def tool_names(role: Role) -> list[str]:
 
 
 def _strict_tool(spec: ToolSpec, metrics: Metrics | None = None) -> Tool:
-    """A tool whose arguments model forbids unknown fields.
+    """A tool whose arguments model forbids unknown fields, publishing a compact output schema.
 
     The SDK's generated argument model ignores unknown top-level arguments, so a misspelt
     optional argument (``lease`` for ``lease_ms``) would silently fall back to its default.
@@ -106,6 +107,9 @@ def _strict_tool(spec: ToolSpec, metrics: Metrics | None = None) -> Tool:
     )
     tool.fn_metadata.arg_model = strict
     tool.parameters = strict.model_json_schema(by_alias=True)
+    # Same results accepted, checked about twice as fast by clients (see schema.py).
+    if tool.fn_metadata.output_schema is not None:
+        tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
     return tool
 
 
