@@ -158,6 +158,9 @@ class Report:
         print(json.dumps(figure.as_json()), file=self._stream, flush=True)
         log(f"  {figure.name}: {_fmt(figure.median)} {figure.unit} (floor {_fmt(figure.baseline_median)}, "
             f"ratio {_fmt(figure.ratio)}){_status(figure)}")  # fmt: skip
+        if "bound_tasks_per_s" in figure.extra:
+            log(f"    one client with no Python work at all tops out near {_fmt(figure.extra['bound_tasks_per_s'])} "
+                f"tasks/s (bare round trip, Redis's share replaced by our script's)")  # fmt: skip
         if "redis_cpu_us_per_task" in figure.extra:
             log(f"    Redis CPU {figure.extra['redis_cpu_us_per_task']} us/task: one Redis tops out near "
                 f"{_fmt(figure.extra['redis_bound_tasks_per_s'])} tasks/s")  # fmt: skip

@@ -121,9 +121,13 @@ async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str =
         await library.enqueue_one(b.q, 200)  # warm-up: scripts loaded, connections open
         await floor.xadd_sequential(b.r, STREAM, 200)
 
+        cpu_one: list[float] = []
+        cpu_batch: list[float] = []
+
         async def ours_one() -> float:
             b.fresh()
-            return await library.enqueue_one(b.q, plan.enqueue_one)
+            with RedisCpu(server, plan.enqueue_one, cpu_one):
+                return await library.enqueue_one(b.q, plan.enqueue_one)
 
         async def raw_one() -> float:
             b.fresh()
@@ -131,7 +135,8 @@ async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str =
 
         async def ours_batch() -> float:
             b.fresh()
-            return await library.enqueue_batches(b.q, plan.enqueue_batch)
+            with RedisCpu(server, plan.enqueue_batch, cpu_batch):
+                return await library.enqueue_batches(b.q, plan.enqueue_batch)
 
         async def raw_batch() -> float:
             b.fresh()
@@ -139,7 +144,8 @@ async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str =
 
         one = await alternate(plan.reps, ours_one, raw_one)
         batch = await alternate(plan.reps, ours_batch, raw_batch)
-        ceiling = await _bare_ceiling(b, plan) if targets else None
+        bare_cpu: list[float] = []
+        ceiling = await _bare_ceiling(b, plan, bare_cpu) if targets else None
         b.fresh()
     report.add(
         make_figure(
@@ -150,6 +156,7 @@ async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str =
             one[1],
             target=Target(value=8000, ratio=0.6, text=">= 8,000/s and >= 0.6 x floor") if targets else None,
             tasks_per_rep=plan.enqueue_one,
+            **RedisCpu.extra(cpu_one),
         )
     )
     report.add(
@@ -161,12 +168,20 @@ async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str =
             batch[1],
             target=Target(value=50_000, ratio=0.5, text=">= 50,000/s and >= 0.5 x floor") if targets else None,
             tasks_per_rep=plan.enqueue_batch,
+            **RedisCpu.extra(cpu_batch),
         )
     )
 
     if ceiling is not None:
         labels = (("enqueue one at a time", "sequential"), ("batch enqueue, 100 per call", "pipelined"))
-        for (ours_label, bare_label), (ceil, ours) in zip(labels, ceiling, strict=True):
+        # One client's best case with no Python work at all: the bare round trip, with
+        # Redis's share of it replaced by what our script costs Redis.
+        trip_us = 1e6 / statistics.median(ceiling[0][0])
+        bound = 1e6 / (trip_us - statistics.median(bare_cpu) + statistics.median(cpu_one))
+        one_bound = {"bare_redis_cpu_us_per_op": round(statistics.median(bare_cpu), 1)}
+        one_bound["bound_tasks_per_s"] = round(bound)
+        bounds = (one_bound, RedisCpu.extra(cpu_batch))
+        for (ours_label, bare_label), (ceil, ours), extra in zip(labels, ceiling, bounds, strict=True):
             report.add(
                 make_figure(
                     f"library: {ours_label}, against the bare-socket ceiling",
@@ -175,19 +190,22 @@ async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str =
                     f"{bare_label} XADD, bare asyncio socket + hiredis (no client library)",
                     ceil,
                     note="the most any asyncio client reaches on this machine: it bounds the absolute targets",
+                    **extra,
                 )
             )
 
 
-async def _bare_ceiling(b: Bench, plan: Plan) -> tuple[tuple[list[float], list[float]], ...]:
-    """Bare-socket XADD rates (sequential, pipelined), each beside ours measured again beside it."""
+async def _bare_ceiling(b: Bench, plan: Plan, bare_cpu: list[float]) -> tuple[tuple[list[float], list[float]], ...]:
+    """Bare-socket XADD rates (sequential, pipelined), each beside ours measured again beside it;
+    Redis's CPU per sequential bare XADD goes to ``bare_cpu``."""
     client = await bare.BareClient.connect("127.0.0.1", b.server.port)
     try:
         await bare.xadd_sequential(client, STREAM, 200)
 
         async def bare_one() -> float:
             b.fresh()
-            return await bare.xadd_sequential(client, STREAM, plan.enqueue_one)
+            with RedisCpu(b.server, plan.enqueue_one, bare_cpu):
+                return await bare.xadd_sequential(client, STREAM, plan.enqueue_one)
 
         async def bare_batch() -> float:
             b.fresh()
