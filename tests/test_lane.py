@@ -59,25 +59,25 @@ async def test_concurrent_calls_each_get_their_own_reply(lane: Lane) -> None:
 
 async def test_a_timed_out_call_is_not_sent_again_and_leaves_the_next_reply_in_step(lane: Lane, client: Redis) -> None:
     key = f"lane-{uuid.uuid4().hex}"
-    before = await _calls(client, "blpop")
+    before = await _calls(client, "xread")
     with anyio.fail_after(10):
         with pytest.raises(TimeoutError):
-            await lane.execute(("BLPOP", key, 0), timeout_s=0.2)
-        await client.rpush(key, "kept")
-        # The abandoned BLPOP's connection was closed, so it cannot take the item or
-        # hand its reply to the next caller.
+            await lane.execute(("XREAD", "BLOCK", 0, "STREAMS", key, "$"), timeout_s=0.2)
+        # Wakes the abandoned XREAD, were it still waiting on a reused connection: its reply
+        # would then be taken for the next caller's.
+        await client.xadd(key, {"f": "v"})
         assert await lane.execute(("ECHO", "next")) == [b"next"]
-        assert await client.lrange(key, 0, -1) == [b"kept"]
-    assert await _calls(client, "blpop") == before + 1
+    assert await _calls(client, "xread") == before + 1
 
 
 async def test_a_cancelled_call_leaves_the_lane_usable(lane: Lane, client: Redis) -> None:
     key = f"lane-{uuid.uuid4().hex}"
     with anyio.fail_after(10):
         with anyio.move_on_after(0.2):
-            await lane.execute(("BLPOP", key, 0))
-        await client.rpush(key, "kept")
-        assert await lane.execute(("LPOP", key)) == [b"kept"]
+            await lane.execute(("XREAD", "BLOCK", 0, "STREAMS", key, "$"))
+        await client.xadd(key, {"f": "v"})
+        assert await lane.execute(("ECHO", "after")) == [b"after"]
+        assert await lane.execute(("XLEN", key)) == [1]
 
 
 async def test_scripts_flushed_from_redis_are_loaded_again_on_the_next_call(
