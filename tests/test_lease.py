@@ -166,3 +166,22 @@ async def test_a_checkpoint_may_seed_a_task_before_its_first_delivery(queue: Tas
     await queue.enqueue("t", {}, task_id="seeded", delay_ms=10)
     assert await queue.checkpoint("seeded", {"hint": "start at page 3"}) is None
     assert await queue.get_checkpoint("seeded") == {"hint": "start at page 3"}
+
+
+async def test_expired_leases_on_both_streams_move_to_the_new_holder_in_one_read(
+    make_queue: QueueFactory, clock: FakeClock
+) -> None:
+    w1, w2 = await make_queue("w1"), await make_queue("w2")
+    await w1.enqueue_batch([NewTask("t", {"n": i}, priority=10 if i % 2 else 0, task_id=f"m{i}") for i in range(6)])
+    assert len(await w1.read_messages(count=6, lease_ms=1_000)) == 6
+    clock.advance(1_001)
+    taken = await w2.read_messages(count=6)
+    assert sorted((t.task_id, t.attempt, t.payload["n"]) for t in taken) == [(f"m{i}", 2, i) for i in range(6)]
+    stats = await w2.get_queue_stats()
+    assert {c.name: c.pending for c in stats.consumers} == {"w1": 0, "w2": 6}
+    with pytest.raises(NotLeaseHolder):
+        await w1.acknowledge("m1")
+    outcomes = await w2.ack_many([t.task_id for t in taken])
+    assert [getattr(o, "status", o) for o in outcomes] == ["acked"] * 6
+    stats = await w2.get_queue_stats()
+    assert (stats.in_flight, stats.available, stats.high.length, stats.low.length) == (0, 0, 0, 0)

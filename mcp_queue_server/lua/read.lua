@@ -56,20 +56,34 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[3], '-inf', now, 'LIMIT', 0, p
   end
 end
 
--- 2. Expired leases: move the entry to this consumer (XCLAIM) and deliver it again.
+-- 2. Expired leases: deliver them again (one XCLAIM per stream moves their entries to this
+--    consumer) or dead-letter those that used their last attempt. One HMGET per task reads
+--    FIELDS plus stream and max_attempts.
+local RECLAIM = {unpack(FIELDS)}
+RECLAIM[11], RECLAIM[12] = 'stream', 'max_attempts'
+local claims = {{'XCLAIM', K[1], group, consumer, 0}, {'XCLAIM', K[2], group, consumer, 0}}
+local reclaimed = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, count)) do
   local tk = tkey(id)
-  local f = redis.call('HMGET', tk, 'state', 'stream', 'entry', 'attempt', 'max_attempts')
-  if f[1] ~= 'working' or not f[3] then
+  local f = redis.call('HMGET', tk, unpack(RECLAIM))
+  if f[9] ~= 'working' or not f[8] then
     redis.call('ZREM', K[4], id)
-  elseif tonumber(f[4]) >= tonumber(f[5]) then
-    dead_letter(id, tk, 'lease expired on attempt ' .. f[4] .. ' of ' .. f[5])
+  elseif tonumber(f[5]) >= tonumber(f[12]) then
+    dead_letter(id, tk, 'lease expired on attempt ' .. f[5] .. ' of ' .. f[12])
     out[2] = out[2] + 1
   else
-    redis.call('XCLAIM', stream_key(f[2]), group, consumer, 0, f[3], 'JUSTID')
-    deliver(id, tk, redis.call('HMGET', tk, unpack(FIELDS)))
+    local claim = claims[f[11] == 'high' and 1 or 2]
+    claim[#claim + 1] = f[8]
+    reclaimed[#reclaimed + 1] = {id, tk, f}
   end
 end
+for _, claim in ipairs(claims) do
+  if #claim > 5 then
+    claim[#claim + 1] = 'JUSTID'
+    redis.call(unpack(claim))
+  end
+end
+for _, r in ipairs(reclaimed) do deliver(r[1], r[2], r[3]) end
 
 -- 3. New entries, preferred stream first.
 local order = prefer_high and {K[1], K[2]} or {K[2], K[1]}
