@@ -24,7 +24,8 @@ def _int(value: Any) -> int | None:
 
 
 def _json(value: Any) -> Any:
-    return None if value is None or value is False else json.loads(value)
+    # Decoded first: json.loads on bytes guesses the encoding each time (about a third slower).
+    return None if value is None or value is False else json.loads(text(value))
 
 
 def task(row: list[Any], queue: str) -> Task:
@@ -33,7 +34,7 @@ def task(row: list[Any], queue: str) -> Task:
         task_id=text(row[0]),
         task_type=text(row[1]),
         priority=int(row[2]),
-        payload=json.loads(row[3]),
+        payload=json.loads(text(row[3])),
         attempt=int(row[4]),
         lease_expires_at=int(row[5]),
         checkpoint=_json(row[6]),
