@@ -48,7 +48,7 @@ def guard() -> Iterator[None]:
 
 
 def request_id() -> str:
-    """A fresh id for a request that must not run twice when redis-py re-sends it."""
+    """A fresh id for a request that must not run twice when the client re-sends it after a dropped connection."""
     return os.urandom(8).hex()
 
 
