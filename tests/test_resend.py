@@ -1,4 +1,4 @@
-"""A reply lost on a dropped connection: the client re-sends the script once (lane or redis-py), and nothing runs twice."""
+"""A reply lost on a dropped connection: the client re-sends the script once, and nothing runs twice."""
 
 from __future__ import annotations
 
