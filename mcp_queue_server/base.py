@@ -151,20 +151,28 @@ class QueueBase:
             found = self._keys[queue] = QueueKeys.for_queue(self.settings.key_prefix, queue)
         return found
 
-    async def _call(self, name: str, queue: str, *args: Any) -> Any:
+    def _script_args(self, queue: str, args: tuple[Any, ...], now: int | None) -> tuple[list[str], list[Any]]:
         k = self.keys(queue)
         keys = [k.high, k.low, k.delayed, k.leases, k.dlq, k.stats]
-        argv = [k.base, self.settings.group, self.consumer, self._now(), *args]
+        return keys, [k.base, self.settings.group, self.consumer, self._now() if now is None else now, *args]
+
+    async def _call(self, name: str, queue: str, *args: Any) -> Any:
+        keys, argv = self._script_args(queue, args, None)
         with guard():
             if self._lane is not None:
                 return await self._lane.script(script_sha(name), script_source(name), keys, argv)
             return await self._scripts[name](keys, argv)
 
-    async def _command(self, command: Command, *, timeout_s: float | None = None) -> Any:
+    def _script_command(self, name: str, queue: str, *args: Any, now: int) -> Command:
+        """The EVALSHA of a script, to send through the lane behind another command."""
+        keys, argv = self._script_args(queue, args, now)
+        return ("EVALSHA", script_sha(name), len(keys), *keys, *argv)
+
+    async def _command(self, command: Command) -> Any:
         """One plain command: through the lane on a standalone Redis, else redis-py's client."""
         with guard():
             if self._lane is not None:
-                (reply,) = await self._lane.execute(command, timeout_s=timeout_s)
+                (reply,) = await self._lane.execute(command)
                 if isinstance(reply, redis_errors.ResponseError):
                     raise reply
                 return reply

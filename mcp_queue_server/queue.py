@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import anyio
+from redis import exceptions as redis_errors
 
 from mcp_queue_server import records
 from mcp_queue_server.admin import AdminOps
@@ -172,21 +173,71 @@ class TaskQueue(AdminOps):
         check_queue_name(queue)
         self._touched.add(queue)
         deadline = time.monotonic() + block_ms / 1000
+        args = (count, lease_ms, int(prefer_high_priority), s.pending_batch_size)
+        reply = await self._fresh_read(queue, args)
         while True:
-            with anyio.CancelScope(shield=True):
-                reply = await self._call(
-                    "read", queue, count, lease_ms, int(prefer_high_priority), s.pending_batch_size, request_id()
-                )
-            tasks = [records.task(row, queue) for row in reply[4:]]
+            tasks = [records.task(row, queue) for row in reply[6:]]
             if tasks:
                 await self._checkpoint_or_release(queue, tasks)
                 return tasks
             wait_s = deadline - time.monotonic()
             if wait_s <= 0:
                 return []
-            if reply[0] != -1:
-                wait_s = min(wait_s, max(int(reply[0]) - self._now(), 1) / 1000)
-            await self._wait_for_new_entries(queue, reply[2], reply[3], wait_s)
+            if reply[0] != -1:  # a delayed task falls due or a lease expires first
+                wait_s = min(wait_s, max(int(reply[0]) - int(reply[4]), 1) / 1000)
+            reply = await self._wait_then_read(queue, args, reply, wait_s)
+
+    read_tasks = read_messages
+
+    async def _wait_then_read(self, queue: str, args: tuple[Any, ...], last: list[Any], wait_s: float) -> Any:
+        """Wait for an entry added after the ``last`` read (XREAD BLOCK), then read again.
+
+        Through the lane the read is sent behind the XREAD, so Redis runs it the moment the
+        XREAD returns, with no round trip in between; its clock is the last read's, moved on
+        by the Redis time passed since. A read cancelled while waiting hands back whatever
+        that read may have leased. Waits are cut below the socket timeout, so one client
+        serves blocking and plain calls.
+        """
+        k = self.keys(queue)
+        block_ms = max(int(min(wait_s, self.settings.socket_timeout_s * 0.8) * 1000), 1)
+        xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.high, k.low, last[2], last[3])
+        lane = self._lane
+        if lane is None or int(last[5]) < 0:  # a cluster, or an ACL without TIME: two round trips
+            await self._command(xread)
+            return await self._fresh_read(queue, args)
+        req = request_id()
+        read = self._script_command("read", queue, *args, req, int(last[5]), 0, now=int(last[4]))
+        try:
+            with guard():
+                woke, reply = await lane.execute(
+                    xread, read, timeout_s=block_ms / 1000 + self.settings.socket_timeout_s
+                )
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._hand_back(queue, args, req)
+            raise
+        for answer in (woke, reply):
+            if isinstance(answer, redis_errors.NoScriptError):  # Redis restarted: load it, read afresh
+                return await self._fresh_read(queue, args)
+            if isinstance(answer, redis_errors.ResponseError):
+                with guard():
+                    raise answer
+        return reply
+
+    async def _fresh_read(self, queue: str, args: tuple[Any, ...]) -> Any:
+        # Shielded: once sent, its reply (and the tasks it leased) must reach the caller.
+        with anyio.CancelScope(shield=True):
+            return await self._call("read", queue, *args, request_id(), "", 0)
+
+    async def _hand_back(self, queue: str, args: tuple[Any, ...], req: str) -> None:
+        """Release the tasks a read with request id ``req`` leased, if it ran at all."""
+        try:
+            reply = await self._call("read", queue, *args, req, "", 1)
+            ids = [text(row[0]) for row in reply[6:]]
+            if ids:
+                await self._call("release", queue, len(ids), 0, *ids)
+        except QueueError:
+            pass  # Redis is gone: the leases expire and the tasks are delivered again
 
     read_tasks = read_messages
 
@@ -197,16 +248,6 @@ class TaskQueue(AdminOps):
             with anyio.CancelScope(shield=True):
                 await self._call("release", queue, len(tasks), 0, *(t.task_id for t in tasks))
             raise
-
-    async def _wait_for_new_entries(self, queue: str, last_high: bytes, last_low: bytes, wait_s: float) -> None:
-        # Wake on the first entry added after the read's snapshot. Waits are cut into pieces
-        # shorter than the socket timeout, so one client serves blocking and plain calls.
-        k = self.keys(queue)
-        block_ms = max(int(min(wait_s, self.settings.socket_timeout_s * 0.8) * 1000), 1)
-        await self._command(
-            ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.high, k.low, last_high, last_low),
-            timeout_s=block_ms / 1000 + self.settings.socket_timeout_s,
-        )
 
     async def acknowledge(self, task_id: str, result: Any = None, *, queue: str = DEFAULT_QUEUE) -> AckResult:
         """Complete a task this consumer holds, storing ``result``. Acking twice reports

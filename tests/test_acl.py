@@ -16,16 +16,24 @@ from mcp_queue_server import Settings
 from mcp_queue_server.server import build_server
 
 #: The rule set the README recommends (``<prefix>`` replaced by the key prefix).
-ACL_RULES = "on resetkeys ~<prefix>:* resetchannels -@all +@read +@write +@scripting +@connection -@dangerous"
+ACL_RULES = "on resetkeys ~<prefix>:* resetchannels -@all +@read +@write +@scripting +@connection -@dangerous +time"
+#: The same without TIME (the rule of earlier releases): blocking reads fall back to two round trips.
+ACL_RULES_WITHOUT_TIME = ACL_RULES.removesuffix(" +time")
+
+
+@pytest.fixture(params=[ACL_RULES, ACL_RULES_WITHOUT_TIME], ids=["readme-rules", "without-time"])
+def acl_rules(request: pytest.FixtureRequest) -> str:
+    rules: str = request.param
+    return rules
 
 
 @pytest.fixture
-def acl_settings(settings: Settings) -> Settings:
+def acl_settings(settings: Settings, acl_rules: str) -> Settings:
     url = settings.redis_url_value()
     assert url is not None
     user, password = f"q{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     with redis.Redis.from_url(url) as admin:
-        rules = ACL_RULES.replace("<prefix>", settings.key_prefix).split()
+        rules = acl_rules.replace("<prefix>", settings.key_prefix).split()
         admin.execute_command("ACL", "SETUSER", user, *rules, f">{password}")
     host_port = url.split("://", 1)[1]
     return settings.model_copy(update={"redis_url": SecretStr(f"redis://{user}:{password}@{host_port}")})
@@ -58,6 +66,7 @@ async def test_every_tool_works_as_a_least_privilege_acl_user(client: Client) ->
     assert [t["task_id"] for t in (await call(client, "inspect_dlq"))["tasks"]] == ["b"]
     assert (await call(client, "replay_dlq", task_ids=["b"]))["replayed"] == ["b"]
     await call(client, "read_tasks")
+    assert (await call(client, "read_tasks", block_ms=100))["tasks"] == []
     await call(client, "fail_task", task_id="b", error="again", retry=False)
     assert (await call(client, "purge_dlq", all=True))["purged"] == 1
     await call(client, "recover_tasks")

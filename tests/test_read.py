@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 
@@ -136,3 +138,24 @@ async def _wait_until_blocked(reader: TaskQueue) -> None:
         if any(c.get("cmd") == "xread" for c in clients):
             return
         await anyio.sleep(0.005)
+
+
+async def test_a_task_from_a_blocking_read_is_leased_from_its_delivery_not_from_the_start_of_the_wait(
+    make_queue: QueueFactory,
+) -> None:
+    reader = await make_queue("reader", real_clock=True)
+    producer = await make_queue("producer", real_clock=True)
+    got: list[int] = []
+
+    async def read() -> None:
+        got.extend(t.lease_expires_at for t in await reader.read_messages(block_ms=10_000, lease_ms=1_000))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await _wait_until_blocked(reader)
+            await anyio.sleep(0.3)  # not a synchronisation: the wait whose length must not shorten the lease
+            enqueued_ms = time.time_ns() // 1_000_000
+            await producer.enqueue("t", {}, task_id="late")
+    [lease_expires_at] = got
+    assert lease_expires_at >= enqueued_ms + 1_000 - 5

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -11,7 +11,9 @@ import pytest
 from anyio.abc import ByteStream, SocketStream
 
 from mcp_queue_server import NewTask, Settings, TaskQueue, TaskStatus
+from tests.conftest import QueueFactory
 from tests.redis_proc import free_port
+from tests.test_read import _wait_until_blocked
 
 
 @dataclass
@@ -22,14 +24,23 @@ class ReplyDropper:
     target_port: int
     armed: bool = False
     dropped: int = 0
+    #: When set, the next replies on that connection are swallowed (it stays open) and
+    #: ``held`` is set: the command ran, the client waits for an answer that never comes.
+    holding: bool = False
+    held: anyio.Event = field(default_factory=anyio.Event)
 
     async def _pipe(self, src: ByteStream, dst: ByteStream, replies: bool) -> None:
+        swallow = False
         try:
             async for chunk in src:
                 if replies and self.armed:
                     self.armed = False
                     self.dropped += 1
                     break
+                if replies and (swallow or self.holding):
+                    swallow, self.holding = True, False
+                    self.held.set()
+                    continue
                 await dst.send(chunk)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
@@ -103,3 +114,41 @@ async def test_a_resent_replay_reports_the_replayed_tasks(proxied: tuple[TaskQue
     await queue.fail("d", "dead", retry=False)
     assert await _lost_reply(dropper, queue.replay_dlq(["d"])) == ["d"]
     assert (await queue.get_task("d")).replays == 1
+
+
+async def test_a_blocking_read_whose_reply_is_lost_is_resent_and_returns_the_task_it_leased(
+    proxied: tuple[TaskQueue, ReplyDropper], make_queue: QueueFactory
+) -> None:
+    queue, dropper = proxied
+    producer = await make_queue("producer")
+    got: list[tuple[str, int]] = []
+
+    async def read() -> None:
+        got.extend((t.task_id, t.attempt) for t in await queue.read_messages(block_ms=5_000))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await _wait_until_blocked(queue)
+            dropper.armed = True
+            await producer.enqueue("t", {}, task_id="woke")
+    assert dropper.dropped == 1
+    assert got == [("woke", 1)]
+    assert (await queue.get_task("woke")).lease_holder == "a"
+
+
+async def test_a_blocking_read_cancelled_after_it_leased_hands_the_task_back(
+    proxied: tuple[TaskQueue, ReplyDropper], make_queue: QueueFactory
+) -> None:
+    queue, dropper = proxied
+    producer, other = await make_queue("producer"), await make_queue("other")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queue.read_messages, 1, 5_000)
+            await _wait_until_blocked(queue)
+            dropper.holding = True
+            await producer.enqueue("t", {}, task_id="caught")
+            await dropper.held.wait()  # the read ran and leased the task; its reply is held
+            tg.cancel_scope.cancel()
+        [task] = await other.read_messages()
+    assert (task.task_id, task.attempt) == ("caught", 1)
