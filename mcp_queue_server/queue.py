@@ -239,8 +239,6 @@ class TaskQueue(AdminOps):
         except QueueError:
             pass  # Redis is gone: the leases expire and the tasks are delivered again
 
-    read_tasks = read_messages
-
     async def _checkpoint_or_release(self, queue: str, tasks: list[Task]) -> None:
         try:
             await anyio.lowlevel.checkpoint()
