@@ -19,7 +19,7 @@ local clock = redis.pcall('TIME')
 local redis_ms = -1
 if type(clock) == 'table' and clock[2] then
   redis_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-  if ARGV[10] ~= '' then now = now + math.max(redis_ms - tonumber(ARGV[10]), 0) end
+  if ARGV[10] and ARGV[10] ~= '' then now = now + math.max(redis_ms - tonumber(ARGV[10]), 0) end
 end
 local lease_until = now + lease_ms
 local out = {-1, 0, '', '', now, redis_ms}
