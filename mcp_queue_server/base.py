@@ -47,6 +47,11 @@ def guard() -> Iterator[None]:
         raise QueueError(f"queue store refused the operation: {str(exc)[:200]}") from None
 
 
+def unblocked(reply: object) -> bool:
+    """An XREAD BLOCK ended by the server (failover, role change): a wake, not a failure."""
+    return isinstance(reply, redis_errors.ResponseError) and str(reply).startswith("UNBLOCKED")
+
+
 def request_id() -> str:
     """A fresh id for a request that must not run twice when the client re-sends it after a dropped connection."""
     return os.urandom(8).hex()
@@ -168,15 +173,20 @@ class QueueBase:
         keys, argv = self._script_args(queue, args, now)
         return ("EVALSHA", script_sha(name), len(keys), *keys, *argv)
 
-    async def _command(self, command: Command) -> Any:
-        """One plain command: through the lane on a standalone Redis, else redis-py's client."""
+    async def _block(self, xread: Command) -> None:
+        """Wait in XREAD BLOCK: through the lane on a standalone Redis, else redis-py's client.
+        A forced unblock (the node became a replica in a failover) ends the wait like an entry."""
         with guard():
             if self._lane is not None:
-                (reply,) = await self._lane.execute(command)
-                if isinstance(reply, redis_errors.ResponseError):
+                (reply,) = await self._lane.execute(xread)
+                if isinstance(reply, redis_errors.ResponseError) and not unblocked(reply):
                     raise reply
-                return reply
-            return await self.redis.execute_command(*command)
+                return
+            try:
+                await self.redis.execute_command(*xread)
+            except redis_errors.ResponseError as exc:
+                if not unblocked(exc):
+                    raise
 
     async def release(self, queue: str | None = None) -> int:
         """Hand every task this consumer holds back to its queue at once (not charged as an

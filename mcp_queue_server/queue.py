@@ -17,7 +17,7 @@ from redis import exceptions as redis_errors
 
 from mcp_queue_server import records
 from mcp_queue_server.admin import AdminOps
-from mcp_queue_server.base import DEFAULT_QUEUE, guard, request_id
+from mcp_queue_server.base import DEFAULT_QUEUE, guard, request_id, unblocked
 from mcp_queue_server.errors import ConflictingRequest, InvalidInput, QueueError
 from mcp_queue_server.models import (
     AckResult,
@@ -203,7 +203,7 @@ class TaskQueue(AdminOps):
         xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.high, k.low, last[2], last[3])
         lane = self._lane
         if lane is None or int(last[5]) < 0:  # a cluster, or an ACL without TIME: two round trips
-            await self._command(xread)
+            await self._block(xread)
             return await self._fresh_read(queue, args)
         req = request_id()
         read = self._script_command("read", queue, *args, req, int(last[5]), 0, now=int(last[4]))
@@ -216,10 +216,12 @@ class TaskQueue(AdminOps):
             with anyio.CancelScope(shield=True):
                 await self._hand_back(queue, args, req)
             raise
+        if isinstance(reply, redis_errors.NoScriptError) or (
+            unblocked(woke) and isinstance(reply, redis_errors.ResponseError)
+        ):
+            return await self._fresh_read(queue, args)  # Redis restarted or changed role: read afresh
         for answer in (woke, reply):
-            if isinstance(answer, redis_errors.NoScriptError):  # Redis restarted: load it, read afresh
-                return await self._fresh_read(queue, args)
-            if isinstance(answer, redis_errors.ResponseError):
+            if isinstance(answer, redis_errors.ResponseError) and not unblocked(answer):
                 with guard():
                     raise answer
         return reply

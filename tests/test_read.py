@@ -159,3 +159,25 @@ async def test_a_task_from_a_blocking_read_is_leased_from_its_delivery_not_from_
             await producer.enqueue("t", {}, task_id="late")
     [lease_expires_at] = got
     assert lease_expires_at >= enqueued_ms + 1_000 - 5
+
+
+async def test_a_blocking_read_unblocked_by_the_server_keeps_waiting_instead_of_failing(
+    make_queue: QueueFactory,
+) -> None:
+    reader = await make_queue("reader", real_clock=True)
+    producer = await make_queue("producer", real_clock=True)
+    got: list[str] = []
+
+    async def read() -> None:
+        got.extend(t.task_id for t in await reader.read_messages(block_ms=10_000))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await _wait_until_blocked(reader)
+            # What a failover does to a blocked client: its XREAD fails with UNBLOCKED.
+            [blocked] = [c for c in await reader.redis.client_list() if c.get("cmd") == "xread"]
+            await reader.redis.execute_command("CLIENT", "UNBLOCK", blocked["id"], "ERROR")
+            await _wait_until_blocked(reader)
+            await producer.enqueue("t", {}, task_id="after-unblock")
+    assert got == ["after-unblock"]
