@@ -157,6 +157,13 @@ async def test_wait_confirms_a_standalone_replica(tmp_path: Path) -> None:
     try:
         with redis.Redis(port=replica.port) as r:
             r.replicaof("127.0.0.1", primary.port)
+            # Until the first sync is done WAIT blocks for it, and its 5 s timeout would race
+            # the client's 5 s socket timeout.
+            with anyio.fail_after(10):
+                while True:
+                    if r.info("replication").get("master_link_status") == "up":
+                        break
+                    await anyio.sleep(0.01)
         s = Settings(redis_url=primary.url, key_prefix="w", wait_replicas=1, wait_timeout_ms=5_000)
         async with TaskQueue(s) as q:
             assert (await q.enqueue("t", {})).replicas_confirmed == 1
