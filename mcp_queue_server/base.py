@@ -115,9 +115,10 @@ class QueueBase:
             if url is None:
                 raise InvalidInput("no Redis URL: set MCP_QUEUE_REDIS_URL or start the embedded Redis first")
             self._redis = connect_redis(url, self.settings)
-        self._scripts = register_all(self._redis)
         if isinstance(self._redis, Redis):
             self._lane = Lane(self._redis.connection_pool, self.settings.socket_timeout_s)
+        else:  # a cluster: redis-py's scripts route each call to the slot's master
+            self._scripts = register_all(self._redis)
         return self
 
     async def disconnect(self, *, release: bool = True) -> None:
