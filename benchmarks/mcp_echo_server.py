@@ -12,8 +12,8 @@ import anyio
 from pydantic import BaseModel
 
 from mcp_queue_server.__main__ import configure_logging, load_settings
-from mcp_queue_server.server import build_server
-from mcp_queue_server.transports import serve_stdio
+from mcp_queue_server.server.app import build_server
+from mcp_queue_server.server.transports import serve_stdio
 
 
 class EchoOutput(BaseModel):

@@ -13,7 +13,7 @@ from typing import Self
 
 import redis
 
-from mcp_queue_server.binaries import find_redis_server
+from mcp_queue_server.store.binaries import find_redis_server
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 from chaos.common import QUEUE, Config, read_logs
 from mcp_queue_server import QueueError, TaskQueue, TaskStatus
-from mcp_queue_server.models import DeadTask, QueueStats, TaskInfo
+from mcp_queue_server.core.models import DeadTask, QueueStats, TaskInfo
 
 TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED}
 SAMPLE = 10  #: ids listed per finding in the report

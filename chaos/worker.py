@@ -56,7 +56,7 @@ def _on_signal(signum: int, _frame: object) -> None:
 
 
 def classify_error(text: str) -> Kind:
-    """Map a tool error's text to an outcome (the server's messages, see mcp_queue_server.scripts)."""
+    """Map a tool error's text to an outcome (the server's messages, see mcp_queue_server.core.scripts)."""
     if "(retryable)" in text:
         return "unknown"  # Redis unreachable or timed out: the call may or may not have landed
     if "leased by another worker" in text or "not leased to you" in text or "is already completed" in text:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import anyio
 
 from mcp_queue_server import Settings
-from mcp_queue_server.cli_demo import run_demo
+from mcp_queue_server.cli.demo import run_demo
 
 if __name__ == "__main__":
     settings = Settings()  # MCP_QUEUE_* from the environment; no URL: a temporary embedded Redis

@@ -1,19 +1,10 @@
 """mcp-queue-server: a durable task queue on Redis Streams for LLM agents.
 
 The core (:class:`TaskQueue`) imports nothing from ``mcp``; the MCP server lives in
-:mod:`mcp_queue_server.server`.
+:mod:`mcp_queue_server.server.app`.
 """
 
-from mcp_queue_server.errors import (
-    ConflictingRequest,
-    InvalidInput,
-    InvalidState,
-    NotLeaseHolder,
-    QueueError,
-    QueueUnavailable,
-    TaskNotFound,
-)
-from mcp_queue_server.models import (
+from mcp_queue_server.core.models import (
     AckResult,
     ConsumerInfo,
     DeadLetterPage,
@@ -31,9 +22,18 @@ from mcp_queue_server.models import (
     TaskInfo,
     TaskStatus,
 )
-from mcp_queue_server.queue import RedisStreamQueue, TaskQueue
+from mcp_queue_server.core.queue import RedisStreamQueue, TaskQueue
+from mcp_queue_server.errors import (
+    ConflictingRequest,
+    InvalidInput,
+    InvalidState,
+    NotLeaseHolder,
+    QueueError,
+    QueueUnavailable,
+    TaskNotFound,
+)
 from mcp_queue_server.settings import Role, Settings
-from mcp_queue_server.worker import PermanentFailure, TaskContext, Worker
+from mcp_queue_server.worker.runtime import PermanentFailure, TaskContext, Worker
 
 __all__ = [
     "AckResult",

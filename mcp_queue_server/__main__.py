@@ -3,7 +3,7 @@
 With no command (or ``serve``): builds the settings once (environment ``MCP_QUEUE_*``,
 overridden by flags), builds the server, configures logging to stderr (stdout carries only
 the protocol on stdio) and serves. Any other command (``stats``, ``worker``, ...) is the
-operator CLI in :mod:`mcp_queue_server.cli`. The server modules (and ``mcp``) are imported
+operator CLI in :mod:`mcp_queue_server.cli.main`. The server modules (and ``mcp``) are imported
 only to serve, so the commands, and the worker processes a pool restarts, start quickly.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import anyio
 
-from mcp_queue_server import cli
-from mcp_queue_server.flags import FLAGS, SettingsError, add_setting_flags, settings_from
+from mcp_queue_server.cli import main as cli
+from mcp_queue_server.cli.flags import FLAGS, SettingsError, add_setting_flags, settings_from
 from mcp_queue_server.settings import Settings
 
 logger = logging.getLogger("mcp_queue_server")
@@ -46,7 +46,7 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     Raises:
         SystemExit: invalid flags or settings (status 2, message on stderr).
     """
-    from mcp_queue_server.transports import is_loopback
+    from mcp_queue_server.server.transports import is_loopback
 
     p = parser()
     try:
@@ -85,9 +85,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def serve(argv: Sequence[str]) -> None:
     """Run the MCP server (``mcp-queue-server [serve] [flags]``)."""
-    from mcp_queue_server.metrics import Metrics, serve_stdio_with_metrics
-    from mcp_queue_server.server import build_server
-    from mcp_queue_server.transports import serve_http
+    from mcp_queue_server.observe.metrics import Metrics, serve_stdio_with_metrics
+    from mcp_queue_server.server.app import build_server
+    from mcp_queue_server.server.transports import serve_http
 
     settings = load_settings(argv)
     metrics = Metrics(settings)

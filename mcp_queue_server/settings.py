@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mcp_queue_server.validation import NAME_PATTERN
+from mcp_queue_server.limits import NAME_PATTERN
 
 
 class Role(StrEnum):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from mcp_queue_server.binaries import find_redis_server
+from mcp_queue_server.store.binaries import find_redis_server
 
 
 def free_port() -> int:

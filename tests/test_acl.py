@@ -13,7 +13,7 @@ from mcp import Client
 from pydantic import SecretStr
 
 from mcp_queue_server import Settings
-from mcp_queue_server.server import build_server
+from mcp_queue_server.server.app import build_server
 
 #: The rule set the README recommends (``<prefix>`` replaced by the key prefix).
 ACL_RULES = "on resetkeys ~<prefix>:* resetchannels -@all +@read +@write +@scripting +@connection -@dangerous +time"

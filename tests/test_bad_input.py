@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mcp import Client
 
 from mcp_queue_server import Settings
-from mcp_queue_server.server import build_server, tool_names
+from mcp_queue_server.server.app import build_server, tool_names
 from mcp_queue_server.settings import Role
 from tests.test_stdio import StdioServer, server_env
 

@@ -105,7 +105,7 @@ async def test_top_once_prints_one_frame_with_queues_and_consumers(settings: Set
 
 
 def test_top_shows_rates_from_the_change_in_totals_between_frames() -> None:
-    from mcp_queue_server.cli_top import rates
+    from mcp_queue_server.cli.top import rates
 
     empty = StreamStats(0, 0, 0)
 

@@ -16,7 +16,7 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
 from mcp_queue_server import Settings, Task, TaskQueue, TaskStatus
-from mcp_queue_server.worker import TaskContext
+from mcp_queue_server.worker.runtime import TaskContext
 from tests.test_cli import ROOT, RUN_S, cli, cli_env
 
 # -- handlers run by the worker processes ------------------------------------------------------

@@ -18,7 +18,7 @@ from mcp import Client
 from redis.asyncio import Redis as AsyncRedis
 
 from mcp_queue_server import NewTask, QueueError, QueueUnavailable, Settings, TaskQueue, TaskStatus
-from mcp_queue_server.server import build_server
+from mcp_queue_server.server.app import build_server
 from tests.cluster_proc import ClusterProc
 from tests.redis_proc import RedisProc
 from tests.test_state_machine import QueueModel

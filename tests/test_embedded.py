@@ -27,10 +27,10 @@ import pytest
 import redis
 import redis.asyncio
 
-from mcp_queue_server import embedded
-from mcp_queue_server.binaries import find_redis_server
-from mcp_queue_server.embedded import CLIENT_NAME, EmbeddedRedis, EmbeddedRedisError, embedded_redis
 from mcp_queue_server.errors import QueueError
+from mcp_queue_server.store import embedded
+from mcp_queue_server.store.binaries import find_redis_server
+from mcp_queue_server.store.embedded import CLIENT_NAME, EmbeddedRedis, EmbeddedRedisError, embedded_redis
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
@@ -182,7 +182,7 @@ _CHILD = """
 import json, sys
 from pathlib import Path
 import redis
-from mcp_queue_server.embedded import EmbeddedRedis
+from mcp_queue_server.store.embedded import EmbeddedRedis
 
 server = EmbeddedRedis(Path(sys.argv[1]), sys.argv[2])
 print(json.dumps({"ready": True}), flush=True)

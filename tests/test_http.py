@@ -186,7 +186,7 @@ def test_binding_a_non_loopback_address_without_a_token_is_refused(host: str) ->
 
 
 def test_the_transport_security_settings_allow_localhost_the_bind_address_and_extras() -> None:
-    from mcp_queue_server.transports import transport_security
+    from mcp_queue_server.server.transports import transport_security
 
     security = transport_security(
         Settings(

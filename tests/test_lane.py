@@ -11,7 +11,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from mcp_queue_server import TaskQueue
-from mcp_queue_server.lane import Lane
+from mcp_queue_server.core.lane import Lane
 from tests.conftest import QueueFactory
 
 

@@ -7,20 +7,20 @@ import sys
 
 CORE = [
     "mcp_queue_server",
-    "mcp_queue_server.queue",
-    "mcp_queue_server.admin",
-    "mcp_queue_server.base",
-    "mcp_queue_server.scripts",
-    "mcp_queue_server.records",
-    "mcp_queue_server.keys",
-    "mcp_queue_server.models",
+    "mcp_queue_server.core.queue",
+    "mcp_queue_server.core.inspect",
+    "mcp_queue_server.core.connection",
+    "mcp_queue_server.core.scripts",
+    "mcp_queue_server.core.codec",
+    "mcp_queue_server.core.keys",
+    "mcp_queue_server.core.models",
     "mcp_queue_server.settings",
     "mcp_queue_server.errors",
-    "mcp_queue_server.validation",
-    "mcp_queue_server.binaries",
-    "mcp_queue_server.embedded",
-    "mcp_queue_server.worker",
-    "mcp_queue_server.worker_pool",
+    "mcp_queue_server.limits",
+    "mcp_queue_server.store.binaries",
+    "mcp_queue_server.store.embedded",
+    "mcp_queue_server.worker.runtime",
+    "mcp_queue_server.worker.pool",
 ]
 
 
@@ -38,9 +38,9 @@ def test_the_core_modules_import_no_mcp() -> None:
 def test_every_lua_script_opens_with_its_contract() -> None:
     from importlib import resources
 
-    from mcp_queue_server.scripts import SCRIPT_NAMES
+    from mcp_queue_server.core.scripts import SCRIPT_NAMES
 
-    lua = resources.files("mcp_queue_server") / "lua"
+    lua = resources.files("mcp_queue_server.core") / "lua"
     for name in SCRIPT_NAMES:
         head = (lua / f"{name}.lua").read_text().split("\n", 12)[:12]
         text = "\n".join(head)

@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from mcp_queue_server import ConsumerInfo, NewTask, QueueStats, Settings, StreamStats, TaskQueue
-from mcp_queue_server.metrics import Metrics
-from mcp_queue_server.status_page import status_page
+from mcp_queue_server.observe.metrics import Metrics
+from mcp_queue_server.observe.status_page import status_page
 from tests.redis_proc import free_port
 from tests.test_http import BEARER, TOKEN, http_server
 from tests.test_stdio import START_S, StdioServer, server_env

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mcp_queue_server.server import tool_names
+from mcp_queue_server.server.app import tool_names
 from mcp_queue_server.settings import Role, Settings
 
 README = (Path(__file__).parent.parent / "README.md").read_text()

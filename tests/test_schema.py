@@ -11,8 +11,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from mcp.server.mcpserver.tools import Tool
 
-from mcp_queue_server.schema import compact_schema
-from mcp_queue_server.server import TOOLS, build_server
+from mcp_queue_server.server.app import TOOLS, build_server
+from mcp_queue_server.server.output_schema import compact_schema
 from mcp_queue_server.settings import Settings
 
 SAMPLES: list[Any] = [None, 0, -3, 1.5, "s", "", True, False, [], [1], {}, {"k": "v"}]

@@ -9,7 +9,7 @@ import pytest
 from mcp import Client, MCPError
 
 from mcp_queue_server import Settings
-from mcp_queue_server.server import build_server
+from mcp_queue_server.server.app import build_server
 from tests.redis_proc import free_port
 
 
@@ -243,7 +243,7 @@ async def test_reading_a_resource_of_an_invalid_queue_or_unknown_task_fails_clea
 async def test_an_unexpected_failure_reaches_the_model_as_a_clear_message_without_its_details() -> None:
     from mcp.server.mcpserver.exceptions import ToolError
 
-    from mcp_queue_server.tool_support import queue_errors
+    from mcp_queue_server.server.context import queue_errors
 
     @queue_errors
     async def crashes() -> None:

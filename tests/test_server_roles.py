@@ -6,7 +6,7 @@ import pytest
 from mcp import Client
 
 from mcp_queue_server import Role, Settings
-from mcp_queue_server.server import build_server, tool_names
+from mcp_queue_server.server.app import build_server, tool_names
 
 EXPECTED = {
     Role.PRODUCER: {"enqueue_task", "enqueue_batch", "fanout", "get_task", "queue_stats"},

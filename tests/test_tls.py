@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 
 from mcp_queue_server import Settings
-from mcp_queue_server.server import build_server
+from mcp_queue_server.server.app import build_server
 from tests.redis_proc import RedisProc
 
 

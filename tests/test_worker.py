@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from mcp_queue_server import Settings, Task, TaskQueue, TaskStatus
-from mcp_queue_server.worker import PermanentFailure, TaskContext, Worker, WorkerEvent
+from mcp_queue_server.worker.runtime import PermanentFailure, TaskContext, Worker, WorkerEvent
 from tests.conftest import QueueFactory
 
 WAIT_S = 15

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from mcp_queue_server import InvalidInput, NewTask, QueueStats, Settings, StreamStats, TaskQueue
-from mcp_queue_server.worker_pool import Autoscaler, ScalePolicy, WorkerPool, settings_env
+from mcp_queue_server.worker.pool import Autoscaler, ScalePolicy, WorkerPool, settings_env
 
 HANDLERS = "tests.test_cli_worker:HANDLERS"
 START_S = 60  # worker processes import the package: seconds on a loaded 2-core machine

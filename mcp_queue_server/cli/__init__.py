@@ -1,0 +1,1 @@
+"""The command line: one parser for the server and the operator commands."""

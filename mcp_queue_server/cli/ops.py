@@ -1,0 +1,297 @@
+"""The operator commands: stats, tasks get, dlq list/replay/purge, recover, enqueue.
+
+Each takes the parsed arguments and a connected queue, writes its result to stdout (a table,
+or JSON with ``--json``) and progress to stderr, and returns the exit status; queue errors
+propagate to :func:`mcp_queue_server.cli.main.main`, which maps them to exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+from mcp_queue_server.cli.main import EXIT_FAILED, EXIT_OK, UsageError
+from mcp_queue_server.core.models import DeadTask, NewTask, QueueStats
+from mcp_queue_server.core.queue import TaskQueue
+from mcp_queue_server.errors import InvalidState, QueueError, TaskNotFound
+from mcp_queue_server.settings import Settings
+from mcp_queue_server.worker.runtime import open_queue
+
+_ENQUEUE_BATCH = 100  # the MCP tool's batch limit: one round trip each
+_TASK_KEYS = {"task_type", "payload", "priority", "task_id", "delay_ms", "max_attempts"}
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one operator command against the queue store."""
+    # Bad input fails before anything connects (or starts the embedded Redis).
+    if args.command == "dlq" and args.action != "list" and bool(args.task_ids) == args.all:
+        raise UsageError(f"dlq {args.action}: give task ids or --all (not both)")
+    tasks = read_new_tasks(args, sys.stdin) if args.command == "enqueue" else []
+    async with open_queue(settings) as queue:
+        if args.command == "stats":
+            return await stats(queue, args)
+        if args.command == "tasks":
+            return await get_task(queue, args)
+        if args.command == "dlq":
+            return await (dlq_list if args.action == "list" else dlq_repair)(queue, args)
+        if args.command == "recover":
+            return await recover(queue, args)
+        if args.command == "enqueue":
+            return await enqueue(queue, args, tasks)
+    raise UsageError(f"unknown command {args.command!r}")
+
+
+def emit_json(value: Any, out: TextIO | None = None) -> None:
+    print(json.dumps(value, indent=2, default=str), file=out or sys.stdout)
+
+
+def age_text(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms}ms"
+    seconds = ms / 1000
+    return (
+        f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+    )
+
+
+def table(headers: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+    """A plain aligned table; columns from ``numeric_from`` on are right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        parts = [c.rjust(w) if i >= numeric_from else c.ljust(w) for i, (c, w) in pairs]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in rows)])
+
+
+# -- stats ---------------------------------------------------------------------------------
+
+
+STATS_HEADERS = [
+    "QUEUE", "WAITING", "HIGH", "LOW", "DELAYED", "IN FLIGHT", "DEAD", "OLDEST", "CONSUMERS",
+    "ENQUEUED", "COMPLETED", "RETRIED", "DEAD-LETTERED", "REPLAYED",
+]  # fmt: skip
+
+
+def stats_row(s: QueueStats) -> list[str]:
+    t = s.totals
+    return [
+        s.queue,
+        *map(str, (s.available, s.high.available, s.low.available, s.delayed, s.in_flight, s.dead_letter)),
+        age_text(s.oldest_waiting_age_ms),
+        str(len(s.consumers)),
+        *(str(t.get(k, 0)) for k in ("enqueued", "completed", "retried", "dead_lettered", "replayed")),
+    ]
+
+
+async def stats(queue: TaskQueue, args: argparse.Namespace) -> int:
+    names = args.queue or ["default"]
+    found = [await queue.get_queue_stats(name) for name in names]
+    if args.json:
+        emit_json({s.queue: dataclasses.asdict(s) for s in found})
+    else:
+        print(table(STATS_HEADERS, [stats_row(s) for s in found]))
+    return EXIT_OK
+
+
+# -- tasks ---------------------------------------------------------------------------------
+
+
+async def get_task(queue: TaskQueue, args: argparse.Namespace) -> int:
+    emit_json(dataclasses.asdict(await queue.get_task(args.task_id, queue=args.queue)))
+    return EXIT_OK
+
+
+# -- dead letters --------------------------------------------------------------------------
+
+
+def _dead_row(t: DeadTask) -> list[str]:
+    error = (t.error or "").replace("\n", " ")
+    return [t.task_id, t.task_type or "-", f"{t.attempt}/{t.max_attempts or '-'}", str(t.replays), error[:80]]
+
+
+async def dlq_list(queue: TaskQueue, args: argparse.Namespace) -> int:
+    page = await queue.inspect_dlq(args.count, args.cursor, newest_first=not args.oldest_first, queue=args.queue)
+    if args.json:
+        emit_json(dataclasses.asdict(page))
+        return EXIT_OK
+    if not page.tasks:
+        print(f"the dead-letter queue of {args.queue} is empty")
+        return EXIT_OK
+    print(table(["TASK ID", "TYPE", "ATTEMPTS", "REPLAYS", "ERROR"], [_dead_row(t) for t in page.tasks], 2))
+    if page.next_cursor:
+        print(f"more: mcp-queue-server dlq list --queue {args.queue} --cursor {page.next_cursor}")
+    return EXIT_OK
+
+
+class Progress:
+    """``done/total`` on stderr: rewritten in place on a terminal, a line per step otherwise."""
+
+    def __init__(self, what: str, total: int, out: TextIO) -> None:
+        self.what, self.total, self.out = what, total, out
+        self.done = 0
+        self.tty = out.isatty()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        share = f" ({100 * self.done // self.total}%)" if self.total else ""
+        end = "\r" if self.tty else "\n"
+        print(f"{self.what}: {self.done}/{self.total}{share}", end=end, file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self.tty and self.done:
+            print(file=self.out)
+
+
+async def dlq_repair(queue: TaskQueue, args: argparse.Namespace) -> int:
+    """Replay or purge the given ids, or the whole DLQ (``--all``) in batches with progress."""
+    replay = args.action == "replay"
+    act: Callable[[list[str] | None], Any]
+    if replay:
+
+        async def act(ids: list[str] | None) -> int:
+            return len(await queue.replay_dlq(ids, queue=args.queue))
+    else:
+
+        async def act(ids: list[str] | None) -> int:
+            return await queue.purge_dlq(ids, queue=args.queue)
+
+    if args.all:
+        count = await _repair_all(queue, args.queue, act, "replayed" if replay else "purged")
+    else:
+        count = await act(args.task_ids)
+    if args.json:
+        emit_json({"replayed" if replay else "purged": count})
+    else:
+        print(f"{'replayed' if replay else 'purged'} {count} dead task(s) of queue {args.queue}")
+    return EXIT_OK
+
+
+async def _repair_all(queue: TaskQueue, name: str, act: Callable[[list[str] | None], Any], verb: str) -> int:
+    total = (await queue.get_queue_stats(name)).dead_letter
+    batch = queue.settings.pending_batch_size
+    progress = Progress(verb, total, sys.stderr)
+    try:
+        while True:
+            page = await queue.inspect_dlq(batch, newest_first=False, queue=name)
+            if not page.tasks:
+                break
+            try:
+                n = await act([t.task_id for t in page.tasks])
+            except (TaskNotFound, InvalidState):
+                # An entry whose task record is gone (or changed meanwhile): the core's
+                # all-at-once pass skips such entries; let it do the rest.
+                n = await act(None)
+                progress.add(n)
+                break
+            progress.add(n)
+            if n == 0:
+                break
+    finally:
+        progress.close()
+    return progress.done
+
+
+# -- recovery ------------------------------------------------------------------------------
+
+
+async def recover(queue: TaskQueue, args: argparse.Namespace) -> int:
+    report = await queue.recover(args.min_idle_ms, queue=args.queue)
+    if args.json:
+        emit_json(dataclasses.asdict(report))
+    else:
+        print(f"requeued {len(report.requeued)}, dead-lettered {len(report.dead_lettered)} stuck task(s)")
+    return EXIT_OK
+
+
+# -- enqueue -------------------------------------------------------------------------------
+
+
+def _task_from(obj: Any, where: str) -> NewTask:
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: a task must be a JSON object")
+    unknown = set(obj) - _TASK_KEYS
+    if unknown:
+        raise UsageError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_TASK_KEYS)}")
+    if "task_type" not in obj:
+        raise UsageError(f"{where}: task_type is required")
+    return NewTask(
+        task_type=obj["task_type"],
+        payload=obj.get("payload", {}),
+        priority=obj.get("priority", 0),
+        task_id=obj.get("task_id"),
+        delay_ms=obj.get("delay_ms", 0),
+        max_attempts=obj.get("max_attempts"),
+    )
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{where} is not valid JSON: {exc}") from None
+
+
+def read_new_tasks(args: argparse.Namespace, stdin: TextIO) -> list[NewTask]:
+    """The tasks to enqueue: from the arguments, or from stdin (object, array or JSON lines).
+
+    Raises:
+        UsageError: malformed JSON or task fields.
+    """
+    if args.task_type is not None:
+        payload = _parse_json(args.payload, "--payload")
+        if not isinstance(payload, dict):
+            raise UsageError("--payload must be a JSON object")
+        return [NewTask(args.task_type, payload, args.priority, args.task_id, args.delay_ms)]
+    if stdin.isatty():
+        raise UsageError("give a TASK_TYPE, or pipe tasks as JSON to stdin")
+    text = stdin.read()
+    if not text.strip():
+        raise UsageError("no tasks on stdin")
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        return [_task_from(_parse_json(line, f"stdin line {i}"), f"stdin line {i}") for i, line in enumerate(lines, 1)]
+    items = whole if isinstance(whole, list) else [whole]
+    return [_task_from(item, f"stdin task {i}") for i, item in enumerate(items, 1)]
+
+
+def _chunks(tasks: list[NewTask], size: int) -> Iterator[list[NewTask]]:
+    for i in range(0, len(tasks), size):
+        yield tasks[i : i + size]
+
+
+async def enqueue(queue: TaskQueue, args: argparse.Namespace, tasks: list[NewTask]) -> int:
+    results = []
+    progress = Progress("enqueued", len(tasks), sys.stderr) if len(tasks) > _ENQUEUE_BATCH else None
+    try:
+        for chunk in _chunks(tasks, _ENQUEUE_BATCH):
+            done = await queue.enqueue_batch(chunk, queue=args.queue)
+            results += done
+            if progress is not None:
+                progress.add(len(done))
+    except QueueError:
+        if results:  # say what did get in before the failure
+            print(f"enqueued {len(results)} of {len(tasks)} task(s) before the error", file=sys.stderr)
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+    if args.json:
+        emit_json([dataclasses.asdict(r) for r in results])
+    else:
+        for r in results:
+            print(r.task_id)
+    duplicates = sum(r.duplicate for r in results)
+    if duplicates:
+        print(f"{duplicates} task id(s) existed already: nothing new was created for them", file=sys.stderr)
+    return EXIT_OK if results else EXIT_FAILED

@@ -1,0 +1,1 @@
+"""What operators see: Prometheus metrics, the /status page, and the HTTP checks they share."""

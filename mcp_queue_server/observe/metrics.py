@@ -1,0 +1,248 @@
+"""Prometheus metrics: ``/metrics`` on the HTTP transports, or on ``--metrics-port`` beside stdio.
+
+At each scrape the queue's statistics are read from the store (so every server process
+reports the same, store-wide numbers): depths, in flight, delayed, dead letters, the oldest
+waiting task's age, consumers, and the store's running totals as counters. This process adds
+its own tool-call latency histogram. Queues reported: ``default`` and every queue a tool call
+named (at most :data:`MAX_QUEUES`).
+
+The store is read over a plain connection of its own: with the embedded Redis it does not
+register as a user (so it neither starts the Redis nor keeps it running), and a scrape while
+the store is down answers ``mcp_queue_store_up 0`` instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from mcp_queue_server.core.models import QueueStats
+from mcp_queue_server.core.queue import TaskQueue
+from mcp_queue_server.errors import QueueError
+from mcp_queue_server.limits import check_queue_name
+from mcp_queue_server.observe.status_page import status_page
+from mcp_queue_server.server.transports import transport_security
+from mcp_queue_server.settings import Settings
+from mcp_queue_server.store.embedded import EmbeddedRedis
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Most queues reported (a bound on label cardinality: queue names come from callers).
+MAX_QUEUES = 100
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+TOTALS = ("enqueued", "completed", "retried", "dead_lettered", "replayed")
+
+
+class Metrics:
+    """The metrics of one server process; :meth:`timed` wraps tools, :meth:`route` serves them."""
+
+    def __init__(self, settings: Settings, queues: Iterable[str] = ("default",)) -> None:
+        self.settings = settings
+        self.queues = set(queues)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.tool_latency = Histogram(
+            "mcp_queue_tool_call_duration_seconds",
+            "Time to answer an MCP tool call, by tool and outcome (ok, or error: the tool reported an error).",
+            ["tool", "outcome"],
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.registry.register(_StoreCollector(self))
+        self._snapshot: list[QueueStats] = []
+        self._up = False
+        self._scrape_seconds = 0.0
+        self._queue: TaskQueue | None = None
+        self._lock = anyio.Lock()
+        self._allowed_hosts = transport_security(settings).allowed_hosts or []
+
+    # -- tool latency --------------------------------------------------------------------
+
+    def timed(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        """``fn`` (a tool) recording its latency; remembers the queue it named."""
+        name = fn.__name__
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            self._remember(kwargs.get("queue"))
+            start = time.perf_counter()
+            outcome = "error"
+            try:
+                result = await fn(*args, **kwargs)
+                outcome = "ok"
+                return result
+            finally:
+                self.tool_latency.labels(name, outcome).observe(time.perf_counter() - start)
+
+        return wrapper
+
+    def _remember(self, queue: Any) -> None:
+        if isinstance(queue, str) and queue not in self.queues and len(self.queues) < MAX_QUEUES:
+            with contextlib.suppress(QueueError):
+                self.queues.add(check_queue_name(queue))
+
+    # -- the store's numbers -------------------------------------------------------------
+
+    async def _store(self) -> TaskQueue:
+        if self._queue is None:
+            url = self.settings.redis_url_value() or EmbeddedRedis(self.settings.data_dir).url
+            settings = self.settings.model_copy(update={"redis_url": SecretStr(url)})
+            self._queue = await TaskQueue(settings, consumer=f"{self.settings.consumer}-metrics").connect()
+        return self._queue
+
+    async def refresh(self) -> None:
+        """Read every reported queue's statistics from the store (once per scrape)."""
+        async with self._lock:
+            start = time.perf_counter()
+            try:
+                store = await self._store()
+                self._snapshot = [await store.get_queue_stats(name) for name in sorted(self.queues)]
+                self._up = True
+            except (QueueError, OSError, ValueError):
+                self._snapshot, self._up = [], False
+            self._scrape_seconds = time.perf_counter() - start
+
+    async def render(self) -> bytes:
+        """The Prometheus text exposition, with fresh queue statistics."""
+        await self.refresh()
+        return generate_latest(self.registry)
+
+    async def aclose(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            await queue.disconnect(release=False)
+
+    # -- serving -------------------------------------------------------------------------
+
+    def _refused(self, request: Request) -> Response | None:
+        # The MCP endpoints' rules: the Host allowlist (against DNS rebinding), then the token.
+        if not _host_allowed(request.headers.get("host", ""), self._allowed_hosts):
+            return Response("invalid Host header\n", status_code=421)
+        token = self.settings.auth_token
+        if token is None:
+            return None
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+        if hmac.compare_digest(given, token.get_secret_value().encode()):
+            return None
+        return Response("unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    def route(self) -> Route:
+        """``GET /metrics``; with an auth token configured it needs ``Authorization: Bearer``."""
+
+        async def endpoint(request: Request) -> Response:
+            return self._refused(request) or Response(await self.render(), media_type=CONTENT_TYPE_LATEST)
+
+        return Route("/metrics", endpoint, methods=["GET"])
+
+    def status_route(self) -> Route:
+        """``GET /status``: the same numbers as an HTML page that refreshes itself (same token rule)."""
+
+        async def endpoint(request: Request) -> Response:
+            refused = self._refused(request)
+            if refused is not None:
+                return refused
+            await self.refresh()
+            return HTMLResponse(status_page(self._snapshot, self._up, self.settings.key_prefix))
+
+        return Route("/status", endpoint, methods=["GET"])
+
+    def routes(self) -> list[Route]:
+        return [self.route(), self.status_route()]
+
+    async def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics`` and ``/status`` on ``host:port`` until cancelled (stdio's ``--metrics-port``)."""
+        config = uvicorn.Config(
+            Starlette(routes=self.routes()), host=host, port=port, log_config=None, lifespan="off", access_log=False
+        )
+        server = _NoSignalServer(config)
+        try:
+            await server.serve()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+
+
+def _host_allowed(host: str, allowed: list[str]) -> bool:
+    """``host`` matches an entry of the allowlist (``name`` or ``name:*`` for any port)."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return host in allowed or f"{name}:*" in allowed
+
+
+class _NoSignalServer(uvicorn.Server):
+    """uvicorn without its signal handlers: beside stdio, the MCP server owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _StoreCollector(Collector):
+    """The store's numbers from the last refresh, as gauges and counters."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield GaugeMetricFamily("mcp_queue_store_up", "1 when the queue store answered this scrape.", m._up)
+        yield GaugeMetricFamily(
+            "mcp_queue_scrape_duration_seconds", "Time to read the queue statistics.", m._scrape_seconds
+        )
+        gauges = {
+            "waiting": GaugeMetricFamily(
+                "mcp_queue_waiting_tasks", "Tasks waiting for a worker.", labels=["queue", "priority"]
+            ),
+            "delayed": GaugeMetricFamily(
+                "mcp_queue_delayed_tasks", "Tasks waiting for their run-at time (delay or retry).", labels=["queue"]
+            ),
+            "in_flight": GaugeMetricFamily("mcp_queue_in_flight_tasks", "Tasks leased to workers.", labels=["queue"]),
+            "dead": GaugeMetricFamily(
+                "mcp_queue_dead_letter_tasks", "Tasks in the dead-letter queue.", labels=["queue"]
+            ),
+            "age": GaugeMetricFamily(
+                "mcp_queue_oldest_waiting_age_seconds", "Age of the oldest waiting task (0: none).", labels=["queue"]
+            ),
+            "consumers": GaugeMetricFamily("mcp_queue_consumers", "Consumers in the queue's group.", labels=["queue"]),
+        }
+        totals = {
+            name: CounterMetricFamily(f"mcp_queue_tasks_{name}", f"Tasks {name.replace('_', '-')}.", labels=["queue"])
+            for name in TOTALS
+        }
+        for s in m._snapshot:
+            gauges["waiting"].add_metric([s.queue, "high"], s.high.available)
+            gauges["waiting"].add_metric([s.queue, "low"], s.low.available)
+            gauges["delayed"].add_metric([s.queue], s.delayed)
+            gauges["in_flight"].add_metric([s.queue], s.in_flight)
+            gauges["dead"].add_metric([s.queue], s.dead_letter)
+            gauges["age"].add_metric([s.queue], (s.oldest_waiting_age_ms or 0) / 1000)
+            gauges["consumers"].add_metric([s.queue], len(s.consumers))
+            for name, family in totals.items():
+                family.add_metric([s.queue], s.totals.get(name, 0))
+        yield from gauges.values()
+        yield from totals.values()
+
+
+async def serve_stdio_with_metrics(server: Any, settings: Settings, metrics: Metrics) -> None:
+    """The stdio server, plus ``/metrics`` on ``settings.metrics_port`` when it is set."""
+    from mcp_queue_server.server.transports import serve_stdio
+
+    async with anyio.create_task_group() as tg:
+        if settings.metrics_port is not None:
+            tg.start_soon(metrics.serve, settings.host, settings.metrics_port)
+        await serve_stdio(server)
+        tg.cancel_scope.cancel()

@@ -1,0 +1,104 @@
+"""The server's one queue per process, opened by the first session and closed by the last.
+
+stdio and Streamable HTTP enter the MCP lifespan once per process, but the SSE transport
+enters it once per connection; all of them must share one :class:`TaskQueue` (one consumer
+name), or a closing SSE session would hand back tasks another session still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from pydantic import SecretStr
+
+from mcp_queue_server.core.queue import TaskQueue
+from mcp_queue_server.errors import QueueError, QueueUnavailable
+from mcp_queue_server.settings import Settings
+from mcp_queue_server.store.embedded import EmbeddedRedis
+
+logger = logging.getLogger(__name__)
+
+#: Longest the shutdown may take (release held tasks, leave the embedded Redis).
+SHUTDOWN_TIMEOUT_S = 20.0
+
+
+class ServerState:
+    """What every tool reaches through ``ctx.request_context.lifespan_context``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._queue: TaskQueue | None = None
+        self._embedded: EmbeddedRedis | None = None
+        self._problem: str | None = None
+        self._users = 0
+        self._lock = anyio.Lock()
+
+    @asynccontextmanager
+    async def lifespan(self, _server: Any) -> AsyncIterator[ServerState]:
+        async with self._lock:
+            if self._users == 0:
+                await self._open()
+            self._users += 1
+        try:
+            yield self
+        finally:
+            # Shielded: SIGTERM and client disconnects arrive as cancellation, and the
+            # held tasks must still go back to the queue.
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + SHUTDOWN_TIMEOUT_S
+                async with self._lock:
+                    self._users -= 1
+                    if self._users == 0:
+                        await self._close()
+
+    async def queue(self) -> TaskQueue:
+        """The connected queue; retries a failed start-up once per call.
+
+        Raises:
+            QueueUnavailable: the queue store could not be opened.
+        """
+        if self._queue is None:
+            async with self._lock:
+                if self._queue is None:
+                    await self._open()
+        if self._queue is None:
+            raise QueueUnavailable(f"queue store unavailable: {self._problem}")
+        return self._queue
+
+    async def _open(self) -> None:
+        settings = self.settings
+        try:
+            if settings.redis_url is None:
+                if self._embedded is None:
+                    self._embedded = EmbeddedRedis(settings.data_dir)
+                url = await anyio.to_thread.run_sync(self._embedded.start_or_join)
+                settings = settings.model_copy(update={"redis_url": SecretStr(url)})
+            # No round trip: the server starts even when Redis is down; tools then say so.
+            self._queue = await TaskQueue(settings).connect()
+            self._problem = None
+        except QueueError as exc:
+            self._problem = str(exc)
+            logger.error("cannot open the queue store: %s", exc)  # noqa: TRY400 - the message says it all
+        except (ValueError, OSError) as exc:
+            # e.g. a malformed Redis URL: name the type only, the text could carry the URL.
+            self._problem = f"cannot open the queue store ({type(exc).__name__}); check MCP_QUEUE_REDIS_URL"
+            logger.error("%s", self._problem)  # noqa: TRY400
+        else:
+            logger.info("queue store ready (consumer %s, role %s)", self.settings.consumer, self.settings.role)
+
+    async def _close(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            try:
+                await queue.disconnect(release=True)
+                logger.info("queue closed; held tasks were handed back")
+            except QueueUnavailable:
+                logger.warning("queue store unreachable at shutdown: held tasks return when their leases expire")
+        embedded, self._embedded = self._embedded, None
+        if embedded is not None:
+            await anyio.to_thread.run_sync(embedded.leave)

@@ -1,0 +1,493 @@
+"""The worker runtime: run async handlers over a queue (the design doc's consumer loop, done once).
+
+A :class:`Worker` leases tasks up to its ``concurrency``, runs the handler registered for
+each task type, renews the lease while the handler runs (every third of the lease), lets
+the handler checkpoint through its :class:`TaskContext`, acks the result, and fails the
+task with the exception text when the handler raises (retries, backoff and dead-lettering
+are the core's). It also runs the design doc's recovery worker (``recover()`` every
+``recover_interval_s``).
+
+Stopping: :meth:`Worker.stop` stops reading, gives running handlers ``grace_period_s``
+to finish, then cancels them and hands their tasks back at once (``release()``, not
+charged as an attempt). Cancelling :meth:`Worker.run` does the same without the grace
+period. :meth:`Worker.serve` maps SIGTERM/SIGINT to ``stop()`` (a second signal: no grace).
+:meth:`Worker.kill` stops as a crash would: nothing is acked or handed back, so the
+held tasks come back only when their leases expire (for crash-recovery demos and tests).
+
+A worker owns its consumer name: give each worker its own (the default is unique per process
+and worker), because handing back releases every task the consumer holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+from pydantic import SecretStr
+
+from mcp_queue_server.core.connection import DEFAULT_QUEUE
+from mcp_queue_server.core.models import FanoutResult, NewTask, Task
+from mcp_queue_server.core.queue import TaskQueue
+from mcp_queue_server.errors import (
+    InvalidInput,
+    InvalidState,
+    NotLeaseHolder,
+    QueueError,
+    QueueUnavailable,
+    TaskNotFound,
+)
+from mcp_queue_server.settings import Settings, default_consumer_name
+from mcp_queue_server.store.embedded import EmbeddedRedis
+
+logger = logging.getLogger(__name__)
+
+#: A handler: gets the task and its context, returns the result to store (any JSON).
+Handler = Callable[[Task, "TaskContext"], Awaitable[Any]]
+
+#: The handlers key that matches every task type without a handler of its own.
+ANY_TYPE = "*"
+
+EventKind = Literal["started", "acked", "failed", "lease_lost", "handed_off", "released"]
+
+_MAX_ERROR = 4096
+_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # a brief Redis outage must not lose an ack
+
+
+class PermanentFailure(Exception):
+    """Raise from a handler to dead-letter the task at once instead of retrying it."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEvent:
+    """Something that happened to a task in a worker (see ``Worker(on_event=...)``)."""
+
+    kind: EventKind
+    worker: str  #: the worker's consumer name
+    task: Task
+    detail: str = ""  #: the error for failed; the new status for failed and acked
+
+
+@asynccontextmanager
+async def open_queue(
+    settings: Settings, *, consumer: str | None = None, release: bool = True
+) -> AsyncIterator[TaskQueue]:
+    """A connected :class:`TaskQueue` for ``settings``; with no Redis URL it starts or joins
+    the embedded Redis in ``settings.data_dir`` (like the server) and leaves it at the end.
+
+    Raises:
+        QueueUnavailable: the embedded Redis could not be started or joined.
+    """
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir)
+        url = await anyio.to_thread.run_sync(embedded.start_or_join)
+        settings = settings.model_copy(update={"redis_url": SecretStr(url)})
+    try:
+        queue = await TaskQueue(settings, consumer=consumer).connect()
+        try:
+            yield queue
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await queue.disconnect(release=release)
+                except QueueUnavailable:
+                    logger.warning("queue store unreachable at exit: held tasks return when their leases expire")
+    finally:
+        if embedded is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(embedded.leave)
+
+
+class TaskContext:
+    """What a handler can do besides returning a result: checkpoint, extend, fan out."""
+
+    def __init__(self, worker: Worker, queue: TaskQueue, task: Task) -> None:
+        self.task = task
+        self.queue = queue  #: the worker's queue client (same consumer: may act on this task)
+        self.worker_name = worker.name
+        self.lease_expires_at = task.lease_expires_at
+        self.lease_lost = False
+        self.handed_off = False
+        self._worker = worker
+        self._renewed = anyio.current_time()
+
+    @property
+    def stopping(self) -> bool:
+        """The worker is shutting down: a long handler may checkpoint now; if it does not
+        finish within the grace period it is cancelled and its task handed back."""
+        return self._worker.stopping
+
+    async def checkpoint(self, data: dict[str, Any], ttl_seconds: int | None = None) -> None:
+        """Save progress (redelivery gets it back as ``task.checkpoint``); renews the lease.
+
+        Raises:
+            NotLeaseHolder: the lease was lost; stop working on this task.
+        """
+        deadline = await self.queue.checkpoint(self.task.task_id, data, ttl_seconds, queue=self._worker.queue_name)
+        if deadline is not None:
+            self._renewed_until(deadline)
+
+    async def extend_lease(self, lease_ms: int | None = None) -> int:
+        """Extend the lease now (the worker also renews it by itself); returns the new deadline.
+
+        Raises:
+            NotLeaseHolder: the lease was lost; stop working on this task.
+        """
+        deadline = await self.queue.extend_lease(
+            self.task.task_id, lease_ms or self._worker.lease_ms, queue=self._worker.queue_name
+        )
+        self._renewed_until(deadline)
+        return deadline
+
+    async def fanout(
+        self,
+        subtasks: Sequence[NewTask],
+        parent_task_data: dict[str, Any] | None = None,
+        *,
+        on_complete: NewTask | None = None,
+        fail_parent_on_child_failure: bool = True,
+    ) -> FanoutResult:
+        """Split this task into subtasks: it then waits for them (the worker does not ack it,
+        and the handler's return value is ignored); its result becomes the children's results."""
+        result = await self.queue.fanout(
+            self.task.task_id,
+            subtasks,
+            parent_task_data,
+            on_complete=on_complete,
+            fail_parent_on_child_failure=fail_parent_on_child_failure,
+            queue=self._worker.queue_name,
+        )
+        self.handed_off = True
+        return result
+
+    def _renewed_until(self, deadline: int) -> None:
+        self.lease_expires_at = deadline
+        self._renewed = anyio.current_time()
+
+
+class Worker:
+    """Runs handlers for the tasks of one queue; see the module docstring.
+
+    ``queue`` is a connected :class:`TaskQueue` (the caller closes it) or :class:`Settings`
+    (the worker opens and closes its own, joining the embedded Redis when there is no URL).
+    ``handlers`` maps task type -> ``async def handler(task, ctx) -> result``; the key
+    ``"*"`` catches every other type. A task with no handler fails (and so retries, then
+    dead-letters, with a message naming the type).
+    """
+
+    def __init__(
+        self,
+        queue: TaskQueue | Settings,
+        handlers: Mapping[str, Handler],
+        *,
+        queue_name: str = DEFAULT_QUEUE,
+        concurrency: int = 1,
+        name: str | None = None,
+        lease_ms: int | None = None,
+        block_ms: int = 5_000,
+        grace_period_s: float = 30.0,
+        recover_interval_s: float | None = 30.0,
+        on_event: Callable[[WorkerEvent], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidInput("concurrency must be at least 1")
+        if not handlers:
+            raise InvalidInput("a worker needs at least one handler")
+        self._given = queue if isinstance(queue, TaskQueue) else None
+        self.settings = queue.settings if isinstance(queue, TaskQueue) else queue
+        if self._given is not None:
+            self.name = self._given.consumer
+        else:
+            self.name = name or f"{default_consumer_name()}-w{next(_worker_numbers)}"
+        self.handlers = dict(handlers)
+        self.queue_name = queue_name
+        self.concurrency = concurrency
+        self.lease_ms = lease_ms or self.settings.lease_ms
+        self.block_ms = min(block_ms, self.settings.max_block_ms)
+        self.grace_period_s = grace_period_s
+        self.recover_interval_s = recover_interval_s
+        self.on_event = on_event
+        self.ready = anyio.Event()  #: set once the worker is connected and reading
+        self.processed = 0  #: tasks acked
+        self.failed = 0  #: tasks failed (to retry or dead-lettered)
+        self.running: dict[str, Task] = {}  #: tasks whose handler is running, by id
+        self._held: dict[str, Task] = {}  # leased and neither acked, failed nor lost
+        self._stopping = False
+        self._killed = False
+        self._read_scope: anyio.CancelScope | None = None
+        self._handlers_scope: anyio.CancelScope | None = None
+        self._run_scope: anyio.CancelScope | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- control -----------------------------------------------------------------------
+
+    def stop(self, grace_period_s: float | None = None) -> None:
+        """Stop reading; running handlers get ``grace_period_s`` (default: the worker's) to
+        finish, then they are cancelled and their tasks handed back. Safe to call twice."""
+        self._stopping = True
+        grace = self.grace_period_s if grace_period_s is None else grace_period_s
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+        if self._handlers_scope is not None:
+            self._handlers_scope.deadline = min(self._handlers_scope.deadline, anyio.current_time() + grace)
+
+    def kill(self) -> None:
+        """Stop at once as if the process died: no ack, no fail, no hand-back. The tasks
+        this worker held come back only when their leases expire (attempt + 1)."""
+        self._stopping = self._killed = True
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
+    async def serve(self) -> None:
+        """:meth:`run` until SIGTERM or SIGINT; a second signal stops without the grace period."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._stop_on_signals)
+            await self.run()
+            tg.cancel_scope.cancel()
+
+    async def _stop_on_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self._stopping:
+                    logger.info(
+                        "%s: %s: finishing %d running task(s) within %.0f s (send again to hand them back now)",
+                        self.name,
+                        name,
+                        len(self.running),
+                        self.grace_period_s,
+                    )
+                    self.stop()
+                else:
+                    logger.info("%s: %s received again: handing running tasks back now", self.name, name)
+                    self.stop(0)
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process tasks until :meth:`stop`, :meth:`kill` or cancellation.
+
+        Raises:
+            QueueUnavailable: the embedded Redis could not be started or joined.
+        """
+        with anyio.CancelScope() as self._run_scope:
+            if self._given is not None:
+                await self._run(self._given)
+            else:
+                async with open_queue(self.settings, consumer=self.name, release=False) as queue:
+                    await self._run(queue)
+
+    async def _run(self, queue: TaskQueue) -> None:
+        try:
+            async with anyio.create_task_group() as outer:
+                if self.recover_interval_s:
+                    outer.start_soon(self._recover_periodically, queue, self.recover_interval_s)
+                async with anyio.create_task_group() as handlers:
+                    self._handlers_scope = handlers.cancel_scope
+                    if self._stopping:
+                        handlers.cancel_scope.deadline = anyio.current_time() + self.grace_period_s
+                    logger.info(
+                        "%s: processing queue %s (concurrency %d)", self.name, self.queue_name, self.concurrency
+                    )
+                    self.ready.set()
+                    await self._read_loop(queue, handlers)
+                    # Stopping: the deadline stop() set on this scope cancels handlers still running.
+                outer.cancel_scope.cancel()
+        finally:
+            if not self._killed:
+                # Also when nothing is held: releasing removes this consumer from the group,
+                # so stopped workers do not linger in the statistics.
+                await self._hand_back(queue)
+
+    async def _read_loop(self, queue: TaskQueue, handlers: anyio.abc.TaskGroup) -> None:
+        slots = anyio.Semaphore(self.concurrency)
+        failures = 0
+        while not self._stopping:
+            taken = started = 0
+            with anyio.CancelScope() as self._read_scope:
+                try:
+                    await slots.acquire()
+                    taken = 1
+                    while taken < self.concurrency:  # read as many as there are free slots
+                        try:
+                            slots.acquire_nowait()
+                        except anyio.WouldBlock:
+                            break
+                        taken += 1
+                    if self._stopping:
+                        break
+                    tasks = await queue.read_messages(
+                        taken, self.block_ms, lease_ms=self.lease_ms, queue=self.queue_name
+                    )
+                    failures = 0
+                    for task in tasks:
+                        self._held[task.task_id] = task
+                        handlers.start_soon(self._process, queue, task, slots)
+                        started += 1
+                except QueueUnavailable as exc:
+                    failures += 1
+                    delay = _RETRY_DELAYS_S[min(failures, len(_RETRY_DELAYS_S)) - 1]
+                    logger.warning("%s: %s; reading again in %.1f s", self.name, exc, delay)
+                    await anyio.sleep(delay)
+                finally:
+                    for _ in range(taken - started):
+                        slots.release()
+            self._read_scope = None
+
+    async def _process(self, queue: TaskQueue, task: Task, slots: anyio.Semaphore) -> None:
+        try:
+            await self._process_one(queue, task)
+        finally:
+            self.running.pop(task.task_id, None)
+            slots.release()
+
+    async def _process_one(self, queue: TaskQueue, task: Task) -> None:
+        handler = self.handlers.get(task.task_type) or self.handlers.get(ANY_TYPE)
+        if handler is None:
+            known = ", ".join(sorted(self.handlers))
+            error = f"no handler for task type {task.task_type!r} on worker {self.name} (it handles: {known})"
+            await self._fail(queue, task, error, retry=True)
+            return
+        self.running[task.task_id] = task
+        ctx = TaskContext(self, queue, task)
+        self._emit("started", task, f"attempt {task.attempt}")
+        failure: BaseException | None = None
+        result: Any = None
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as handler_scope:
+                tg.start_soon(self._renew_lease, queue, ctx, handler_scope)
+                try:
+                    result = await handler(task, ctx)
+                except NotLeaseHolder:
+                    ctx.lease_lost = True
+                except Exception as exc:  # the handler boundary: any error fails the task
+                    failure = exc
+            tg.cancel_scope.cancel()
+        if ctx.lease_lost:
+            self._lost(task, "the lease expired and another worker took the task; its work here was dropped")
+        elif ctx.handed_off:
+            self._held.pop(task.task_id, None)
+            self._emit("handed_off", task, "fanned out: waits for its subtasks")
+        elif failure is not None:
+            await self._fail(queue, task, _error_text(failure), retry=not isinstance(failure, PermanentFailure))
+        else:
+            await self._ack(queue, task, result)
+
+    async def _renew_lease(self, queue: TaskQueue, ctx: TaskContext, handler_scope: anyio.CancelScope) -> None:
+        interval = self.lease_ms / 3000
+        while True:
+            await anyio.sleep_until(ctx._renewed + interval)
+            if anyio.current_time() < ctx._renewed + interval:
+                continue  # a checkpoint renewed it meanwhile
+            try:
+                await ctx.extend_lease()
+            except (NotLeaseHolder, TaskNotFound, InvalidState):
+                ctx.lease_lost = True
+                handler_scope.cancel()
+                return
+            except QueueUnavailable as exc:
+                logger.warning("%s: could not renew the lease of %s: %s", self.name, ctx.task.task_id, exc)
+                ctx._renewed += interval / 3  # try again soon, before the lease runs out
+
+    async def _ack(self, queue: TaskQueue, task: Task, result: Any) -> None:
+        try:
+            outcome = await self._retrying(lambda: queue.acknowledge(task.task_id, result, queue=self.queue_name))
+        except InvalidInput as exc:
+            await self._fail(queue, task, f"the handler's result cannot be stored: {exc}", retry=True)
+            return
+        except (NotLeaseHolder, TaskNotFound, InvalidState) as exc:
+            self._lost(task, str(exc))
+            return
+        except QueueUnavailable as exc:
+            self._lost(task, f"could not ack ({exc}); the task will be delivered again when its lease expires")
+            return
+        self._held.pop(task.task_id, None)
+        self.processed += 1
+        self._emit("acked", task, outcome.status)
+
+    async def _fail(self, queue: TaskQueue, task: Task, error: str, *, retry: bool) -> None:
+        try:
+            outcome = await self._retrying(
+                lambda: queue.fail(task.task_id, error[:_MAX_ERROR], retry=retry, queue=self.queue_name)
+            )
+        except (NotLeaseHolder, TaskNotFound, InvalidState) as exc:
+            self._lost(task, str(exc))
+            return
+        except QueueUnavailable as exc:
+            self._lost(task, f"could not fail it ({exc}); it will be delivered again when its lease expires")
+            return
+        self._held.pop(task.task_id, None)
+        self.failed += 1
+        status = "dead-lettered" if outcome.retry_at is None else f"{outcome.status.value}, will retry"
+        logger.info("%s: task %s failed (%s): %s", self.name, task.task_id, status, error)
+        self._emit("failed", task, f"{status}: {error}")
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        # Retried only while the store is unreachable: ack and fail are idempotent by task id.
+        for delay in (*_RETRY_DELAYS_S, None):
+            try:
+                return await call()
+            except QueueUnavailable:
+                if delay is None:
+                    raise
+                await anyio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lost(self, task: Task, why: str) -> None:
+        self._held.pop(task.task_id, None)
+        logger.warning("%s: task %s: %s", self.name, task.task_id, why)
+        self._emit("lease_lost", task, why)
+
+    async def _hand_back(self, queue: TaskQueue) -> None:
+        held = list(self._held.values())
+        with anyio.CancelScope(shield=True):
+            try:
+                count = await queue.release(self.queue_name)
+            except QueueError as exc:
+                if held:
+                    ids = [t.task_id for t in held]
+                    logger.warning("%s: could not hand back %s (%s): their leases will expire", self.name, ids, exc)
+                return
+        if count:
+            logger.info("%s: handed %d running task(s) back to the queue", self.name, count)
+        self._held.clear()
+        for task in held:
+            self._emit("released", task, "handed back at shutdown")
+
+    async def _recover_periodically(self, queue: TaskQueue, interval_s: float) -> None:
+        while True:
+            try:
+                report = await queue.recover(queue=self.queue_name)
+            except QueueError as exc:
+                logger.warning("%s: recovery skipped: %s", self.name, exc)
+            else:
+                if report.requeued or report.dead_lettered:
+                    logger.info(
+                        "%s: recovered stuck tasks: %d requeued, %d dead-lettered",
+                        self.name,
+                        len(report.requeued),
+                        len(report.dead_lettered),
+                    )
+            await anyio.sleep(interval_s)
+
+    def _emit(self, kind: EventKind, task: Task, detail: str = "") -> None:
+        if self.on_event is not None:
+            self.on_event(WorkerEvent(kind, self.name, task, detail))
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_worker_numbers = itertools.count(1)
