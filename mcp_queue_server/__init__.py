@@ -1,7 +1,8 @@
 """mcp-queue-server: a durable task queue on Redis Streams for LLM agents.
 
-The core (:class:`TaskQueue`) imports nothing from ``mcp``; the MCP server lives in
-:mod:`mcp_queue_server.server.app`.
+The core (:class:`TaskQueue`, :mod:`mcp_queue_server.core`) imports nothing from ``mcp``;
+:func:`open_queue` opens it on the embedded Redis or a URL; the MCP server lives in
+:mod:`mcp_queue_server.server`.
 """
 
 from mcp_queue_server.core.models import (
@@ -33,6 +34,7 @@ from mcp_queue_server.errors import (
     TaskNotFound,
 )
 from mcp_queue_server.settings import Role, Settings
+from mcp_queue_server.store.open import open_queue
 from mcp_queue_server.worker.runtime import PermanentFailure, TaskContext, Worker
 
 __all__ = [
@@ -66,4 +68,5 @@ __all__ = [
     "TaskQueue",
     "TaskStatus",
     "Worker",
+    "open_queue",
 ]

@@ -1,7 +1,8 @@
-"""Input gates shared by the core and the MCP layer: names, ids, JSON size and depth.
+"""Every bound and pattern of the queue's inputs, and the checks that apply them.
 
-Names and ids end up inside Redis key names, so they come from an allowlist; JSON
-is bounded in size and depth before it reaches Redis.
+The one home of these contracts: the core checks them, the tool schemas and the settings
+take them from here. Names and ids end up inside Redis key names, so they come from an
+allowlist; JSON is bounded in size and depth before it reaches Redis.
 """
 
 from __future__ import annotations
@@ -15,9 +16,27 @@ from mcp_queue_server.errors import InvalidInput
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 TASK_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
 TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"
+#: next_cursor of inspect_dlq: a stream entry id ("<ms>-<seq>", at most 20 + 1 + 20 digits).
+CURSOR_PATTERN = r"^[0-9-]{1,41}$"
+CURSOR_MAX_LENGTH = 41
+
+DAY_MS = 86_400_000
+MAX_DELAY_MS = 365 * DAY_MS  #: longest delay of an enqueue
+MAX_ATTEMPTS = 1000  #: most deliveries a task may be allowed
+PRIORITY_RANGE = (-1_000_000, 1_000_000)
+MAX_ERROR_LENGTH = 4096  #: characters of a fail_task error
+MAX_CHECKPOINT_TTL_S = 30 * 86_400
+MAX_MIN_IDLE_MS = 30 * DAY_MS  #: recover(min_idle_ms=) upper bound
+MAX_SUBTASKS = 1000  #: children of one fanout
+MAX_BATCH = 100  #: tasks of one enqueue_batch tool call
+MAX_IDS = 1000  #: task ids of one bulk ack, replay or purge tool call
+MAX_DLQ_PAGE = 1000  #: inspect_dlq page size (the tool allows MAX_TOOL_PAGE)
+MAX_TOOL_PAGE = 100  #: a page returned to a model
+
 _NAME_RE = re.compile(NAME_PATTERN)
 _TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 _TASK_TYPE_RE = re.compile(TASK_TYPE_PATTERN)
+_CURSOR_RE = re.compile(CURSOR_PATTERN)
 
 
 def _describe(value: object) -> str:
@@ -53,6 +72,20 @@ def check_int(name: str, value: object, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidInput(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def check_error(error: object) -> str:
+    """Return ``error`` if it is a non-empty string within :data:`MAX_ERROR_LENGTH`."""
+    if not isinstance(error, str) or not error or len(error) > MAX_ERROR_LENGTH:
+        raise InvalidInput(f"error must be a non-empty string of at most {MAX_ERROR_LENGTH} characters")
+    return error
+
+
+def check_cursor(cursor: object) -> str:
+    """Return ``cursor`` if it looks like a ``next_cursor`` (a stream entry id)."""
+    if not isinstance(cursor, str) or not _CURSOR_RE.fullmatch(cursor):
+        raise InvalidInput("cursor must be a next_cursor value returned by an earlier inspect_dlq call")
+    return cursor
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:

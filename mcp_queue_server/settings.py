@@ -16,7 +16,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mcp_queue_server.limits import NAME_PATTERN
+from mcp_queue_server.limits import MAX_ATTEMPTS, NAME_PATTERN
+
+#: URL schemes that select Redis Cluster, mapped to the scheme redis-py expects.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 class Role(StrEnum):
@@ -61,7 +64,9 @@ class Settings(BaseSettings):
     priority_threshold: int = Field(default=10, description="priority >= this goes to the high stream.")
     lease_ms: int = Field(default=60_000, ge=1, description="Default lease of a delivered task.")
     max_lease_ms: int = Field(default=3_600_000, ge=1, description="Upper bound of any lease or extension.")
-    max_attempts: int = Field(default=3, ge=1, le=1000, description="Deliveries before a task is dead-lettered.")
+    max_attempts: int = Field(
+        default=3, ge=1, le=MAX_ATTEMPTS, description="Deliveries before a task is dead-lettered."
+    )
     retry_backoff_ms: int = Field(default=5_000, ge=0, description="Base of the exponential retry backoff.")
     max_backoff_ms: int = Field(default=300_000, ge=0, description="Cap of the retry backoff.")
     result_ttl_s: int = Field(default=86_400, ge=1, description="How long completed tasks and results are kept.")

@@ -25,7 +25,8 @@ from pydantic import SecretStr
 from mcp_queue_server.core.models import NewTask, Task
 from mcp_queue_server.settings import Settings
 from mcp_queue_server.store.embedded import EmbeddedRedis
-from mcp_queue_server.worker.runtime import TaskContext, Worker, WorkerEvent, open_queue
+from mcp_queue_server.store.open import open_queue
+from mcp_queue_server.worker.runtime import TaskContext, Worker, WorkerEvent
 
 LEASE_MS = 1_000  # short, so the killed worker's task comes back within a second
 STEP_S = 0.15  # one step of simulated work

@@ -10,8 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 from redis.asyncio.connection import parse_url
 
-from mcp_queue_server.core.connection import CLUSTER_SCHEMES
-from mcp_queue_server.settings import Role, Settings
+from mcp_queue_server.settings import CLUSTER_SCHEMES, Role, Settings
 
 # flag -> (Settings field, argparse type, metavar); every flag mirrors MCP_QUEUE_<FIELD>.
 FLAGS: dict[str, tuple[str, Any, str | None]] = {

@@ -19,7 +19,7 @@ from mcp_queue_server.core.models import DeadTask, NewTask, QueueStats
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import InvalidState, QueueError, TaskNotFound
 from mcp_queue_server.settings import Settings
-from mcp_queue_server.worker.runtime import open_queue
+from mcp_queue_server.store.open import open_queue
 
 _ENQUEUE_BATCH = 100  # the MCP tool's batch limit: one round trip each
 _TASK_KEYS = {"task_type", "payload", "priority", "task_id", "delay_ms", "max_attempts"}

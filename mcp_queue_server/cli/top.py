@@ -15,7 +15,7 @@ from mcp_queue_server.core.models import QueueStats
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import QueueUnavailable
 from mcp_queue_server.settings import Settings
-from mcp_queue_server.worker.runtime import open_queue
+from mcp_queue_server.store.open import open_queue
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 BOLD, RESET = "\x1b[1m", "\x1b[0m"

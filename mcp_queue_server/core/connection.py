@@ -18,7 +18,7 @@ from mcp_queue_server.core.keys import QueueKeys
 from mcp_queue_server.core.lane import Command, Lane
 from mcp_queue_server.core.scripts import AsyncScript, register_all, script_sha, script_source
 from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable
-from mcp_queue_server.settings import Settings
+from mcp_queue_server.settings import CLUSTER_SCHEMES, Settings
 
 DEFAULT_QUEUE = "default"
 
@@ -59,10 +59,6 @@ def request_id() -> str:
 
 def _ms_clock() -> int:
     return time.time_ns() // 1_000_000
-
-
-#: URL schemes that select Redis Cluster, mapped to the scheme redis-py expects.
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 def connect_redis(url: str, settings: Settings) -> Client:

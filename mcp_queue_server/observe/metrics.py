@@ -25,7 +25,6 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -38,7 +37,7 @@ from mcp_queue_server.limits import check_queue_name
 from mcp_queue_server.observe.status_page import status_page
 from mcp_queue_server.server.transports import transport_security
 from mcp_queue_server.settings import Settings
-from mcp_queue_server.store.embedded import EmbeddedRedis
+from mcp_queue_server.store.open import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,9 +99,8 @@ class Metrics:
 
     async def _store(self) -> TaskQueue:
         if self._queue is None:
-            url = self.settings.redis_url_value() or EmbeddedRedis(self.settings.data_dir).url
-            settings = self.settings.model_copy(update={"redis_url": SecretStr(url)})
-            self._queue = await TaskQueue(settings, consumer=f"{self.settings.consumer}-metrics").connect()
+            store = Store(self.settings)
+            self._queue = await store.queue(consumer=f"{self.settings.consumer}-metrics", join=False)
         return self._queue
 
     async def refresh(self) -> None:

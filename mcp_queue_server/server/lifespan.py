@@ -14,12 +14,11 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from pydantic import SecretStr
 
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import QueueError, QueueUnavailable
 from mcp_queue_server.settings import Settings
-from mcp_queue_server.store.embedded import EmbeddedRedis
+from mcp_queue_server.store.open import Store
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ class ServerState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._queue: TaskQueue | None = None
-        self._embedded: EmbeddedRedis | None = None
+        self._store = Store(settings)
         self._problem: str | None = None
         self._users = 0
         self._lock = anyio.Lock()
@@ -71,15 +70,9 @@ class ServerState:
         return self._queue
 
     async def _open(self) -> None:
-        settings = self.settings
         try:
-            if settings.redis_url is None:
-                if self._embedded is None:
-                    self._embedded = EmbeddedRedis(settings.data_dir)
-                url = await anyio.to_thread.run_sync(self._embedded.start_or_join)
-                settings = settings.model_copy(update={"redis_url": SecretStr(url)})
             # No round trip: the server starts even when Redis is down; tools then say so.
-            self._queue = await TaskQueue(settings).connect()
+            self._queue = await self._store.queue()
             self._problem = None
         except QueueError as exc:
             self._problem = str(exc)
@@ -99,6 +92,4 @@ class ServerState:
                 logger.info("queue closed; held tasks were handed back")
             except QueueUnavailable:
                 logger.warning("queue store unreachable at shutdown: held tasks return when their leases expire")
-        embedded, self._embedded = self._embedded, None
-        if embedded is not None:
-            await anyio.to_thread.run_sync(embedded.leave)
+        await self._store.close()

@@ -37,7 +37,8 @@ from mcp_queue_server.core.connection import DEFAULT_QUEUE
 from mcp_queue_server.core.models import QueueStats
 from mcp_queue_server.errors import InvalidInput, QueueError
 from mcp_queue_server.settings import Settings
-from mcp_queue_server.worker.runtime import Worker, open_queue
+from mcp_queue_server.store.open import open_queue
+from mcp_queue_server.worker.runtime import Worker
 
 logger = logging.getLogger(__name__)
 

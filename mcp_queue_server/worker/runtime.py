@@ -23,14 +23,12 @@ from __future__ import annotations
 import itertools
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
-from pydantic import SecretStr
 
 from mcp_queue_server.core.connection import DEFAULT_QUEUE
 from mcp_queue_server.core.models import FanoutResult, NewTask, Task
@@ -44,7 +42,7 @@ from mcp_queue_server.errors import (
     TaskNotFound,
 )
 from mcp_queue_server.settings import Settings, default_consumer_name
-from mcp_queue_server.store.embedded import EmbeddedRedis
+from mcp_queue_server.store.open import open_queue
 
 logger = logging.getLogger(__name__)
 
@@ -72,37 +70,6 @@ class WorkerEvent:
     worker: str  #: the worker's consumer name
     task: Task
     detail: str = ""  #: the error for failed; the new status for failed and acked
-
-
-@asynccontextmanager
-async def open_queue(
-    settings: Settings, *, consumer: str | None = None, release: bool = True
-) -> AsyncIterator[TaskQueue]:
-    """A connected :class:`TaskQueue` for ``settings``; with no Redis URL it starts or joins
-    the embedded Redis in ``settings.data_dir`` (like the server) and leaves it at the end.
-
-    Raises:
-        QueueUnavailable: the embedded Redis could not be started or joined.
-    """
-    embedded: EmbeddedRedis | None = None
-    if settings.redis_url is None:
-        embedded = EmbeddedRedis(settings.data_dir)
-        url = await anyio.to_thread.run_sync(embedded.start_or_join)
-        settings = settings.model_copy(update={"redis_url": SecretStr(url)})
-    try:
-        queue = await TaskQueue(settings, consumer=consumer).connect()
-        try:
-            yield queue
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await queue.disconnect(release=release)
-                except QueueUnavailable:
-                    logger.warning("queue store unreachable at exit: held tasks return when their leases expire")
-    finally:
-        if embedded is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(embedded.leave)
 
 
 class TaskContext:
