@@ -15,8 +15,8 @@ from typing import Any
 from mcp import Client, StdioServerParameters
 
 from benchmarks.common import Report, Target, bench_settings, log, make_figure, payload, percentile
-from benchmarks.redis_server import RedisServer
 from mcp_queue_server import TaskQueue
+from mcp_queue_server.testing import RedisProc
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "default"
@@ -136,7 +136,7 @@ async def _skip_validation(name: str, result: Any) -> None:
     return None
 
 
-async def run(report: Report, server: RedisServer, *, reps: int, calls: int, lifecycle_tasks: int) -> None:
+async def run(report: Report, server: RedisProc, *, reps: int, calls: int, lifecycle_tasks: int) -> None:
     settings = bench_settings(server.url)
     log(f"MCP over stdio ({calls} calls per tool per rep, lifecycle {lifecycle_tasks} tasks per rep)")
     t0 = time.perf_counter()

@@ -16,8 +16,9 @@ from redis.asyncio import Redis
 
 from benchmarks import library
 from benchmarks.common import Report, Target, bench_settings, log, make_figure
-from benchmarks.redis_server import RedisServer
 from mcp_queue_server import TaskQueue
+from mcp_queue_server.store.binaries import find_redis_server
+from mcp_queue_server.testing import RedisProc
 
 MIB = 1024 * 1024
 
@@ -74,7 +75,7 @@ async def _drop(r: Redis, keys: list[bytes]) -> int:
 
 async def run(report: Report, binary: str | None, n: int) -> None:
     log(f"memory: {n} tasks enqueued and completed on a fresh redis-server")
-    with RedisServer(binary) as server:
+    with RedisProc(binary=find_redis_server(binary)) as server:
         settings = bench_settings(server.url)
         r = Redis.from_url(server.url)
         records = f"{settings.key_prefix}:{{{library.QUEUE}}}:t:*"

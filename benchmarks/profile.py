@@ -20,8 +20,8 @@ import redis
 
 from benchmarks import library
 from benchmarks.common import bench_settings
-from benchmarks.redis_server import RedisServer
 from mcp_queue_server import TaskQueue
+from mcp_queue_server.testing import RedisProc
 
 Workload = Callable[[TaskQueue, int], Awaitable[object]]
 
@@ -73,7 +73,7 @@ WORKLOADS: dict[str, tuple[bool, Workload]] = {
 
 async def run(name: str, n: int, top: int) -> None:
     prefill, workload = WORKLOADS[name]
-    with RedisServer() as server:
+    with RedisProc() as server:
         async with TaskQueue(bench_settings(server.url), consumer="main") as q:
             await library.prefill(q, 200)  # warm-up: scripts loaded, connections open
             await library.drain_batched(q)

@@ -18,7 +18,8 @@ import redis
 
 from benchmarks import memory, scaling, sections
 from benchmarks.common import Report, load_average, log
-from benchmarks.redis_server import RedisServer
+from mcp_queue_server.store.binaries import find_redis_server
+from mcp_queue_server.testing import RedisProc
 
 SECTIONS = (
     "enqueue",
@@ -72,7 +73,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
 
         return wrapped
 
-    with RedisServer(args.redis_server) as server:
+    with RedisProc(binary=find_redis_server(args.redis_server)) as server:
         report.meta["redis_server"] = {"binary": server.binary, "version": server.version()}
         log(f"redis-server {server.version()} ({server.binary}) on {server.url}, no persistence; mode {plan}")
         await step("enqueue", lambda: sections.enqueue(report, server, plan))()
@@ -93,13 +94,13 @@ async def run(args: argparse.Namespace, report: Report) -> None:
 
 
 async def _aof(report: Report, binary: str | None, plan: sections.Plan) -> None:
-    with RedisServer(binary, aof=True) as server:
+    with RedisProc(binary=find_redis_server(binary), aof=True) as server:
         log(f"redis-server {server.version()} with AOF everysec on {server.url}")
         await sections.enqueue(report, server, plan, " (AOF everysec)", targets=False)
         await sections.process_one_consumer(report, server, plan, " (AOF everysec)", targets=False, single=False)
 
 
-async def _mcp(report: Report, server: RedisServer, plan: sections.Plan) -> None:
+async def _mcp(report: Report, server: RedisProc, plan: sections.Plan) -> None:
     from benchmarks import mcp_level  # imports the MCP SDK (slow): only when asked for
 
     await mcp_level.run(report, server, reps=plan.reps, calls=plan.mcp_calls, lifecycle_tasks=plan.mcp_lifecycle)

@@ -12,13 +12,13 @@ import redis
 from benchmarks import floor, library
 from benchmarks.common import Report, bench_settings, log, make_figure
 from benchmarks.procs import WorkerProc
-from benchmarks.redis_server import RedisServer
 from benchmarks.sections import STREAM, Bench, Plan, _consumers, alternate, run_together
 from mcp_queue_server import TaskQueue
-from tests.cluster_proc import ClusterProc
+from mcp_queue_server.store.binaries import find_redis_server
+from mcp_queue_server.testing import ClusterProc, RedisProc
 
 
-async def scaling(report: Report, server: RedisServer, plan: Plan) -> None:
+async def scaling(report: Report, server: RedisProc, plan: Plan) -> None:
     """Batched processing with k = 1, 2, 3 consumer processes, each beside the raw floor."""
     log(f"scaling: 1/2/3 consumer processes, {plan.multi_batched} tasks each run")
     async with Bench(server) as b:
@@ -71,7 +71,7 @@ async def cluster(report: Report, binary: str | None, plan: Plan) -> None:
     """3 consumers on 3 queues: on a 3-master cluster, against one Redis (the baseline)."""
     n = plan.multi_batched // 3
     proc = ClusterProc(Path(tempfile.mkdtemp(prefix="bench-cluster-", dir="/tmp")), masters=3, replicas=False)
-    with RedisServer(binary) as single:
+    with RedisProc(binary=find_redis_server(binary)) as single:
         proc.start()
         try:
             log(f"cluster: 3 masters on ports {[node.port for node in proc.nodes]}; {n} tasks per queue")

@@ -14,8 +14,8 @@ import anyio
 from benchmarks import bare, floor, library
 from benchmarks.common import Report, Target, bench_settings, log, make_figure, payload, percentile
 from benchmarks.procs import WorkerProc
-from benchmarks.redis_server import RedisServer
 from mcp_queue_server import TaskQueue
+from mcp_queue_server.testing import RedisProc
 
 STREAM = "raw"
 
@@ -93,7 +93,7 @@ async def alternate(reps: int, ours: Measure, base: Measure) -> tuple[list[float
 class Bench:
     """One server, one library queue and one raw client for a section."""
 
-    def __init__(self, server: RedisServer, **overrides: object) -> None:
+    def __init__(self, server: RedisProc, **overrides: object) -> None:
         self.server = server
         self.settings = bench_settings(server.url, **overrides)
         self.q = TaskQueue(self.settings, consumer="main")
@@ -115,7 +115,7 @@ class Bench:
 # -- enqueue -----------------------------------------------------------------------------------
 
 
-async def enqueue(report: Report, server: RedisServer, plan: Plan, suffix: str = "", targets: bool = True) -> None:
+async def enqueue(report: Report, server: RedisProc, plan: Plan, suffix: str = "", targets: bool = True) -> None:
     log(f"enqueue{suffix}: {plan.enqueue_one} one at a time, {plan.enqueue_batch} in batches of 100")
     async with Bench(server) as b:
         await library.enqueue_one(b.q, 200)  # warm-up: scripts loaded, connections open
@@ -228,7 +228,7 @@ class RedisCpu:
     """Redis's own CPU time per task over a block (INFO cpu): 1e6 / that is the most one
     single-threaded Redis can process, whatever the clients do."""
 
-    def __init__(self, server: RedisServer, tasks: int, into: list[float]) -> None:
+    def __init__(self, server: RedisProc, tasks: int, into: list[float]) -> None:
         self.server, self.tasks, self.into = server, tasks, into
 
     def _cpu_s(self) -> float:
@@ -253,7 +253,7 @@ class RedisCpu:
 
 
 async def process_one_consumer(
-    report: Report, server: RedisServer, plan: Plan, suffix: str = "", targets: bool = True, single: bool = True
+    report: Report, server: RedisProc, plan: Plan, suffix: str = "", targets: bool = True, single: bool = True
 ) -> None:
     log(f"process no-op, 1 consumer{suffix}: {plan.process_batched} batched, {plan.process_single} one by one")
     async with Bench(server) as b:
@@ -306,7 +306,7 @@ async def process_one_consumer(
         )
 
 
-async def _consumers(server: RedisServer, impl: str, prefix: str, k: int, batch: int) -> float:
+async def _consumers(server: RedisProc, impl: str, prefix: str, k: int, batch: int) -> float:
     """Start ``k`` consumer processes, release them together, return total tasks/s."""
     return await run_together(
         [
@@ -333,7 +333,7 @@ async def run_together(workers: list[WorkerProc]) -> float:
     return total / (max(r["t1"] for r in results) - min(r["t0"] for r in results))
 
 
-async def process_three_consumers(report: Report, server: RedisServer, plan: Plan) -> None:
+async def process_three_consumers(report: Report, server: RedisProc, plan: Plan) -> None:
     log(f"process no-op, 3 consumer processes: {plan.multi_batched} batched, {plan.multi_single or 'no'} one by one")
     redis_cpu: dict[int, list[float]] = {100: [], 1: []}
     async with Bench(server) as b:
@@ -419,7 +419,7 @@ async def _offer(b: Bench, impl: str, rate: int, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def latency(report: Report, server: RedisServer, plan: Plan) -> None:
+async def latency(report: Report, server: RedisProc, plan: Plan) -> None:
     log(f"end-to-end latency: {plan.latency_s} s at each offered rate, blocking reader process")
     async with Bench(server) as b:
         for rate in (100, 1000):
@@ -457,7 +457,7 @@ async def latency(report: Report, server: RedisServer, plan: Plan) -> None:
 # -- fanout ------------------------------------------------------------------------------------
 
 
-async def fanout(report: Report, server: RedisServer, plan: Plan) -> None:
+async def fanout(report: Report, server: RedisProc, plan: Plan) -> None:
     log(f"fanout of 100 children to parent completion, {plan.fanouts} per rep")
     async with Bench(server) as b:
         await library.fanout_roundtrip(b.q, "warm", 100)
@@ -537,7 +537,7 @@ async def _recovery_run(b: Bench, impl: str, n: int, lease_ms: int) -> tuple[flo
     return (t_done - t_kill) * 1000, (t_done - expires) * 1000
 
 
-async def recovery(report: Report, server: RedisServer, plan: Plan) -> None:
+async def recovery(report: Report, server: RedisProc, plan: Plan) -> None:
     n, lease = plan.recovery_tasks, plan.lease_ms
     log(f"recovery: {n} tasks leased for {lease} ms by a process that is SIGKILLed")
     async with Bench(server) as b:

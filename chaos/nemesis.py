@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from chaos.common import Config, Jsonl
 from chaos.procs import Slot, Supervisor, signal_tree, wait_until
-from tests.redis_proc import RedisProc
+from mcp_queue_server.testing import RedisProc
 
 KINDS = ("kill_worker", "pause_worker", "kill_redis", "pause_redis", "crash_before_ack")
 #: How long a slot may take to come (back) up before a fault aimed at it is skipped.

@@ -30,7 +30,7 @@ from chaos.common import QUEUE, Config, Jsonl, read_jsonl
 from chaos.procs import Supervisor, signal_group, spawn, sweep, wait_until
 from chaos.producer import SETTLE_S
 from mcp_queue_server import QueueUnavailable, Settings, TaskQueue
-from tests.redis_proc import RedisProc
+from mcp_queue_server.testing import RedisProc
 
 STARTUP_S = 90.0  #: workers' MCP sessions up (a cold start costs ~0.5 s CPU each)
 DRAIN_S = 60.0  #: from heal to an empty queue (plus half the fault window for long runs)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mcp_queue_server import Settings, TaskQueue
-from tests.redis_proc import RedisProc
+from mcp_queue_server.testing import RedisProc
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -21,8 +21,9 @@ import anyio.to_thread
 
 from benchmarks import library
 from benchmarks.common import Report, Target, bench_settings, log, make_figure
-from benchmarks.redis_server import RedisServer
 from mcp_queue_server import TaskQueue
+from mcp_queue_server.store.binaries import find_redis_server
+from mcp_queue_server.testing import RedisProc
 
 HERE = Path(__file__).resolve().parent
 VENVS = HERE.parent / ".peers"
@@ -117,7 +118,7 @@ async def compare(
     peers = [PEERS[name] for name in names or PEERS]
     for peer in peers:
         await anyio.to_thread.run_sync(install, peer)
-    with RedisServer(binary) as server:
+    with RedisProc(binary=find_redis_server(binary)) as server:
         major = int(server.version().split(".")[0])
         log(f"peers on redis-server {server.version()}: {', '.join(p.name for p in peers)}")
         for workload in WORKLOADS:

