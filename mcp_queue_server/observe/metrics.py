@@ -1,4 +1,4 @@
-"""Prometheus metrics: ``/metrics`` on the HTTP transports, or on ``--metrics-port`` beside stdio.
+"""Prometheus metrics of one server process: the registry, the store collector and the tool-latency timer.
 
 At each scrape the queue's statistics are read from the store (so every server process
 reports the same, store-wide numbers): depths, in flight, delayed, dead letters, the oldest
@@ -9,33 +9,27 @@ named (at most :data:`MAX_QUEUES`).
 The store is read over a plain connection of its own: with the embedded Redis it does not
 register as a user (so it neither starts the Redis nor keeps it running), and a scrape while
 the store is down answers ``mcp_queue_store_up 0`` instead of failing.
+
+Served over HTTP by :mod:`mcp_queue_server.observe.http` (``/metrics`` and ``/status``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
-import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 
 from mcp_queue_server.core.models import QueueStats
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import QueueError
 from mcp_queue_server.limits import check_queue_name
-from mcp_queue_server.observe.status_page import status_page
-from mcp_queue_server.server.transports import transport_security
 from mcp_queue_server.settings import Settings
 from mcp_queue_server.store.open import Store
 
@@ -49,7 +43,7 @@ TOTALS = ("enqueued", "completed", "retried", "dead_lettered", "replayed")
 
 
 class Metrics:
-    """The metrics of one server process; :meth:`timed` wraps tools, :meth:`route` serves them."""
+    """The metrics of one server process; :meth:`timed` wraps tools, :meth:`render` answers a scrape."""
 
     def __init__(self, settings: Settings, queues: Iterable[str] = ("default",)) -> None:
         self.settings = settings
@@ -63,12 +57,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
         )
         self.registry.register(_StoreCollector(self))
-        self._snapshot: list[QueueStats] = []
-        self._up = False
+        #: The last refresh: every reported queue's statistics, and whether the store answered.
+        self.snapshot: list[QueueStats] = []
+        self.store_up = False
         self._scrape_seconds = 0.0
         self._queue: TaskQueue | None = None
         self._lock = anyio.Lock()
-        self._allowed_hosts = transport_security(settings).allowed_hosts or []
 
     # -- tool latency --------------------------------------------------------------------
 
@@ -109,10 +103,10 @@ class Metrics:
             start = time.perf_counter()
             try:
                 store = await self._store()
-                self._snapshot = [await store.get_queue_stats(name) for name in sorted(self.queues)]
-                self._up = True
+                self.snapshot = [await store.get_queue_stats(name) for name in sorted(self.queues)]
+                self.store_up = True
             except (QueueError, OSError, ValueError):
-                self._snapshot, self._up = [], False
+                self.snapshot, self.store_up = [], False
             self._scrape_seconds = time.perf_counter() - start
 
     async def render(self) -> bytes:
@@ -121,72 +115,10 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def aclose(self) -> None:
+        """Close the store connection (a later refresh opens it again)."""
         queue, self._queue = self._queue, None
         if queue is not None:
             await queue.disconnect(release=False)
-
-    # -- serving -------------------------------------------------------------------------
-
-    def _refused(self, request: Request) -> Response | None:
-        # The MCP endpoints' rules: the Host allowlist (against DNS rebinding), then the token.
-        if not _host_allowed(request.headers.get("host", ""), self._allowed_hosts):
-            return Response("invalid Host header\n", status_code=421)
-        token = self.settings.auth_token
-        if token is None:
-            return None
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
-        if hmac.compare_digest(given, token.get_secret_value().encode()):
-            return None
-        return Response("unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
-
-    def route(self) -> Route:
-        """``GET /metrics``; with an auth token configured it needs ``Authorization: Bearer``."""
-
-        async def endpoint(request: Request) -> Response:
-            return self._refused(request) or Response(await self.render(), media_type=CONTENT_TYPE_LATEST)
-
-        return Route("/metrics", endpoint, methods=["GET"])
-
-    def status_route(self) -> Route:
-        """``GET /status``: the same numbers as an HTML page that refreshes itself (same token rule)."""
-
-        async def endpoint(request: Request) -> Response:
-            refused = self._refused(request)
-            if refused is not None:
-                return refused
-            await self.refresh()
-            return HTMLResponse(status_page(self._snapshot, self._up, self.settings.key_prefix))
-
-        return Route("/status", endpoint, methods=["GET"])
-
-    def routes(self) -> list[Route]:
-        return [self.route(), self.status_route()]
-
-    async def serve(self, host: str, port: int) -> None:
-        """Serve ``/metrics`` and ``/status`` on ``host:port`` until cancelled (stdio's ``--metrics-port``)."""
-        config = uvicorn.Config(
-            Starlette(routes=self.routes()), host=host, port=port, log_config=None, lifespan="off", access_log=False
-        )
-        server = _NoSignalServer(config)
-        try:
-            await server.serve()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.aclose()
-
-
-def _host_allowed(host: str, allowed: list[str]) -> bool:
-    """``host`` matches an entry of the allowlist (``name`` or ``name:*`` for any port)."""
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return host in allowed or f"{name}:*" in allowed
-
-
-class _NoSignalServer(uvicorn.Server):
-    """uvicorn without its signal handlers: beside stdio, the MCP server owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class _StoreCollector(Collector):
@@ -197,7 +129,7 @@ class _StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
-        yield GaugeMetricFamily("mcp_queue_store_up", "1 when the queue store answered this scrape.", m._up)
+        yield GaugeMetricFamily("mcp_queue_store_up", "1 when the queue store answered this scrape.", m.store_up)
         yield GaugeMetricFamily(
             "mcp_queue_scrape_duration_seconds", "Time to read the queue statistics.", m._scrape_seconds
         )
@@ -221,7 +153,7 @@ class _StoreCollector(Collector):
             name: CounterMetricFamily(f"mcp_queue_tasks_{name}", f"Tasks {name.replace('_', '-')}.", labels=["queue"])
             for name in TOTALS
         }
-        for s in m._snapshot:
+        for s in m.snapshot:
             gauges["waiting"].add_metric([s.queue, "high"], s.high.available)
             gauges["waiting"].add_metric([s.queue, "low"], s.low.available)
             gauges["delayed"].add_metric([s.queue], s.delayed)
@@ -233,14 +165,3 @@ class _StoreCollector(Collector):
                 family.add_metric([s.queue], s.totals.get(name, 0))
         yield from gauges.values()
         yield from totals.values()
-
-
-async def serve_stdio_with_metrics(server: Any, settings: Settings, metrics: Metrics) -> None:
-    """The stdio server, plus ``/metrics`` on ``settings.metrics_port`` when it is set."""
-    from mcp_queue_server.server.transports import serve_stdio
-
-    async with anyio.create_task_group() as tg:
-        if settings.metrics_port is not None:
-            tg.start_soon(metrics.serve, settings.host, settings.metrics_port)
-        await serve_stdio(server)
-        tg.cancel_scope.cancel()

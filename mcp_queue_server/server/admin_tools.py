@@ -7,6 +7,7 @@ from typing import Annotated
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from mcp_queue_server.limits import CURSOR_MAX_LENGTH, CURSOR_PATTERN, MAX_MIN_IDLE_MS, MAX_TOOL_PAGE
 from mcp_queue_server.server.context import Ctx, open_queue, queue_errors
 from mcp_queue_server.server.inputs import QueueName, TaskId, TaskIdList
 from mcp_queue_server.server.outputs import (
@@ -39,10 +40,15 @@ async def queue_stats(ctx: Ctx, queue: QueueName = "default") -> QueueStatsOutpu
 @queue_errors
 async def inspect_dlq(
     ctx: Ctx,
-    count: Annotated[int, Field(strict=True, ge=1, le=100, description="Tasks per page.")] = 10,
+    count: Annotated[int, Field(strict=True, ge=1, le=MAX_TOOL_PAGE, description="Tasks per page.")] = 10,
     cursor: Annotated[
         str | None,
-        Field(strict=True, max_length=41, pattern=r"^[0-9-]+$", description="next_cursor of the previous page."),
+        Field(
+            strict=True,
+            max_length=CURSOR_MAX_LENGTH,
+            pattern=CURSOR_PATTERN,
+            description="next_cursor of the previous page.",
+        ),
     ] = None,
     queue: QueueName = "default",
 ) -> DeadLetterOutput:
@@ -91,7 +97,7 @@ async def recover_tasks(
     ctx: Ctx,
     min_idle_ms: Annotated[
         int | None,
-        Field(strict=True, ge=0, le=30 * 86_400_000, description="Also take back tasks idle this long, leased or not."),
+        Field(strict=True, ge=0, le=MAX_MIN_IDLE_MS, description="Also take back tasks idle this long, leased or not."),
     ] = None,
     queue: QueueName = "default",
 ) -> RecoverOutput:

@@ -1,23 +1,26 @@
 """Build the MCP server from settings: the role's tools, resources and prompts over one queue.
 
-This module and its parts (tools, admin_tools, tool_support, resources, prompts, transports)
-are the only ones that import ``mcp``: the queue core below knows nothing of MCP, and
-``__main__`` above only reads the configuration and picks the transport.
+This package (``server/``) is the only one that imports ``mcp``, and only
+:mod:`~mcp_queue_server.server.sdk_compat` reaches the SDK's private parts. The queue core
+below knows nothing of MCP; ``server.run`` and the CLI above pick the transport.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import copy
+import importlib.metadata
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
+from annotated_types import Le
 from mcp.server import MCPServer
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.types import ToolAnnotations
-from pydantic import AnyHttpUrl, ConfigDict
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict
 
+from mcp_queue_server.observe.http import url_host
 from mcp_queue_server.observe.metrics import Metrics
 from mcp_queue_server.server import admin_tools as admin
 from mcp_queue_server.server import tools
@@ -25,7 +28,8 @@ from mcp_queue_server.server.lifespan import ServerState
 from mcp_queue_server.server.output_schema import compact_schema
 from mcp_queue_server.server.prompts import register_prompts
 from mcp_queue_server.server.resources import register_resources
-from mcp_queue_server.server.transports import StaticTokenVerifier, url_host
+from mcp_queue_server.server.sdk_compat import arg_model, output_schema, replace_arg_model, replace_output_schema
+from mcp_queue_server.server.transports import StaticTokenVerifier
 from mcp_queue_server.settings import Role, Settings
 
 INSTRUCTIONS = """\
@@ -90,27 +94,51 @@ def tool_names(role: Role) -> list[str]:
     return [spec.fn.__name__ for spec in TOOLS if role in spec.roles]
 
 
-def _strict_tool(spec: ToolSpec, metrics: Metrics | None = None) -> Tool:
-    """A tool whose arguments model forbids unknown fields, publishing a compact output schema.
+#: Tool arguments whose upper bound is a setting, so the published schema states the bound the
+#: core enforces: (tool, argument) -> Settings field. The signatures carry the defaults.
+SETTING_CAPS: dict[tuple[str, str], str] = {
+    ("read_tasks", "count"): "max_read_count",
+    ("read_tasks", "block_ms"): "max_block_ms",
+}
+
+
+def _caps(name: str, settings: Settings) -> dict[str, int]:
+    return {arg: getattr(settings, field) for (tool, arg), field in SETTING_CAPS.items() if tool == name}
+
+
+def _strict_model(loose: type[BaseModel], caps: Mapping[str, int]) -> type[BaseModel]:
+    """``loose`` refusing unknown fields, with each argument of ``caps`` bounded above by its value.
 
     The SDK's generated argument model ignores unknown top-level arguments, so a misspelt
     optional argument (``lease`` for ``lease_ms``) would silently fall back to its default.
     Subclassing it with ``extra="forbid"`` rejects the call and adds
     ``additionalProperties: false`` to the published inputSchema.
     """
+    namespace: dict[str, Any] = {"model_config": ConfigDict(extra="forbid"), "__module__": loose.__module__}
+    annotations: dict[str, Any] = {}
+    for name, cap in caps.items():
+        field = copy.copy(loose.model_fields[name])
+        field.metadata = [Le(cap) if isinstance(m, Le) else m for m in field.metadata]
+        annotations[name], namespace[name] = field.annotation, field
+    namespace["__annotations__"] = annotations
+    return type(loose.__name__, (loose,), namespace)
+
+
+def _strict_tool(spec: ToolSpec, settings: Settings, metrics: Metrics | None = None) -> Tool:
+    """A tool with a strict arguments model (caps from ``settings``), publishing a compact output schema."""
     fn = spec.fn if metrics is None else metrics.timed(spec.fn)
     tool = Tool.from_function(fn, title=spec.title, annotations=spec.annotations, structured_output=True)
-    loose = tool.fn_metadata.arg_model
-    strict = cast(
-        type[ArgModelBase],
-        type(loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid"), "__module__": loose.__module__}),
-    )
-    tool.fn_metadata.arg_model = strict
-    tool.parameters = strict.model_json_schema(by_alias=True)
-    # Same results accepted, checked about twice as fast by clients (see schema.py).
-    if tool.fn_metadata.output_schema is not None:
-        tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
+    replace_arg_model(tool, _strict_model(arg_model(tool), _caps(tool.name, settings)))
+    # Same results accepted, checked about twice as fast by clients (see output_schema.py).
+    published = output_schema(tool)
+    if published is not None:
+        replace_output_schema(tool, compact_schema(published))
     return tool
+
+
+def package_version() -> str:
+    """The installed version of this package, published as the server's serverInfo.version."""
+    return importlib.metadata.version("mcp-queue-server")
 
 
 def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServer[ServerState]:
@@ -133,7 +161,8 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
         "mcp-queue-server",
         title="Task queue",
         instructions=INSTRUCTIONS,
-        tools=[_strict_tool(spec, metrics) for spec in TOOLS if settings.role in spec.roles],
+        version=package_version(),
+        tools=[_strict_tool(spec, settings, metrics) for spec in TOOLS if settings.role in spec.roles],
         lifespan=state.lifespan,
         log_level=settings.log_level,
         auth=auth,

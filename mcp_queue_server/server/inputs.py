@@ -12,13 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_queue_server.limits import NAME_PATTERN, TASK_ID_PATTERN, TASK_TYPE_PATTERN
+from mcp_queue_server.limits import MAX_IDS, NAME_PATTERN, PRIORITY_RANGE, TASK_ID_PATTERN, TASK_TYPE_PATTERN
+from mcp_queue_server.settings import Settings
 
-MAX_READ_COUNT = 100
-MAX_BLOCK_MS = 20_000
-MAX_BATCH = 100
-MAX_SUBTASKS = 1000
-MAX_IDS = 1000
+#: read_tasks' caps as written in its signature: the defaults of the settings that bound a
+#: read. build_server publishes and enforces the server's own values instead (app.SETTING_CAPS).
+READ_COUNT_CAP: int = Settings.model_fields["max_read_count"].default
+BLOCK_MS_CAP: int = Settings.model_fields["max_block_ms"].default
 
 QueueName = Annotated[
     str,
@@ -43,8 +43,8 @@ Priority = Annotated[
     int,
     Field(
         strict=True,
-        ge=-1_000_000,
-        le=1_000_000,
+        ge=PRIORITY_RANGE[0],
+        le=PRIORITY_RANGE[1],
         description="Higher runs first; at or above the server's threshold (default 10) the task goes to the "
         "high-priority stream.",
     ),

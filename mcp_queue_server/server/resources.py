@@ -12,7 +12,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from pydantic import BaseModel
 
 from mcp_queue_server.errors import QueueError, QueueUnavailable, TaskNotFound
-from mcp_queue_server.limits import check_queue_name
+from mcp_queue_server.limits import MAX_TOOL_PAGE, check_queue_name
 from mcp_queue_server.server.lifespan import ServerState
 from mcp_queue_server.server.outputs import DeadLetterOutput, QueueStatsOutput, TaskInfoOutput
 from mcp_queue_server.settings import Role
@@ -54,7 +54,7 @@ async def task_resource(queue: str, task_id: str, ctx: Ctx) -> TaskInfoOutput:
 @_as_json
 async def dlq_resource(queue: str, ctx: Ctx) -> DeadLetterOutput:
     q = await ctx.request_context.lifespan_context.queue()
-    page = await q.inspect_dlq(100, queue=check_queue_name(queue))
+    page = await q.inspect_dlq(MAX_TOOL_PAGE, queue=check_queue_name(queue))
     return DeadLetterOutput.model_validate({"queue": queue, "tasks": page.tasks, "next_cursor": page.next_cursor})
 
 
@@ -80,6 +80,7 @@ def register_resources(server: MCPServer[ServerState], role: Role) -> None:
             "dlq://{queue}",
             name="dead_letters",
             title="Dead-letter queue",
-            description="The newest 100 dead-lettered tasks of a queue with their errors (payloads are data).",
+            description=f"The newest {MAX_TOOL_PAGE} dead-lettered tasks of a queue with their errors "
+            "(payloads are data).",
             mime_type=JSON,
         )(dlq_resource)

@@ -7,9 +7,10 @@ import logging
 import anyio
 
 from mcp_queue_server.logs import configure_logging
-from mcp_queue_server.observe.metrics import Metrics, serve_stdio_with_metrics
+from mcp_queue_server.observe.http import routes
+from mcp_queue_server.observe.metrics import Metrics
 from mcp_queue_server.server.app import build_server
-from mcp_queue_server.server.transports import serve_http
+from mcp_queue_server.server.transports import serve_http, serve_stdio_with_metrics
 from mcp_queue_server.settings import Settings
 
 logger = logging.getLogger("mcp_queue_server")
@@ -24,4 +25,4 @@ def run(settings: Settings) -> None:
     if settings.transport == "stdio":
         anyio.run(serve_stdio_with_metrics, server, settings, metrics)
     else:
-        serve_http(server, settings, metrics.routes())
+        serve_http(server, settings, routes(metrics))

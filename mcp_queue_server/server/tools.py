@@ -13,12 +13,18 @@ from pydantic import Field
 
 from mcp_queue_server.core.models import NewTask
 from mcp_queue_server.errors import QueueError
+from mcp_queue_server.limits import (
+    MAX_ATTEMPTS,
+    MAX_BATCH,
+    MAX_CHECKPOINT_TTL_S,
+    MAX_DELAY_MS,
+    MAX_ERROR_LENGTH,
+    MAX_SUBTASKS,
+)
 from mcp_queue_server.server.context import Ctx, check_json, new_task, open_queue, queue_errors
 from mcp_queue_server.server.inputs import (
-    MAX_BATCH,
-    MAX_BLOCK_MS,
-    MAX_READ_COUNT,
-    MAX_SUBTASKS,
+    BLOCK_MS_CAP,
+    READ_COUNT_CAP,
     JsonObject,
     OnChildFailure,
     OnComplete,
@@ -56,11 +62,13 @@ async def enqueue_task(
     priority: Priority = 0,
     task_id: OptionalTaskId = None,
     delay_ms: Annotated[
-        int, Field(strict=True, ge=0, le=365 * 86_400_000, description="Wait this long before it can run.")
+        int, Field(strict=True, ge=0, le=MAX_DELAY_MS, description="Wait this long before it can run.")
     ] = 0,
     max_attempts: Annotated[
         int | None,
-        Field(strict=True, ge=1, le=1000, description="Deliveries before dead-lettering (default: server's, 3)."),
+        Field(
+            strict=True, ge=1, le=MAX_ATTEMPTS, description="Deliveries before dead-lettering (default: server's, 3)."
+        ),
     ] = None,
     queue: QueueName = "default",
 ) -> EnqueueOutput:
@@ -159,10 +167,10 @@ async def fanout(
 @queue_errors
 async def read_tasks(
     ctx: Ctx,
-    count: Annotated[int, Field(strict=True, ge=1, le=MAX_READ_COUNT, description="Most tasks to take.")] = 1,
+    count: Annotated[int, Field(strict=True, ge=1, le=READ_COUNT_CAP, description="Most tasks to take.")] = 1,
     block_ms: Annotated[
         int,
-        Field(strict=True, ge=0, le=MAX_BLOCK_MS, description="Wait up to this long for a task; 0 returns at once."),
+        Field(strict=True, ge=0, le=BLOCK_MS_CAP, description="Wait up to this long for a task; 0 returns at once."),
     ] = 0,
     prefer_high_priority: Annotated[bool, Field(strict=True, description="Serve high-priority tasks first.")] = True,
     lease_ms: Annotated[
@@ -226,7 +234,9 @@ async def ack(
 @queue_errors
 async def fail_task(
     task_id: TaskId,
-    error: Annotated[str, Field(strict=True, min_length=1, max_length=4096, description="What went wrong.")],
+    error: Annotated[
+        str, Field(strict=True, min_length=1, max_length=MAX_ERROR_LENGTH, description="What went wrong.")
+    ],
     ctx: Ctx,
     retry: Annotated[
         bool, Field(strict=True, description="false: the task can never succeed; dead-letter it now.")
@@ -269,7 +279,7 @@ async def checkpoint(
     data: Annotated[JsonObject, Field(description="Your progress: enough to resume the work (at most 64 KiB).")],
     ctx: Ctx,
     ttl_seconds: Annotated[
-        int, Field(strict=True, ge=1, le=30 * 86_400, description="How long the checkpoint is kept.")
+        int, Field(strict=True, ge=1, le=MAX_CHECKPOINT_TTL_S, description="How long the checkpoint is kept.")
     ] = 86_400,
     queue: QueueName = "default",
 ) -> CheckpointOutput:

@@ -1,9 +1,11 @@
-"""Serving the MCP server: stdio with graceful signals, Streamable HTTP and SSE with Host/Origin checks."""
+"""Serving the MCP server: stdio with graceful signals, Streamable HTTP and SSE with Host/Origin checks.
+
+The Host/Origin allowlists and the token comparison are :mod:`mcp_queue_server.observe.http`'s,
+shared with ``/metrics`` and ``/status``: one rule for every HTTP endpoint of the process.
+"""
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 import signal
 import sys
@@ -23,35 +25,32 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from mcp_queue_server.observe.http import (
+    allowed_hosts,
+    allowed_origins,
+    is_loopback,
+    serve_side,
+    token_matches,
+    url_host,
+)
+from mcp_queue_server.observe.metrics import Metrics
+from mcp_queue_server.server.sdk_compat import lowlevel_server
 from mcp_queue_server.settings import Settings
 
+# Re-exported: the entry point refuses a non-loopback bind without a token.
+__all__ = ["StaticTokenVerifier", "is_loopback", "serve_http", "serve_stdio", "transport_security", "url_host"]
+
 logger = logging.getLogger(__name__)
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - names to recognise, not to bind
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class StaticTokenVerifier:
     """Accepts exactly one bearer token, compared in constant time (the SDK's ``TokenVerifier``)."""
 
     def __init__(self, token: str) -> None:
-        self._token = token.encode()
+        self._token = token
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token):
+        if token_matches(token, self._token):
             return AccessToken(token="", client_id="bearer", scopes=[])
         return None
 
@@ -62,13 +61,10 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     Without explicit settings the SDK checks nothing when bound to 0.0.0.0, which leaves
     the server open to DNS rebinding from any web page the user visits.
     """
-    hosts = list(LOCAL_HOSTS)
-    if settings.host not in WILDCARD_HOSTS and not is_loopback(settings.host):
-        hosts.append(url_host(settings.host))
-    allowed_hosts = [h for host in hosts for h in (host, f"{host}:*")] + settings.allowed_hosts
-    allowed_origins = [f"http://{host}{port}" for host in hosts for port in ("", ":*")] + settings.allowed_origins
     return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=allowed_hosts(settings),
+        allowed_origins=allowed_origins(settings),
     )
 
 
@@ -154,7 +150,7 @@ async def serve_stdio(server: MCPServer[Any]) -> None:
     Either way the lifespan exits normally: held tasks go back to the queue at once.
     """
     # The SDK runs stdio only with its own stdin reader; this is its run_stdio_async with ours.
-    lowlevel = server._lowlevel_server
+    lowlevel = lowlevel_server(server)
     stdin = _stdin()
     try:
         async with anyio.create_task_group() as tg:
@@ -164,3 +160,12 @@ async def serve_stdio(server: MCPServer[Any]) -> None:
             tg.cancel_scope.cancel()
     finally:
         stdin.stop()
+
+
+async def serve_stdio_with_metrics(server: MCPServer[Any], settings: Settings, metrics: Metrics) -> None:
+    """The stdio server, plus ``/metrics`` and ``/status`` on ``settings.metrics_port`` when it is set."""
+    async with anyio.create_task_group() as tg:
+        if settings.metrics_port is not None:
+            tg.start_soon(serve_side, metrics, settings.host, settings.metrics_port)
+        await serve_stdio(server)
+        tg.cancel_scope.cancel()
