@@ -1,0 +1,133 @@
+"""Canaries for the MCP SDK's private parts the server relies on (all reached in server/sdk_compat.py).
+
+Each test states one behaviour the server needs from the SDK. When a newer SDK moves or
+changes the part, the test fails naming the installed SDK version and what moved, so the
+fix is one function in ``mcp_queue_server/server/sdk_compat.py`` (then widen the ``mcp`` pin).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+from typing import Any
+
+from mcp import Client
+from mcp.server import MCPServer
+from mcp.server.lowlevel import Server
+from mcp.server.mcpserver.tools import Tool
+from pydantic import BaseModel, ConfigDict
+
+from mcp_queue_server.server import sdk_compat
+
+SDK = importlib.metadata.version("mcp")
+
+
+def moved(what: str) -> str:
+    return (
+        f"mcp {SDK} (tested: {sdk_compat.TESTED_SDK}.x): {what}; "
+        "adapt mcp_queue_server/server/sdk_compat.py and the mcp pin in pyproject.toml"
+    )
+
+
+class Echoed(BaseModel):
+    n: int
+
+
+async def echo(n: int = 1) -> Echoed:
+    """Return n."""
+    return Echoed(n=n)
+
+
+def _tool() -> Tool:
+    return Tool.from_function(echo, structured_output=True)
+
+
+def _strict(tool: Tool) -> type[BaseModel]:
+    loose = sdk_compat.arg_model(tool)
+    return type(loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid"), "__module__": __name__})
+
+
+def test_the_sdk_is_the_minor_the_pin_names() -> None:
+    assert SDK.startswith(f"{sdk_compat.TESTED_SDK}."), moved("a different minor is installed than was tested")
+
+
+def test_the_argument_model_base_is_importable_from_the_utilities_module() -> None:
+    try:
+        module = importlib.import_module("mcp.server.mcpserver.utilities.func_metadata")
+    except ImportError:
+        raise AssertionError(moved("mcp.server.mcpserver.utilities.func_metadata is gone")) from None
+    base = getattr(module, "ArgModelBase", None)
+    assert isinstance(base, type), moved("func_metadata.ArgModelBase is gone")
+    assert issubclass(base, BaseModel), moved("ArgModelBase is no longer a pydantic model")
+
+
+def test_a_tool_s_generated_argument_model_is_reachable_and_describes_its_parameters() -> None:
+    tool = _tool()
+
+    model = getattr(getattr(tool, "fn_metadata", None), "arg_model", None)
+
+    assert isinstance(model, type), moved("Tool.fn_metadata.arg_model is gone")
+    assert list(sdk_compat.arg_model(tool).model_fields) == ["n"], moved("the argument model's fields changed")
+
+
+async def test_a_replaced_argument_model_validates_the_next_call_and_is_published() -> None:
+    tool = _tool()
+    sdk_compat.replace_arg_model(tool, _strict(tool))
+    server: MCPServer[Any] = MCPServer("canary", tools=[tool])
+
+    async with Client(server) as client:
+        (listed,) = (await client.list_tools()).tools
+        good = await client.call_tool("echo", {"n": 2})
+        unknown = await client.call_tool("echo", {"n": 2, "m": 3})
+
+    assert listed.input_schema.get("additionalProperties") is False, moved("Tool.parameters is not the inputSchema")
+    assert not good.is_error
+    assert good.structured_content == {"n": 2}
+    assert unknown.is_error, moved("fn_metadata.arg_model is no longer read when a call is validated")
+
+
+def test_a_model_not_derived_from_the_generated_one_is_refused() -> None:
+    class Other(BaseModel):
+        n: int
+
+    try:
+        sdk_compat.replace_arg_model(_tool(), Other)
+    except TypeError:
+        return
+    raise AssertionError("replace_arg_model accepted a model the SDK cannot call the tool with")
+
+
+async def test_a_replaced_output_schema_is_the_one_clients_see() -> None:
+    tool = _tool()
+    derived = sdk_compat.output_schema(tool)
+    assert derived is not None, moved("Tool.fn_metadata.output_schema is not derived from the return type")
+    schema = {**derived, "description": "canary"}
+    sdk_compat.replace_output_schema(tool, schema)
+    server: MCPServer[Any] = MCPServer("canary", tools=[tool])
+
+    async with Client(server) as client:
+        (listed,) = (await client.list_tools()).tools
+        result = await client.call_tool("echo", {"n": 5})
+
+    assert listed.output_schema == schema, moved("fn_metadata.output_schema is no longer the published outputSchema")
+    assert result.structured_content == {"n": 5}
+
+
+def test_mcp_server_wraps_a_low_level_server_that_runs_on_given_streams() -> None:
+    server: MCPServer[Any] = MCPServer("canary")
+
+    assert hasattr(server, "_lowlevel_server"), moved("MCPServer._lowlevel_server is gone")
+    lowlevel = sdk_compat.lowlevel_server(server)
+    assert isinstance(lowlevel, Server), moved("MCPServer._lowlevel_server is not a mcp.server.lowlevel.Server")
+    run = inspect.signature(lowlevel.run)
+    assert list(run.parameters)[:3] == ["read_stream", "write_stream", "initialization_options"], moved(
+        "Server.run(read_stream, write_stream, initialization_options) changed"
+    )
+    assert lowlevel.create_initialization_options().server_name == "canary", moved(
+        "Server.create_initialization_options changed"
+    )
+
+
+def test_mcp_server_takes_the_version_it_publishes() -> None:
+    assert "version" in inspect.signature(MCPServer).parameters, moved("MCPServer(version=...) is gone")
