@@ -202,3 +202,29 @@ def test_the_transport_security_settings_allow_localhost_the_bind_address_and_ex
         assert host in security.allowed_hosts
     for origin in ("http://localhost:*", "http://10.1.2.3:*", "https://ui.example"):
         assert origin in security.allowed_origins
+
+
+def test_the_mcp_endpoints_and_the_metrics_routes_share_one_host_allowlist_and_token_check() -> None:
+    from mcp_queue_server.observe.http import allowed_hosts, allowed_origins, host_allowed
+    from mcp_queue_server.server.transports import StaticTokenVerifier, transport_security
+
+    settings = Settings(host="10.1.2.3", auth_token=SecretStr(TOKEN), allowed_hosts=["q.example"])
+    security = transport_security(settings)
+    verifier = StaticTokenVerifier(TOKEN)
+
+    assert security.allowed_hosts == allowed_hosts(settings)
+    assert security.allowed_origins == allowed_origins(settings)
+    assert [host_allowed(h, allowed_hosts(settings)) for h in ("10.1.2.3:8000", "q.example", "evil.example")] == [
+        True,
+        True,
+        False,
+    ]
+    assert anyio.run(verifier.verify_token, TOKEN) is not None
+    assert anyio.run(verifier.verify_token, TOKEN + "x") is None
+
+
+def test_the_token_is_compared_in_one_place_only() -> None:
+    package = ROOT / "mcp_queue_server"
+    users = sorted(str(p.relative_to(ROOT)) for p in package.rglob("*.py") if "compare_digest" in p.read_text())
+
+    assert users == ["mcp_queue_server/observe/http.py"]
