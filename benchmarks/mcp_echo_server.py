@@ -11,7 +11,8 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 
-from mcp_queue_server.__main__ import configure_logging, load_settings
+from mcp_queue_server.cli.main import load_settings
+from mcp_queue_server.logs import configure_logging
 from mcp_queue_server.server.app import build_server
 from mcp_queue_server.server.transports import serve_stdio
 

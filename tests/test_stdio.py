@@ -239,7 +239,7 @@ def test_help_documents_every_flag_with_its_environment_variable() -> None:
 
 
 def test_flags_override_the_environment() -> None:
-    from mcp_queue_server.__main__ import load_settings
+    from mcp_queue_server.cli.main import load_settings
 
     env = {"MCP_QUEUE_LEASE_MS": "1000", "MCP_QUEUE_ROLE": "admin", "MCP_QUEUE_REDIS_URL": ""}
     with pytest.MonkeyPatch.context() as mp:

@@ -22,6 +22,7 @@ import anyio
 import anyio.to_thread
 from pydantic import SecretStr
 
+from mcp_queue_server.cli.common import EXIT_OK
 from mcp_queue_server.core.models import NewTask, Task
 from mcp_queue_server.settings import Settings
 from mcp_queue_server.store.embedded import EmbeddedRedis
@@ -221,4 +222,4 @@ async def run_demo(settings: Settings, out: TextIO | None = None) -> None:
 async def run(settings: Settings) -> int:
     """``mcp-queue-server demo``."""
     await run_demo(settings)
-    return 0
+    return EXIT_OK

@@ -1,7 +1,10 @@
-"""The operator CLI: ``mcp-queue-server COMMAND``, with the server's settings, flags and environment.
+"""The command line: ``mcp-queue-server [serve] [flags]`` or ``mcp-queue-server COMMAND [flags]``.
 
-``mcp-queue-server`` with no command (or ``serve``) runs the MCP server (see ``__main__``);
-every other command is parsed and run here. Exit codes, for scripts:
+One parser, one settings loader (:func:`settings_for`), one logging setup. With no command
+(or ``serve``) it runs the MCP server, which takes every settings flag; every other command
+takes the queue store's flags, before or after the command. The server modules (and ``mcp``)
+are imported only to serve, so the commands, and the worker processes a pool restarts, start
+quickly. Exit codes, for scripts:
 
 ====  ==========================================================================
 0     success
@@ -17,49 +20,54 @@ Errors go to stderr as one line; results go to stdout (tables, or JSON with ``--
 from __future__ import annotations
 
 import argparse
-import logging
+import difflib
+import importlib.metadata
 import sys
-from collections.abc import Callable, Collection, Coroutine, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, NoReturn, cast
 
 import anyio
 
-from mcp_queue_server.cli.flags import STORE_FIELDS, SettingsError, add_setting_flags, settings_from
+from mcp_queue_server.cli import demo as cli_demo
+from mcp_queue_server.cli import ops as cli_ops
+from mcp_queue_server.cli import top as cli_top
+from mcp_queue_server.cli import worker as cli_worker
+from mcp_queue_server.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    PROG,
+    UsageError,
+    error,
+)
+from mcp_queue_server.cli.flags import FLAGS, STORE_FIELDS, SettingsError, add_setting_flags, settings_from
 from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable
+from mcp_queue_server.logs import configure_logging
 from mcp_queue_server.settings import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+SERVE = "serve"
+COMMANDS = (SERVE, "stats", "top", "tasks", "dlq", "recover", "enqueue", "worker", "demo")
+#: Words that are actions of a command, so `mcp-queue-server replay` can point at `dlq replay`.
+ACTIONS = {"get": "tasks get", "list": "dlq list", "replay": "dlq replay", "purge": "dlq purge"}
 
-PROG = "mcp-queue-server"
-
-#: Commands this module runs; ``serve`` is the server, run by ``__main__``.
-COMMANDS = ("serve", "stats", "top", "tasks", "dlq", "recover", "enqueue", "worker", "demo")
-
-EPILOG = "Exit codes: 0 ok, 1 operation failed, 2 usage or configuration error, 3 queue store unavailable."
-
-logger = logging.getLogger("mcp_queue_server")
-
-
-class UsageError(Exception):
-    """A command was given arguments it cannot use (exit status 2)."""
+EPILOG = (
+    "Exit codes: 0 ok, 1 operation failed, 2 usage or configuration error, 3 queue store unavailable, 130 interrupted."
+)
+SETTING_FIELDS = frozenset(field for field, _, _ in FLAGS.values())
+FLAG_OF = {field: flag for flag, (field, _, _) in FLAGS.items()}
 
 
-def find_command(argv: Sequence[str], value_flags: Collection[str]) -> tuple[int, str] | None:
-    """The position and name of the command in ``argv``: the first word that is neither a
-    flag nor the value of one of ``value_flags`` (every server flag takes a value)."""
-    skip = False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-        elif arg.startswith("-"):
-            skip = arg in value_flags  # "--flag=value" carries its value along
-        else:
-            return (i, arg) if arg in COMMANDS else None
-    return None
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked for."""
 
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kwargs)
 
-def _store_flags(p: argparse.ArgumentParser) -> None:
-    add_setting_flags(p.add_argument_group("queue store (each flag overrides its MCP_QUEUE_* variable)"), STORE_FIELDS)
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"{PROG} {importlib.metadata.version(PROG)}")
+        parser.exit(EXIT_OK)
 
 
 def _queue_flag(p: argparse.ArgumentParser, *, many: bool = False) -> None:
@@ -74,25 +82,39 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of every command but ``serve`` (whose flags ``mcp-queue-server --help`` lists)."""
-    from mcp_queue_server.cli import top as cli_top  # their flags live with them
-    from mcp_queue_server.cli import worker as cli_worker
-
-    common = argparse.ArgumentParser(add_help=False)
-    _store_flags(common)
+    """The one parser: the server's flags at the top (no command means ``serve``), a subcommand each."""
+    # Flags default to SUPPRESS, so a flag given after the command overrides the same flag before it
+    # and an absent one leaves the environment's value.
+    server = argparse.ArgumentParser(add_help=False)
+    add_setting_flags(server.add_argument_group("settings (each flag overrides its MCP_QUEUE_* variable)"))
+    store = argparse.ArgumentParser(add_help=False)
+    add_setting_flags(
+        store.add_argument_group("queue store (each flag overrides its MCP_QUEUE_* variable)"), STORE_FIELDS
+    )
     p = argparse.ArgumentParser(
         prog=PROG,
-        parents=[common],
-        description="Operate the task queue. With no command: run the MCP server (see `mcp-queue-server --help`).",
-        epilog=EPILOG,
+        # No abbreviated flags at the top: argparse would match the words after the command
+        # against them too, and `dlq purge --all` would be an ambiguous --allowed-host.
+        allow_abbrev=False,
+        usage="%(prog)s [serve] [flags] | %(prog)s COMMAND [flags] ...",
+        parents=[server],
+        description="A durable task queue on Redis Streams, served to LLM agents over MCP. With no command: "
+        "run the MCP server.",
+        epilog=f"`{PROG} COMMAND --help` for each command. {EPILOG}",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p.add_argument("--version", action=_Version, help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    def command(name: str, help_text: str, within: Any = sub) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_text: str, within: Any = sub, parent: Any = store, summary: str | None = None
+    ) -> argparse.ArgumentParser:
+        # `summary`: the line in the parent's list of commands, when the description is long.
         return cast(
             argparse.ArgumentParser,
-            within.add_parser(name, parents=[common], help=help_text, description=help_text, epilog=EPILOG),
+            within.add_parser(name, parents=[parent], help=summary or help_text, description=help_text, epilog=EPILOG),
         )
+
+    command(SERVE, "Run the MCP server (the default with no command); takes every settings flag.", parent=server)
 
     c = command("stats", "Show queue statistics: depths, in flight, delayed, dead letters, oldest age, totals.")
     _queue_flag(c, many=True)
@@ -100,12 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_top.add_arguments(command("top", "A live view of the queues, redrawn every few seconds (Ctrl-C quits)."))
 
-    tasks = command("tasks", "Look at tasks.").add_subparsers(dest="action", metavar="ACTION", required=True)
-    c = command("get", "Everything known about one task, as JSON.", tasks)
+    tasks = command("tasks", "Look at tasks: `tasks get TASK_ID`.")
+    actions = tasks.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = command("get", "Everything known about one task, as JSON.", actions)
     c.add_argument("task_id", metavar="TASK_ID")
     _queue_flag(c)
 
-    dlq = command("dlq", "Inspect and repair the dead-letter queue.")
+    dlq = command("dlq", "Inspect and repair the dead-letter queue: `dlq list|replay|purge`.")
     actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = command("list", "List dead-lettered tasks, newest first.", actions)
     c.add_argument("--count", type=int, default=20, metavar="N", help="tasks per page (default 20)")
@@ -130,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "enqueue",
         "Enqueue a task given by arguments, or tasks read from stdin as JSON: one object, an array, "
         'or one object per line, each like {"task_type": ..., "payload": {...}, "priority": 0, "task_id": ...}.',
+        summary="Enqueue a task given by arguments, or tasks read from stdin as JSON.",
     )
     c.add_argument("task_type", nargs="?", metavar="TASK_TYPE", help="omit to read tasks from stdin")
     c.add_argument("--payload", default="{}", metavar="JSON", help="the payload, a JSON object (default {})")
@@ -139,59 +163,151 @@ def build_parser() -> argparse.ArgumentParser:
     _queue_flag(c)
     _json_flag(c)
 
-    cli_worker.add_arguments(command("worker", cli_worker.DESCRIPTION))
+    cli_worker.add_arguments(
+        command("worker", cli_worker.DESCRIPTION, summary="Run task handlers: one process, or a supervised pool.")
+    )
 
     command("demo", "Run the design doc's demo on a temporary embedded Redis (or --redis-url) and print each step.")
     return p
 
 
-def load_settings(flags: dict[str, Any]) -> Settings:
-    """Settings from the environment overridden by the given store flags.
+def closest(word: str, choices: Iterable[str]) -> list[str]:
+    """What ``word`` was probably meant to be: the choices it begins, else the most similar ones."""
+    choices = list(choices)
+    return [c for c in choices if c.startswith(word)] or difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+
+
+def command_word(argv: Sequence[str]) -> str | None:
+    """The first word of ``argv`` that is neither a flag nor a flag's value: the command, if any.
 
     Raises:
-        UsageError: the settings are invalid.
+        UsageError: a flag before the command that the server does not have (every settings flag
+            takes a value, as ``--flag value`` or ``--flag=value``, so an unknown one leaves it
+            unclear where the command is).
     """
+    takes_value = False
+    for i, arg in enumerate(argv):
+        if takes_value:
+            takes_value = False
+        elif arg == "--":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        elif arg.startswith("-"):
+            name, eq, _ = arg.partition("=")
+            if name not in FLAGS and name not in ("-h", "--help", "--version"):
+                close = closest(name, FLAGS)
+                hint = f": did you mean {' or '.join(close)}?" if close else f" (`{PROG} --help` lists them)"
+                raise UsageError(f"unknown flag {name}{hint}")
+            takes_value = name in FLAGS and not eq
+        else:
+            return arg
+    return None
+
+
+def unknown_command(word: str) -> str:
+    """The one-line complaint about a word that is no command, with the likeliest ones meant."""
+    close = [ACTIONS[word]] if word in ACTIONS else closest(word, COMMANDS)
+    if close:
+        return f"unknown command {word!r}: did you mean {' or '.join(close)}?"
+    return f"unknown command {word!r} (commands: {', '.join(COMMANDS)}; `{PROG} --help` lists them)"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line; ``command`` is ``serve`` when none is given.
+
+    Raises:
+        UsageError: the first word is no command (checked first: a stray word must not start a server).
+        SystemExit: argparse's own usage errors (status 2), ``--help`` and ``--version`` (status 0).
+    """
+    word = command_word(argv)
+    if word is not None and word not in COMMANDS:
+        raise UsageError(unknown_command(word))
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        args.command = SERVE
+    return args
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """The one settings loader: the environment (``MCP_QUEUE_*``) overridden by the flags given.
+
+    Raises:
+        UsageError: invalid settings; a server flag given to another command (flags before the
+            command are parsed as the server's); HTTP on a non-loopback address without a token.
+    """
+    flags = {k: v for k, v in vars(args).items() if k in SETTING_FIELDS}
+    serving = args.command == SERVE
+    if not serving:
+        misplaced = sorted(FLAG_OF[k] for k in flags if k not in STORE_FIELDS)
+        if misplaced:
+            raise UsageError(f"{args.command} takes the queue store flags, not the server's {', '.join(misplaced)}")
     try:
-        return settings_from({k: v for k, v in flags.items() if k in STORE_FIELDS})
+        settings = settings_from(flags)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
+    if serving and settings.transport != "stdio":
+        from mcp_queue_server.server.transports import is_loopback  # mcp: only when about to serve HTTP
+
+        if not is_loopback(settings.host) and settings.auth_token is None:
+            raise UsageError(
+                f"refusing to serve HTTP on non-loopback address {settings.host!r} without authentication: "
+                "set MCP_QUEUE_AUTH_TOKEN (or --auth-token), or bind 127.0.0.1"
+            )
+    return settings
 
 
-def _configure_logging(settings: Settings, command: str) -> None:
+def _config_error(args: argparse.Namespace | None, exc: UsageError) -> int:
+    if args is not None and args.command == SERVE:
+        print(f"{PROG}: {exc}", file=sys.stderr)  # the server's wording, which scripts may already match
+    else:
+        error(str(exc))
+    return EXIT_USAGE
+
+
+def load_settings(argv: Sequence[str] = ()) -> Settings:
+    """The settings ``mcp-queue-server ARGV`` runs with (for embedders: benchmarks, tests).
+
+    Raises:
+        SystemExit: bad flags or settings (status 2, the message on stderr).
+    """
+    args = None
+    try:
+        args = parse_args(argv)
+        return settings_for(args)
+    except UsageError as exc:
+        sys.exit(_config_error(args, exc))
+
+
+def _setup_logging(settings: Settings, command: str) -> None:
     # Chatty commands (worker) log at the configured level; the others only say what went wrong.
     explicit = "log_level" in settings.model_fields_set
-    level = settings.log_level if explicit or command == "worker" else "WARNING"
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging(settings.log_level if explicit or command == "worker" else "WARNING")
 
 
 def _runner(args: argparse.Namespace, settings: Settings) -> Callable[[], Coroutine[Any, Any, int]]:
-    from mcp_queue_server.cli import ops as cli_ops
-    from mcp_queue_server.cli import top as cli_top
-    from mcp_queue_server.cli import worker as cli_worker
-
     if args.command == "worker":
         return lambda: cli_worker.run(args, settings)
     if args.command == "top":
         return lambda: cli_top.run(args, settings)
     if args.command == "demo":
-        from mcp_queue_server.cli import demo as cli_demo
-
         return lambda: cli_demo.run(settings)
     return lambda: cli_ops.run(args, settings)
 
 
-def error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-
-
-def main(argv: Sequence[str]) -> int:
-    """Run one command (not ``serve``); returns the exit status."""
-    args = build_parser().parse_args(argv)  # exits with status 2 on bad usage
+def run(argv: Sequence[str]) -> int:
+    """Run one command line; returns the exit status (argparse exits by itself on bad usage)."""
+    args = None
     try:
-        settings = load_settings(vars(args))
-        _configure_logging(settings, args.command)
+        args = parse_args(argv)
+        settings = settings_for(args)
+    except UsageError as exc:
+        return _config_error(args, exc)
+    if args.command == SERVE:
+        from mcp_queue_server.server.run import run as serve  # mcp and the server, only to serve
+
+        serve(settings)  # configures logging itself, after the SDK has
+        return EXIT_OK
+    try:
+        _setup_logging(settings, args.command)
         return anyio.run(_runner(args, settings))
     except (UsageError, InvalidInput) as exc:
         error(str(exc))
@@ -204,3 +320,8 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """``mcp-queue-server`` and ``python -m mcp_queue_server``: run, then exit with the status."""
+    sys.exit(run(sys.argv[1:] if argv is None else argv))

@@ -2,7 +2,7 @@
 
 Each takes the parsed arguments and a connected queue, writes its result to stdout (a table,
 or JSON with ``--json``) and progress to stderr, and returns the exit status; queue errors
-propagate to :func:`mcp_queue_server.cli.main.main`, which maps them to exit codes.
+propagate to :mod:`mcp_queue_server.cli.main`, which maps them to exit codes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from mcp_queue_server.cli.main import EXIT_FAILED, EXIT_OK, UsageError
-from mcp_queue_server.core.models import DeadTask, NewTask, QueueStats
+from mcp_queue_server.cli.common import EXIT_FAILED, EXIT_OK, STATS_HEADERS, UsageError, stats_row, table
+from mcp_queue_server.core.models import DeadTask, NewTask
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import InvalidState, QueueError, TaskNotFound
 from mcp_queue_server.settings import Settings
@@ -49,47 +49,7 @@ def emit_json(value: Any, out: TextIO | None = None) -> None:
     print(json.dumps(value, indent=2, default=str), file=out or sys.stdout)
 
 
-def age_text(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms}ms"
-    seconds = ms / 1000
-    return (
-        f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
-    )
-
-
-def table(headers: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
-    """A plain aligned table; columns from ``numeric_from`` on are right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        pairs = enumerate(zip(cells, widths, strict=True))
-        parts = [c.rjust(w) if i >= numeric_from else c.ljust(w) for i, (c, w) in pairs]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(headers), *(line(r) for r in rows)])
-
-
 # -- stats ---------------------------------------------------------------------------------
-
-
-STATS_HEADERS = [
-    "QUEUE", "WAITING", "HIGH", "LOW", "DELAYED", "IN FLIGHT", "DEAD", "OLDEST", "CONSUMERS",
-    "ENQUEUED", "COMPLETED", "RETRIED", "DEAD-LETTERED", "REPLAYED",
-]  # fmt: skip
-
-
-def stats_row(s: QueueStats) -> list[str]:
-    t = s.totals
-    return [
-        s.queue,
-        *map(str, (s.available, s.high.available, s.low.available, s.delayed, s.in_flight, s.dead_letter)),
-        age_text(s.oldest_waiting_age_ms),
-        str(len(s.consumers)),
-        *(str(t.get(k, 0)) for k in ("enqueued", "completed", "retried", "dead_lettered", "replayed")),
-    ]
 
 
 async def stats(queue: TaskQueue, args: argparse.Namespace) -> int:

@@ -9,8 +9,7 @@ from typing import TextIO
 
 import anyio
 
-from mcp_queue_server.cli.main import EXIT_OK
-from mcp_queue_server.cli.ops import STATS_HEADERS, age_text, stats_row, table
+from mcp_queue_server.cli.common import EXIT_OK, STATS_HEADERS, age_text, stats_row, table
 from mcp_queue_server.core.models import QueueStats
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import QueueUnavailable

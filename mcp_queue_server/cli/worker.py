@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from mcp_queue_server.cli.main import EXIT_OK, UsageError
+from mcp_queue_server.cli.common import EXIT_OK, UsageError
 from mcp_queue_server.settings import Settings
 from mcp_queue_server.worker.pool import ScalePolicy, WorkerPool, write_heartbeats
 from mcp_queue_server.worker.runtime import ANY_TYPE, Handler, Worker
