@@ -1,22 +1,32 @@
-"""Turn raw Redis replies into the records of :mod:`mcp_queue_server.core.models`."""
+"""The Python side of every script's contract: argument builders and typed replies.
+
+Each ``*_args`` builder returns a script's ARGV after the four common ones (base, group,
+consumer, now; see ``lua/_lib.lua``), and each ``*_reply`` turns the script's raw reply
+into a NamedTuple, or a :class:`Refusal` that :func:`raise_for` maps to an error. The
+layout of each lua file's ``ARGV``/``Returns`` header is spelled here and nowhere else:
+no other module indexes a script reply. The same goes for the stats pipeline and the
+records read straight from Redis (:func:`task_info`, :func:`queue_stats`).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple, NoReturn
 
 from mcp_queue_server.core.models import (
-    ConsumerInfo,
+    DeadLetterPage,
     DeadTask,
     FanoutProgress,
-    FanoutState,
-    QueueStats,
-    StreamStats,
     Task,
-    TaskInfo,
     TaskStatus,
 )
-from mcp_queue_server.core.scripts import text
+from mcp_queue_server.core.scripts import Code
+from mcp_queue_server.errors import ConflictingRequest, InvalidState, NotLeaseHolder, TaskNotFound
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _int(value: Any) -> int | None:
@@ -28,8 +38,183 @@ def _json(value: Any) -> Any:
     return None if value is None or value is False else json.loads(text(value))
 
 
-def task(row: list[Any], queue: str) -> Task:
-    """One delivered task from read.lua."""
+def _texts(values: Any) -> list[str]:
+    return [text(v) for v in values]
+
+
+# -- refusals -------------------------------------------------------------------------
+
+
+class Refusal(NamedTuple):
+    """A script declined to act: ``code`` is a :class:`Code` below OK, or ALREADY."""
+
+    code: int
+    state: str = ""
+    holder: str = ""
+    until: str = ""
+    task_id: str = ""  #: the id the refusal names, when not the caller's (fanout, replay, purge)
+
+
+def refusal(row: Any) -> Refusal:
+    """``not_held()`` / ``refusal()`` of _lib.lua, and fanout's {BAD_STATE, state} / {CONFLICT, id}."""
+    code = row[0]
+    if code == Code.NOT_HOLDER:
+        return Refusal(code, text(row[1]), text(row[2]), text(row[3]))
+    if code == Code.CONFLICT:
+        return Refusal(code, task_id=text(row[1]))
+    if code in (Code.ALREADY, Code.BAD_STATE):
+        return Refusal(code, text(row[-1]))
+    return Refusal(code)
+
+
+def _dlq_refusal(row: Any) -> Refusal:
+    """``dlq_picks()`` of _lib.lua: {NOT_FOUND, id} or {BAD_STATE, id, state}."""
+    return Refusal(row[0], text(row[-1]) if row[0] == Code.BAD_STATE else "", task_id=text(row[1]))
+
+
+def raise_for(why: Refusal, task_id: str) -> NoReturn:
+    """Turn a refusal into the matching error."""
+    code, state = why.code, why.state
+    if code == Code.NOT_FOUND:
+        raise TaskNotFound(f"task {task_id} not found: check the id and queue (completed tasks expire after a while)")
+    if code == Code.NOT_HOLDER:
+        if state == "working":
+            raise NotLeaseHolder(
+                f"task {task_id} is leased by another worker ({why.holder}) until {why.until} ms; "
+                "your lease expired or you never held it, so nothing was changed: drop this task and read again"
+            )
+        raise NotLeaseHolder(
+            f"task {task_id} is {state}, not leased to you: only the worker that read it may do this; nothing changed"
+        )
+    if code == Code.ALREADY:
+        raise InvalidState(f"task {task_id} is already completed; there is nothing left to do with it")
+    if code == Code.BAD_STATE:
+        raise InvalidState(f"task {task_id} is {state}; this operation does not apply to it")
+    if code == Code.CONFLICT:
+        raise ConflictingRequest(f"task id {why.task_id} is already in use: pick new subtask ids")
+    raise InvalidState(f"task {task_id}: unexpected script reply {int(code)}")
+
+
+# -- enqueue.lua and fanout.lua -------------------------------------------------------
+
+
+class NewRow(NamedTuple):
+    """One task of enqueue.lua, checked and serialised."""
+
+    task_id: str
+    task_type: str
+    priority: int
+    payload: str
+    delay_ms: int
+    max_attempts: int | str  #: "" = the queue's default
+
+
+class ChildRow(NamedTuple):
+    """One subtask (or the continuation) of fanout.lua, checked and serialised."""
+
+    task_id: str
+    task_type: str
+    priority: int
+    payload: str
+    max_attempts: int | str  #: "" = the queue's default
+
+
+#: fanout.lua's continuation fields when there is none (cont_id "" turns it off).
+_NO_CONTINUATION = ("", "", "", 0, "")
+
+
+class Enqueued(NamedTuple):
+    duplicate: bool
+    status: TaskStatus
+
+
+def enqueue_args(threshold: int, default_max_attempts: int, tasks: Sequence[NewRow]) -> list[Any]:
+    args: list[Any] = [threshold, default_max_attempts, len(tasks)]
+    for row in tasks:
+        args += row
+    return args
+
+
+def enqueue_reply(reply: Any) -> list[Enqueued]:
+    return [Enqueued(code == Code.DUPLICATE, TaskStatus(text(state))) for code, state in reply]
+
+
+class FannedOut(NamedTuple):
+    child_ids: list[str]
+    duplicate: bool
+    continuation_id: str | None
+
+
+def fanout_args(
+    threshold: int,
+    default_max_attempts: int,
+    parent_id: str,
+    parent_data: str | None,
+    fail_parent_on_child_failure: bool,
+    result_ttl_s: int,
+    continuation: ChildRow | None,
+    children: Sequence[ChildRow],
+) -> list[Any]:
+    args: list[Any] = [
+        threshold,
+        default_max_attempts,
+        parent_id,
+        "" if parent_data is None else parent_data,
+        "fail" if fail_parent_on_child_failure else "continue",
+        result_ttl_s,
+        *(_NO_CONTINUATION if continuation is None else continuation),
+        len(children),
+    ]
+    for row in children:
+        args += row
+    return args
+
+
+def fanout_reply(reply: Any) -> FannedOut | Refusal:
+    code = reply[0]
+    if code not in (Code.OK, Code.DUPLICATE):
+        return refusal(reply)
+    return FannedOut(_texts(reply[1]), code == Code.DUPLICATE, text(reply[2]) if reply[2] else None)
+
+
+# -- read.lua -------------------------------------------------------------------------
+
+
+class ReadRequest(NamedTuple):
+    """What a read asks for; the same for every try of one ``read_messages`` call."""
+
+    max_tasks: int
+    lease_ms: int
+    prefer_high: int  #: 1/0
+    promote_limit: int
+
+
+class ReadReply(NamedTuple):
+    next_wake_ms: int  #: -1: nothing delayed or leased
+    dead_lettered: int
+    last_ids: tuple[Any, Any]  #: last entry ids of high and low, for XREAD after them ("" when tasks came)
+    now_used: int  #: the clock the script ran with
+    redis_ms: int  #: Redis's own clock then, -1 when an ACL refuses TIME
+    tasks: list[Task]
+
+
+def read_args(req: ReadRequest, request_id: str, clock_base: int | str = "", *, recall_only: bool = False) -> list[Any]:
+    return [*req, request_id, clock_base, int(recall_only)]
+
+
+def read_reply(reply: Any, queue: str) -> ReadReply:
+    return ReadReply(
+        int(reply[0]),
+        int(reply[1]),
+        (reply[2], reply[3]),
+        int(reply[4]),
+        int(reply[5]),
+        [task(row, queue) for row in reply[6:]],
+    )
+
+
+def task(row: Any, queue: str) -> Task:
+    """One delivered task of read.lua."""
     return Task(
         task_id=text(row[0]),
         task_type=text(row[1]),
@@ -41,6 +226,37 @@ def task(row: list[Any], queue: str) -> Task:
         parent_task_id=text(row[7]) if row[7] else None,
         queue=queue,
     )
+
+
+# -- ack.lua, fail.lua, extend.lua, checkpoint.lua, release.lua ------------------------
+
+
+class Acked(NamedTuple):
+    already: bool  #: completed by an earlier ack
+    fanout: FanoutProgress | None
+
+
+_ACKED_BEFORE = Acked(True, None)
+
+
+def ack_args(result_ttl_s: int, task_ids: Sequence[str], results: Sequence[str]) -> list[Any]:
+    args: list[Any] = [result_ttl_s, len(task_ids)]
+    for pair in zip(task_ids, results, strict=True):
+        args += pair
+    return args
+
+
+def ack_reply(reply: Any) -> list[Acked | Refusal]:
+    out: list[Acked | Refusal] = []
+    for row in reply:
+        code = row[0]
+        if code == Code.OK:
+            out.append(Acked(False, fanout_progress(row[3])))
+        elif code == Code.ALREADY:
+            out.append(_ACKED_BEFORE)
+        else:
+            out.append(refusal(row))
+    return out
 
 
 def fanout_progress(row: Any) -> FanoutProgress | None:
@@ -57,54 +273,117 @@ def fanout_progress(row: Any) -> FanoutProgress | None:
     )
 
 
-def _decode_map(raw: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
+class Failed(NamedTuple):
+    status: TaskStatus  #: queued or delayed (to retry), or failed (dead-lettered)
+    attempt: int
+    retry_at: int | None
+    fanout: FanoutProgress | None
 
 
-def task_info(task_id: str, queue: str, raw: dict[bytes, bytes], ckpt: Any, fo: Any, fr: Any) -> TaskInfo:
-    """The full record of one task from HGETALL of its hash, checkpoint and fanout keys."""
-    h = _decode_map(raw)
-    fanout = None
-    if fo:
-        f = _decode_map(fo)
-        fanout = FanoutState(
-            total=int(f["total"]),
-            completed=int(f["completed"]),
-            failed=int(f["failed"]),
-            done=f["done"] == "1",
-            results={k.decode(): json.loads(v) for k, v in (fr or {}).items()},
-            subtask_ids=json.loads(f["children"]),
-            failed_child=f.get("failed_child"),
-        )
-    result: Any = None
-    if "result" in h:
-        result = json.loads(h["result"])
-    elif fanout and h.get("state") == TaskStatus.COMPLETED:
-        result = fanout.results
-    return TaskInfo(
-        task_id=task_id,
-        status=TaskStatus(h["state"]),
-        task_type=h.get("type"),
-        priority=_int(h.get("priority")),
-        attempt=int(h.get("attempt", 0)),
-        max_attempts=_int(h.get("max_attempts")),
-        result=result,
-        error=h.get("error"),
-        checkpoint=_json(ckpt),
-        lease_holder=h.get("consumer"),
-        lease_expires_at=_int(h.get("lease_until")),
-        parent_task_id=h.get("parent"),
-        run_at=_int(h.get("run_at")),
-        created_at=_int(h.get("created_at")),
-        finished_at=_int(h.get("finished_at") or h.get("dead_at")),
-        replays=int(h.get("replays", 0)),
-        fanout=fanout,
-        queue=queue,
-    )
+def fail_args(
+    task_id: str, error: str, retry: bool, backoff_ms: int, max_backoff_ms: int, request_id: str
+) -> list[Any]:
+    return [task_id, error, int(retry), backoff_ms, max_backoff_ms, request_id]
 
 
-def dead_task(row: list[Any]) -> DeadTask:
-    """One entry of inspect_dlq.lua."""
+def fail_reply(reply: Any) -> Failed | Refusal:
+    if reply[0] != Code.OK:
+        return refusal(reply)
+    status = TaskStatus(text(reply[1]))
+    retry_at = int(reply[3]) if status != TaskStatus.FAILED else None
+    return Failed(status, int(reply[2]), retry_at, fanout_progress(reply[4]))
+
+
+class Extended(NamedTuple):
+    lease_until: int
+
+
+def extend_args(task_id: str, lease_ms: int) -> list[Any]:
+    return [task_id, lease_ms]
+
+
+def extend_reply(reply: Any) -> Extended | Refusal:
+    return Extended(int(reply[1])) if reply[0] == Code.OK else refusal(reply)
+
+
+class Checkpointed(NamedTuple):
+    lease_until: int | None  #: None: the caller does not hold the task (a seed before delivery)
+
+
+def checkpoint_args(task_id: str, data: str, ttl_s: int) -> list[Any]:
+    """``data`` "" deletes the checkpoint."""
+    return [task_id, data, ttl_s]
+
+
+def checkpoint_reply(reply: Any) -> Checkpointed | Refusal:
+    return Checkpointed(int(reply[1]) or None) if reply[0] == Code.OK else refusal(reply)
+
+
+class Released(NamedTuple):
+    released: int
+    more: bool  #: another call is needed
+
+
+def release_args(limit: int, *, forget_consumer: bool, task_ids: Sequence[str] = ()) -> list[Any]:
+    """All the caller's tasks (``limit`` per call), or only ``task_ids`` (``limit`` = their number)."""
+    return [limit, int(forget_consumer), *task_ids]
+
+
+def release_reply(reply: Any) -> Released:
+    return Released(int(reply[0]), bool(int(reply[1])))
+
+
+# -- recover.lua, replay.lua, purge.lua, inspect_dlq.lua --------------------------------
+
+
+class Recovered(NamedTuple):
+    requeued: list[str]
+    dead_lettered: list[str]
+
+
+def recover_args(min_idle_ms: int | None, limit: int, request_id: str) -> list[Any]:
+    return ["" if min_idle_ms is None else min_idle_ms, limit, request_id]
+
+
+def recover_reply(reply: Any) -> Recovered:
+    again, gone = reply
+    return Recovered(_texts(again), _texts(gone))
+
+
+class Replayed(NamedTuple):
+    task_ids: list[str]
+    picked: int  #: DLQ entries taken (some may name tasks that moved on)
+
+
+class Purged(NamedTuple):
+    purged: int
+    picked: int
+
+
+def dlq_args(request_id: str, task_ids: Sequence[str] | None, limit: int) -> list[Any]:
+    """replay.lua / purge.lua: the given ids, or (None) the oldest ``limit`` dead tasks."""
+    if task_ids is None:
+        return [request_id, 0, limit]
+    return [request_id, len(task_ids), *task_ids]
+
+
+def replay_reply(reply: Any) -> Replayed | Refusal:
+    return Replayed(_texts(reply[1]), int(reply[2])) if reply[0] == Code.OK else _dlq_refusal(reply)
+
+
+def purge_reply(reply: Any) -> Purged | Refusal:
+    return Purged(int(reply[1]), int(reply[2])) if reply[0] == Code.OK else _dlq_refusal(reply)
+
+
+def inspect_dlq_args(count: int, cursor: str | None, newest_first: bool) -> list[Any]:
+    return [count, cursor or "", int(newest_first)]
+
+
+def inspect_dlq_reply(reply: Any) -> DeadLetterPage:
+    return DeadLetterPage(tasks=[_dead_task(row) for row in reply[1:]], next_cursor=text(reply[0]) or None)
+
+
+def _dead_task(row: Any) -> DeadTask:
     return DeadTask(
         task_id=text(row[1]),
         task_type=text(row[2]) if row[2] else None,
@@ -119,65 +398,3 @@ def dead_task(row: list[Any]) -> DeadTask:
         replays=_int(row[11]) or 0,
         parent_task_id=text(row[12]) if row[12] else None,
     )
-
-
-def _ok(value: Any, default: Any) -> Any:
-    """A pipeline reply, or ``default`` when that command failed (e.g. no such stream yet)."""
-    return default if isinstance(value, Exception) else value
-
-
-def _entry_ms(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[0])
-
-
-def queue_stats(queue: str, now: int, replies: list[Any], group: str) -> tuple[QueueStats, list[Any]]:
-    """Statistics from the stats pipeline; also the XINFO GROUPS rows, for the age lookup."""
-    hlen, llen, hpend, lpend, hgroups, lgroups, hcons, lcons, delayed, dlq, totals = (
-        _ok(replies[0], 0),
-        _ok(replies[1], 0),
-        _ok(replies[2], {}),
-        _ok(replies[3], {}),
-        _ok(replies[4], []),
-        _ok(replies[5], []),
-        _ok(replies[6], []),
-        _ok(replies[7], []),
-        _ok(replies[8], 0),
-        _ok(replies[9], 0),
-        _ok(replies[10], {}),
-    )
-    hp, lp = int(hpend.get("pending", 0)), int(lpend.get("pending", 0))
-    consumers: dict[str, ConsumerInfo] = {}
-    for row in [*hcons, *lcons]:
-        name = text(row["name"])
-        seen = consumers.get(name)
-        pending = int(row["pending"]) + (seen.pending if seen else 0)
-        idle = min(int(row["idle"]), seen.idle_ms if seen else int(row["idle"]))
-        consumers[name] = ConsumerInfo(name=name, pending=pending, idle_ms=idle)
-    stats = QueueStats(
-        queue=queue,
-        high=StreamStats(length=hlen, pending=hp, available=max(hlen - hp, 0)),
-        low=StreamStats(length=llen, pending=lp, available=max(llen - lp, 0)),
-        delayed=delayed,
-        in_flight=hp + lp,
-        available=max(hlen - hp, 0) + max(llen - lp, 0),
-        dead_letter=dlq,
-        oldest_waiting_age_ms=None,
-        consumers=sorted(consumers.values(), key=lambda c: c.name),
-        totals={k.decode(): int(v) for k, v in totals.items()},
-    )
-    groups = [_group_last_id(hgroups, group), _group_last_id(lgroups, group)]
-    return stats, groups
-
-
-def _group_last_id(rows: list[Any], group: str) -> bytes:
-    for row in rows:
-        if text(row["name"]) == group:
-            value = row["last-delivered-id"]
-            return value if isinstance(value, bytes) else str(value).encode()
-    return b"0-0"
-
-
-def oldest_age(now: int, first_entries: list[Any]) -> int | None:
-    """Age of the oldest entry not yet delivered (XRANGE after the last-delivered id, per stream)."""
-    stamps = [_entry_ms(_ok(rows, [])[0][0]) for rows in first_entries if _ok(rows, [])]
-    return max(now - min(stamps), 0) if stamps else None

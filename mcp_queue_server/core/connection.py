@@ -1,12 +1,18 @@
-"""Connection handling shared by the queue's operations: clients, script calls, error mapping."""
+"""One queue client's link to Redis: clients, script calls, blocking waits, error mapping.
+
+:class:`Connection` hides which path a call takes: on a standalone Redis the queue's own
+commands go through the lane (``lane.py``), in a cluster through redis-py's script
+objects and clients, which route each call to its slot's master. The queue's operations
+(``queue.py``, ``inspect.py``) only say which script to run with which arguments.
+"""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Self
+from typing import Any
 
 import anyio
 from redis import exceptions as redis_errors
@@ -14,13 +20,12 @@ from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from mcp_queue_server.core.keys import DEFAULT_QUEUE as DEFAULT_QUEUE  # re-exported: worker/ imports it here
 from mcp_queue_server.core.keys import QueueKeys
-from mcp_queue_server.core.lane import Command, Lane
+from mcp_queue_server.core.lane import Lane
 from mcp_queue_server.core.scripts import AsyncScript, register_all, script_sha, script_source
 from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable
 from mcp_queue_server.settings import CLUSTER_SCHEMES, Settings
-
-DEFAULT_QUEUE = "default"
 
 #: A standalone or cluster client; both run the same scripts, since all keys of a queue share a slot.
 Client = Redis | RedisCluster
@@ -57,7 +62,7 @@ def request_id() -> str:
     return os.urandom(8).hex()
 
 
-def _ms_clock() -> int:
+def ms_clock() -> int:
     return time.time_ns() // 1_000_000
 
 
@@ -80,8 +85,8 @@ def connect_redis(url: str, settings: Settings) -> Client:
     return Redis.from_url(url, retry=retry, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
-class QueueBase:
-    """Clients, scripts and key names for one consumer name; operations build on it."""
+class Connection:
+    """The clients and scripts of one consumer name, and the key names of its queues."""
 
     def __init__(
         self,
@@ -89,22 +94,19 @@ class QueueBase:
         redis: Client | None = None,
         *,
         consumer: str | None = None,
-        clock: Callable[[], int] = _ms_clock,
+        clock: Callable[[], int] = ms_clock,
     ) -> None:
         self.settings = settings
         self.consumer = consumer or settings.consumer
+        self.now = clock
         self._redis = redis
         self._owns_redis = redis is None
         self._scripts: dict[str, AsyncScript] = {}
         self._keys: dict[str, QueueKeys] = {}
-        self._touched: set[str] = set()
         self._node_clients: dict[str, Redis] = {}
-        self._lane: Lane | None = None
-        self._now = clock
+        self.lane: Lane | None = None  #: the fast path, on a standalone Redis once opened
 
-    # -- connection ------------------------------------------------------------------
-
-    async def connect(self) -> Self:
+    async def open(self) -> None:
         """Create the Redis clients and register the scripts (no round trip: Redis may be down)."""
         if self._redis is None:
             url = self.settings.redis_url_value()
@@ -112,34 +114,21 @@ class QueueBase:
                 raise InvalidInput("no Redis URL: set MCP_QUEUE_REDIS_URL or start the embedded Redis first")
             self._redis = connect_redis(url, self.settings)
         if isinstance(self._redis, Redis):
-            self._lane = Lane(self._redis.connection_pool, self.settings.socket_timeout_s)
+            self.lane = Lane(self._redis.connection_pool, self.settings.socket_timeout_s)
         else:  # a cluster: redis-py's scripts route each call to the slot's master
             self._scripts = register_all(self._redis)
-        return self
 
-    async def disconnect(self, *, release: bool = True) -> None:
-        """Close the clients; with ``release``, first hand every held task back (graceful shutdown).
+    @property
+    def opened(self) -> bool:
+        return self._redis is not None
 
-        Raises:
-            QueueUnavailable: Redis was down, so held tasks stay leased until their leases expire.
-        """
-        try:
-            if release and self._redis is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.release()
-        finally:
-            if self._lane is not None:
-                await self._lane.aclose()
-            for node in self._node_clients.values():
-                await node.aclose()
-            if self._redis is not None and self._owns_redis:
-                await self._redis.aclose()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.disconnect()
+    async def close(self) -> None:
+        if self.lane is not None:
+            await self.lane.aclose()
+        for node in self._node_clients.values():
+            await node.aclose()
+        if self._redis is not None and self._owns_redis:
+            await self._redis.aclose()
 
     @property
     def redis(self) -> Client:
@@ -153,49 +142,79 @@ class QueueBase:
             found = self._keys[queue] = QueueKeys.for_queue(self.settings.key_prefix, queue)
         return found
 
-    def _script_args(self, queue: str, args: tuple[Any, ...], now: int | None) -> tuple[list[str], list[Any]]:
+    # -- scripts ---------------------------------------------------------------------
+
+    async def script(self, name: str, queue: str, args: Sequence[Any]) -> Any:
+        """Run script ``name`` on ``queue`` with ``args`` (the ARGV after base, group, consumer, now)."""
         k = self.keys(queue)
-        keys = [k.high, k.low, k.delayed, k.leases, k.dlq, k.stats]
-        return keys, [k.base, self.settings.group, self.consumer, self._now() if now is None else now, *args]
-
-    async def _call(self, name: str, queue: str, *args: Any) -> Any:
-        keys, argv = self._script_args(queue, args, None)
+        argv = [k.base, self.settings.group, self.consumer, self.now(), *args]
         with guard():
-            if self._lane is not None:
-                return await self._lane.script(script_sha(name), script_source(name), keys, argv)
-            return await self._scripts[name](keys, argv)
+            if self.lane is not None:
+                return await self.lane.script(script_sha(name), script_source(name), k.script_keys, argv)
+            return await self._scripts[name](list(k.script_keys), argv)
 
-    def _script_command(self, name: str, queue: str, *args: Any, now: int) -> Command:
-        """The EVALSHA of a script, to send through the lane behind another command."""
-        keys, argv = self._script_args(queue, args, now)
-        return ("EVALSHA", script_sha(name), len(keys), *keys, *argv)
+    async def block_then_script(
+        self,
+        queue: str,
+        block_ms: int,
+        after: tuple[Any, Any],
+        name: str,
+        args: Sequence[Any],
+        *,
+        now: int | None,
+        on_cancel: Callable[[], Awaitable[None]],
+    ) -> Any | None:
+        """Wait up to ``block_ms`` in XREAD BLOCK for an entry added to ``queue``'s streams
+        after the ids ``after``, then run script ``name``; returns its reply, or None when
+        it did not run and the caller should run it afresh.
 
-    async def _block(self, xread: Command) -> None:
-        """Wait in XREAD BLOCK: through the lane on a standalone Redis, else redis-py's client.
-        A forced unblock (the node became a replica in a failover) ends the wait like an entry."""
+        Through the lane, with ``now`` given, the script is sent behind the XREAD, so Redis
+        runs it the moment the XREAD returns, with no round trip in between; it runs with
+        clock ``now``. If the caller is cancelled meanwhile, ``on_cancel`` runs shielded
+        (the script may have acted). In a cluster, or with ``now`` None, the wait goes
+        alone and None is returned. A forced unblock (the node became a replica in a
+        failover) ends the wait like an entry; a script lost to it or to a restart
+        (NOSCRIPT) returns None.
+        """
+        k = self.keys(queue)
+        xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.high, k.low, *after)
+        lane = self.lane
         with guard():
-            if self._lane is not None:
-                (reply,) = await self._lane.execute(xread)
-                if isinstance(reply, redis_errors.ResponseError) and not unblocked(reply):
-                    raise reply
-                return
+            if lane is None or now is None:
+                await self._block(xread)
+                return None
+            keys = k.script_keys
+            behind = ("EVALSHA", script_sha(name), len(keys), *keys, k.base, self.settings.group, self.consumer, now)
             try:
-                await self.redis.execute_command(*xread)
-            except redis_errors.ResponseError as exc:
-                if not unblocked(exc):
-                    raise
+                woke, reply = await lane.execute(
+                    xread, (*behind, *args), timeout_s=block_ms / 1000 + self.settings.socket_timeout_s
+                )
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await on_cancel()
+                raise
+            if isinstance(reply, redis_errors.NoScriptError) or (
+                unblocked(woke) and isinstance(reply, redis_errors.ResponseError)
+            ):
+                return None  # Redis restarted or changed role
+            for answer in (woke, reply):
+                if isinstance(answer, redis_errors.ResponseError) and not unblocked(answer):
+                    raise answer
+            return reply
 
-    async def release(self, queue: str | None = None) -> int:
-        """Hand every task this consumer holds back to its queue at once (not charged as an
-        attempt) and leave the consumer group. ``queue`` None: every queue this instance read."""
-        queues = [queue] if queue is not None else sorted(self._touched)
-        released = 0
-        for name in queues:
-            more = 1
-            while more:
-                count, more = await self._call("release", name, self.settings.pending_batch_size, 1)
-                released += count
-        return released
+    async def _block(self, xread: tuple[Any, ...]) -> None:
+        if self.lane is not None:
+            (reply,) = await self.lane.execute(xread)
+            if isinstance(reply, redis_errors.ResponseError) and not unblocked(reply):
+                raise reply
+            return
+        try:
+            await self.redis.execute_command(*xread)
+        except redis_errors.ResponseError as exc:
+            if not unblocked(exc):
+                raise
+
+    # -- replicas --------------------------------------------------------------------
 
     async def confirm_replicas(self, queue: str) -> int | None:
         """How many replicas have every write made so far to ``queue``'s node (None: not asked).
@@ -214,7 +233,7 @@ class QueueBase:
         key = self.keys(queue).sync
         with guard():
             async with self._node_client(key).pipeline(transaction=False) as pipe:
-                pipe.set(key, self._now(), px=60_000)
+                pipe.set(key, self.now(), px=60_000)
                 if s.wait_aof:
                     pipe.execute_command("WAITAOF", 1, s.wait_replicas, s.wait_timeout_ms)
                 else:

@@ -15,10 +15,12 @@ touches several keys of one queue stays in one slot::
     <prefix>:{<queue>}:fo:<parent_id>   hash, fanout bookkeeping of a parent
     <prefix>:{<queue>}:fp:<parent_id>   set, children not finished yet
     <prefix>:{<queue>}:fr:<parent_id>   hash, child id -> result JSON
+    <prefix>:{<queue>}:rq:<consumer>    hash, script kind -> "<request_id> <first answer JSON>" (60 s)
 
-Scripts receive the fixed keys as KEYS and the ``<prefix>:{<queue>}:`` base as an
-argument to derive per-task keys; derived keys carry the same hash tag, hence the
-same slot. Only this module and the Lua scripts spell key names.
+Scripts receive the six fixed keys (:attr:`QueueKeys.script_keys`, high to stats) as KEYS
+and the ``<prefix>:{<queue>}:`` base as an argument to derive the others; derived keys
+carry the same hash tag, hence the same slot. Only this module and the Lua scripts spell
+key names (``tests/test_script_contract.py`` checks that both name the same prefixes).
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from dataclasses import dataclass
 
 from mcp_queue_server.limits import check_queue_name
 
-#: Per-task key kinds, appended to :attr:`QueueKeys.base` (mirrored in lua/_lib.lua).
+DEFAULT_QUEUE = "default"
+
+#: Kinds of derived key, appended to :attr:`QueueKeys.base` (spelled again in the Lua scripts).
 TASK = "t:"
 CHECKPOINT = "ck:"
 FANOUT = "fo:"
 FANOUT_PENDING = "fp:"
 FANOUT_RESULTS = "fr:"
+REQUESTS = "rq:"
+DERIVED_PREFIXES = (TASK, CHECKPOINT, FANOUT, FANOUT_PENDING, FANOUT_RESULTS, REQUESTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +54,26 @@ class QueueKeys:
     dlq: str
     stats: str
     sync: str
+    #: KEYS of every script, in the order ``lua/_lib.lua`` reads them (built once per queue).
+    script_keys: tuple[str, str, str, str, str, str]
 
     @classmethod
     def for_queue(cls, prefix: str, queue: str) -> QueueKeys:
         base = f"{prefix}:{{{check_queue_name(queue)}}}:"
+        high, low, delayed, leases, dlq, stats = (
+            base + name for name in ("high", "low", "delayed", "leases", "dlq", "stats")
+        )
         return cls(
             queue=queue,
             base=base,
-            high=base + "high",
-            low=base + "low",
-            delayed=base + "delayed",
-            leases=base + "leases",
-            dlq=base + "dlq",
-            stats=base + "stats",
+            high=high,
+            low=low,
+            delayed=delayed,
+            leases=leases,
+            dlq=dlq,
+            stats=stats,
             sync=base + "sync",
+            script_keys=(high, low, delayed, leases, dlq, stats),
         )
 
     @property
@@ -77,5 +89,11 @@ class QueueKeys:
     def fanout(self, parent_id: str) -> str:
         return self.base + FANOUT + parent_id
 
+    def fanout_pending(self, parent_id: str) -> str:
+        return self.base + FANOUT_PENDING + parent_id
+
     def fanout_results(self, parent_id: str) -> str:
         return self.base + FANOUT_RESULTS + parent_id
+
+    def requests(self, consumer: str) -> str:
+        return self.base + REQUESTS + consumer

@@ -19,6 +19,7 @@ either clean or closed (and reconnects on its next use).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -65,7 +66,7 @@ class Lane:
                 self._free.append(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def script(self, sha: str, source: str, keys: list[str], args: list[Any]) -> Any:
+    async def script(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA, loading the script once if this Redis has not seen it (restart, failover)."""
         (reply,) = await self.execute(("EVALSHA", sha, len(keys), *keys, *args))
         if isinstance(reply, redis_errors.NoScriptError):

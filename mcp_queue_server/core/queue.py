@@ -1,35 +1,45 @@
 """The queue core: a durable task queue on Redis Streams. Imports nothing from ``mcp``.
 
 Every state change is one Lua script (see ``lua/``); this module validates input,
-serialises JSON once, calls the script and turns its reply into codec.
+serialises JSON once, has :mod:`~mcp_queue_server.core.codec` build the script's
+arguments and decode its reply, and runs it through the held
+:class:`~mcp_queue_server.core.connection.Connection`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Self
 
 import anyio
-from redis import exceptions as redis_errors
 
 from mcp_queue_server.core import codec
-from mcp_queue_server.core.connection import DEFAULT_QUEUE, guard, request_id, unblocked
+from mcp_queue_server.core.codec import ChildRow, NewRow, ReadReply, ReadRequest, Refusal, raise_for
+from mcp_queue_server.core.connection import Client, Connection, guard, ms_clock, request_id
 from mcp_queue_server.core.inspect import AdminOps
-from mcp_queue_server.core.models import (
-    AckResult,
-    EnqueueResult,
-    FailResult,
-    FanoutResult,
-    NewTask,
-    Task,
-    TaskStatus,
+from mcp_queue_server.core.keys import DEFAULT_QUEUE, QueueKeys
+from mcp_queue_server.core.models import AckResult, EnqueueResult, FailResult, FanoutResult, NewTask, Task
+from mcp_queue_server.errors import InvalidInput, QueueError
+from mcp_queue_server.limits import (
+    MAX_ATTEMPTS,
+    MAX_CHECKPOINT_TTL_S,
+    MAX_DELAY_MS,
+    MAX_SUBTASKS,
+    PRIORITY_RANGE,
+    check_error,
+    check_int,
+    check_queue_name,
+    check_task_id,
+    check_task_type,
+    dump_json,
 )
-from mcp_queue_server.core.scripts import ALREADY, CONFLICT, DUPLICATE, OK, raise_for, text
-from mcp_queue_server.errors import ConflictingRequest, InvalidInput, QueueError
-from mcp_queue_server.limits import check_int, check_queue_name, check_task_id, check_task_type, dump_json
+from mcp_queue_server.settings import Settings
+
+_LOW_PRIORITY, _HIGH_PRIORITY = PRIORITY_RANGE
 
 
 class TaskQueue(AdminOps):
@@ -38,6 +48,70 @@ class TaskQueue(AdminOps):
     Every method takes ``queue`` (an allowlisted name, default ``"default"``). Methods
     raise :class:`~mcp_queue_server.errors.QueueError` subclasses only.
     """
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Client | None = None,
+        *,
+        consumer: str | None = None,
+        clock: Callable[[], int] = ms_clock,
+    ) -> None:
+        self._conn = Connection(settings, redis, consumer=consumer, clock=clock)
+        self.settings = settings
+        self.consumer = self._conn.consumer
+        self._touched: set[str] = set()  # queues this instance read: release() hands their tasks back
+
+    # -- connection ------------------------------------------------------------------
+
+    async def connect(self) -> Self:
+        """Create the Redis clients and register the scripts (no round trip: Redis may be down)."""
+        await self._conn.open()
+        return self
+
+    async def disconnect(self, *, release: bool = True) -> None:
+        """Close the clients; with ``release``, first hand every held task back (graceful shutdown).
+
+        Raises:
+            QueueUnavailable: Redis was down, so held tasks stay leased until their leases expire.
+        """
+        try:
+            if release and self._conn.opened:
+                with anyio.CancelScope(shield=True):
+                    await self.release()
+        finally:
+            await self._conn.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
+
+    @property
+    def redis(self) -> Client:
+        return self._conn.redis
+
+    def keys(self, queue: str) -> QueueKeys:
+        return self._conn.keys(queue)
+
+    async def confirm_replicas(self, queue: str) -> int | None:
+        """How many replicas have every write made so far to ``queue``'s node (None: not asked);
+        see :meth:`Connection.confirm_replicas`."""
+        return await self._conn.confirm_replicas(queue)
+
+    async def release(self, queue: str | None = None) -> int:
+        """Hand every task this consumer holds back to its queue at once (not charged as an
+        attempt) and leave the consumer group. ``queue`` None: every queue this instance read."""
+        queues = [queue] if queue is not None else sorted(self._touched)
+        args = codec.release_args(self.settings.pending_batch_size, forget_consumer=True)
+        released = 0
+        for name in queues:
+            more = True
+            while more:
+                count, more = codec.release_reply(await self._conn.script("release", name, args))
+                released += count
+        return released
 
     # -- producing -------------------------------------------------------------------
 
@@ -60,44 +134,47 @@ class TaskQueue(AdminOps):
         """Enqueue many tasks in one round trip; each is routed by its priority."""
         if not tasks:
             raise InvalidInput("tasks must not be empty")
-        args: list[Any] = [self.settings.priority_threshold, self.settings.max_attempts, len(tasks)]
-        ids = []
-        for t in tasks:
-            task_id = self._new_id(t.task_id)
-            ids.append(task_id)
-            args += [task_id, *self._task_fields(t)]
-            args += [
-                check_int("delay_ms", t.delay_ms, 0, 365 * 86_400_000),
-                "" if t.max_attempts is None else check_int("max_attempts", t.max_attempts, 1, 1000),
-            ]
-        if len(set(ids)) != len(ids):
+        rows = [
+            NewRow(
+                self._new_id(t.task_id),
+                *self._task_fields(t),
+                check_int("delay_ms", t.delay_ms, 0, MAX_DELAY_MS),
+                _max_attempts(t.max_attempts),
+            )
+            for t in tasks
+        ]
+        if len({row.task_id for row in rows}) != len(rows):
             raise InvalidInput("task ids in one batch must be distinct")
-        reply = await self._call("enqueue", queue, *args)
-        replicas = await self.confirm_replicas(queue)
+        s = self.settings
+        reply = await self._conn.script(
+            "enqueue", queue, codec.enqueue_args(s.priority_threshold, s.max_attempts, rows)
+        )
+        replicas = await self._conn.confirm_replicas(queue)
         return [
-            EnqueueResult(task_id, code == DUPLICATE, TaskStatus(text(state)), queue, replicas)
-            for task_id, (code, state) in zip(ids, reply, strict=True)
+            EnqueueResult(row.task_id, got.duplicate, got.status, queue, replicas)
+            for row, got in zip(rows, codec.enqueue_reply(reply), strict=True)
         ]
 
     def _new_id(self, task_id: str | None) -> str:
         # 128 random bits as 32 hex characters, like uuid4().hex at a fraction of its cost.
         return os.urandom(16).hex() if task_id is None else check_task_id(task_id)
 
-    def _task_fields(self, t: NewTask) -> list[Any]:
+    def _task_fields(self, t: NewTask) -> tuple[str, int, str]:
+        """Type, priority and payload JSON, checked."""
         if not isinstance(t.payload, dict):
             raise InvalidInput("payload must be a JSON object")
-        return [
+        return (
             check_task_type(t.task_type),
-            check_int("priority", t.priority, -1_000_000, 1_000_000),
+            check_int("priority", t.priority, _LOW_PRIORITY, _HIGH_PRIORITY),
             dump_json("payload", t.payload, self.settings.max_payload_bytes),
-        ]
+        )
 
-    def _child_fields(self, t: NewTask) -> list[Any]:
-        """A subtask's or continuation's fields: no delay (they run when their turn comes)."""
+    def _child_row(self, t: NewTask) -> ChildRow:
+        """A subtask or continuation: no delay (they run when their turn comes)."""
+        task_id = self._new_id(t.task_id)
         if t.delay_ms:
             raise InvalidInput("subtasks and on_complete run as soon as they can: delay_ms must be 0")
-        limit = "" if t.max_attempts is None else check_int("max_attempts", t.max_attempts, 1, 1000)
-        return [*self._task_fields(t), limit]
+        return ChildRow(task_id, *self._task_fields(t), _max_attempts(t.max_attempts))
 
     async def fanout(
         self,
@@ -120,35 +197,33 @@ class TaskQueue(AdminOps):
         one's children.
         """
         parent = check_task_id(parent_task_id)
-        if not 1 <= len(subtasks) <= 1000:
-            raise InvalidInput(f"a fanout takes 1 to 1000 subtasks, got {len(subtasks)}")
-        limit = self.settings.max_payload_bytes
-        args: list[Any] = [
-            self.settings.priority_threshold,
-            self.settings.max_attempts,
-            parent,
-            "" if parent_task_data is None else dump_json("parent_task_data", parent_task_data, limit),
-            "fail" if fail_parent_on_child_failure else "continue",
-            self.settings.result_ttl_s,
-        ]
-        if on_complete is None:
-            args += ["", "", "", 0, ""]
-        else:
+        if not 1 <= len(subtasks) <= MAX_SUBTASKS:
+            raise InvalidInput(f"a fanout takes 1 to {MAX_SUBTASKS} subtasks, got {len(subtasks)}")
+        s = self.settings
+        data = (
+            None if parent_task_data is None else dump_json("parent_task_data", parent_task_data, s.max_payload_bytes)
+        )
+        continuation = None
+        if on_complete is not None:
             if "fanout" in on_complete.payload:
                 raise InvalidInput('on_complete.payload must not have a "fanout" key: the results go there')
-            args += [self._new_id(on_complete.task_id), *self._child_fields(on_complete)]
-        args.append(len(subtasks))
-        for t in subtasks:
-            args += [self._new_id(t.task_id), *self._child_fields(t)]
-        reply = await self._call("fanout", queue, *args)
-        code = reply[0]
-        if code == CONFLICT:
-            raise ConflictingRequest(f"task id {text(reply[1])} is already in use: pick new subtask ids")
-        if code not in (OK, DUPLICATE):
-            raise_for(code, reply, parent)
-        replicas = await self.confirm_replicas(queue)
-        continuation = text(reply[2]) if reply[2] else None
-        return FanoutResult(parent, [text(i) for i in reply[1]], code == DUPLICATE, continuation, replicas)
+            continuation = self._child_row(on_complete)
+        children = [self._child_row(t) for t in subtasks]
+        args = codec.fanout_args(
+            s.priority_threshold,
+            s.max_attempts,
+            parent,
+            data,
+            fail_parent_on_child_failure,
+            s.result_ttl_s,
+            continuation,
+            children,
+        )
+        got = codec.fanout_reply(await self._conn.script("fanout", queue, args))
+        if isinstance(got, Refusal):
+            raise_for(got, parent)
+        replicas = await self._conn.confirm_replicas(queue)
+        return FanoutResult(parent, got.child_ids, got.duplicate, got.continuation_id, replicas)
 
     # -- consuming -------------------------------------------------------------------
 
@@ -173,80 +248,73 @@ class TaskQueue(AdminOps):
         check_queue_name(queue)
         self._touched.add(queue)
         deadline = time.monotonic() + block_ms / 1000
-        args = (count, lease_ms, int(prefer_high_priority), s.pending_batch_size)
-        reply = await self._fresh_read(queue, args)
+        req = ReadRequest(count, lease_ms, int(prefer_high_priority), s.pending_batch_size)
+        got = await self._fresh_read(queue, req)
         while True:
-            tasks = [codec.task(row, queue) for row in reply[6:]]
-            if tasks:
-                await self._checkpoint_or_release(queue, tasks)
-                return tasks
+            if got.tasks:
+                await self._checkpoint_or_release(queue, got.tasks)
+                return got.tasks
             wait_s = deadline - time.monotonic()
             if wait_s <= 0:
                 return []
-            if reply[0] != -1:  # a delayed task falls due or a lease expires first
-                wait_s = min(wait_s, max(int(reply[0]) - int(reply[4]), 1) / 1000)
-            reply = await self._wait_then_read(queue, args, reply, wait_s)
+            if got.next_wake_ms != -1:  # a delayed task falls due or a lease expires first
+                wait_s = min(wait_s, max(got.next_wake_ms - got.now_used, 1) / 1000)
+            got = await self._wait_then_read(queue, req, got, wait_s)
 
     read_tasks = read_messages
 
-    async def _wait_then_read(self, queue: str, args: tuple[Any, ...], last: list[Any], wait_s: float) -> Any:
-        """Wait for an entry added after the ``last`` read (XREAD BLOCK), then read again.
+    async def _wait_then_read(self, queue: str, req: ReadRequest, last: ReadReply, wait_s: float) -> ReadReply:
+        """Wait for an entry added after the ``last`` read, then read again.
 
-        Through the lane the read is sent behind the XREAD, so Redis runs it the moment the
-        XREAD returns, with no round trip in between; its clock is the last read's, moved on
-        by the Redis time passed since. A read cancelled while waiting hands back whatever
-        that read may have leased. Waits are cut below the socket timeout, so one client
+        The read is sent behind the wait when it can be (see
+        :meth:`Connection.block_then_script`), with the last read's clock moved on by the
+        Redis time passed since. A read cancelled while waiting hands back whatever that
+        read may have leased. Waits are cut below the socket timeout, so one client
         serves blocking and plain calls.
         """
-        k = self.keys(queue)
         block_ms = max(int(min(wait_s, self.settings.socket_timeout_s * 0.8) * 1000), 1)
-        xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.high, k.low, last[2], last[3])
-        lane = self._lane
-        if lane is None or int(last[5]) < 0:  # a cluster, or an ACL without TIME: two round trips
-            await self._block(xread)
-            return await self._fresh_read(queue, args)
-        req = request_id()
-        read = self._script_command("read", queue, *args, req, int(last[5]), 0, now=int(last[4]))
-        try:
-            with guard():
-                woke, reply = await lane.execute(
-                    xread, read, timeout_s=block_ms / 1000 + self.settings.socket_timeout_s
-                )
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._hand_back(queue, args, req)
-            raise
-        if isinstance(reply, redis_errors.NoScriptError) or (
-            unblocked(woke) and isinstance(reply, redis_errors.ResponseError)
-        ):
-            return await self._fresh_read(queue, args)  # Redis restarted or changed role: read afresh
-        for answer in (woke, reply):
-            if isinstance(answer, redis_errors.ResponseError) and not unblocked(answer):
-                with guard():
-                    raise answer
-        return reply
+        rid = request_id()
+        # Without Redis's clock (an ACL refusing TIME) the read cannot go behind the wait.
+        now = last.now_used if last.redis_ms >= 0 else None
+        reply = await self._conn.block_then_script(
+            queue,
+            block_ms,
+            last.last_ids,
+            "read",
+            codec.read_args(req, rid, last.redis_ms),
+            now=now,
+            on_cancel=functools.partial(self._hand_back, queue, req, rid),
+        )
+        if reply is None:
+            return await self._fresh_read(queue, req)
+        return codec.read_reply(reply, queue)
 
-    async def _fresh_read(self, queue: str, args: tuple[Any, ...]) -> Any:
+    async def _fresh_read(self, queue: str, req: ReadRequest) -> ReadReply:
         # Shielded: once sent, its reply (and the tasks it leased) must reach the caller.
         with anyio.CancelScope(shield=True):
-            return await self._call("read", queue, *args, request_id(), "", 0)
+            reply = await self._conn.script("read", queue, codec.read_args(req, request_id()))
+        return codec.read_reply(reply, queue)
 
-    async def _hand_back(self, queue: str, args: tuple[Any, ...], req: str) -> None:
-        """Release the tasks a read with request id ``req`` leased, if it ran at all."""
+    async def _hand_back(self, queue: str, req: ReadRequest, rid: str) -> None:
+        """Release the tasks a read with request id ``rid`` leased, if it ran at all."""
         try:
-            reply = await self._call("read", queue, *args, req, "", 1)
-            ids = [text(row[0]) for row in reply[6:]]
+            reply = await self._conn.script("read", queue, codec.read_args(req, rid, recall_only=True))
+            ids = [t.task_id for t in codec.read_reply(reply, queue).tasks]
             if ids:
-                await self._call("release", queue, len(ids), 0, *ids)
+                await self._release_ids(queue, ids)
         except QueueError:
             pass  # Redis is gone: the leases expire and the tasks are delivered again
+
+    async def _release_ids(self, queue: str, task_ids: list[str]) -> None:
+        args = codec.release_args(len(task_ids), forget_consumer=False, task_ids=task_ids)
+        await self._conn.script("release", queue, args)
 
     async def _checkpoint_or_release(self, queue: str, tasks: list[Task]) -> None:
         try:
             await anyio.lowlevel.checkpoint()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await self._call("release", queue, len(tasks), 0, *(t.task_id for t in tasks))
+                await self._release_ids(queue, [t.task_id for t in tasks])
             raise
 
     async def acknowledge(self, task_id: str, result: Any = None, *, queue: str = DEFAULT_QUEUE) -> AckResult:
@@ -263,63 +331,48 @@ class TaskQueue(AdminOps):
         self, items: Iterable[str | tuple[str, Any]], *, queue: str = DEFAULT_QUEUE
     ) -> list[AckResult | QueueError]:
         """Ack many tasks in one round trip; each gets its own outcome (result or error)."""
-        args: list[Any] = []
+        limit = self.settings.max_payload_bytes
         ids: list[str] = []
+        results: list[str] = []
         for item in items:
             task_id, result = (item, None) if isinstance(item, str) else item
             ids.append(check_task_id(task_id))
-            args += [
-                task_id,
-                "null" if result is None else dump_json("result", result, self.settings.max_payload_bytes),
-            ]
+            results.append("null" if result is None else dump_json("result", result, limit))
         if not ids:
             raise InvalidInput("no task ids to ack")
-        reply = await self._call("ack", queue, self.settings.result_ttl_s, len(ids), *args)
+        reply = await self._conn.script("ack", queue, codec.ack_args(self.settings.result_ttl_s, ids, results))
         out: list[AckResult | QueueError] = []
-        for task_id, row in zip(ids, reply, strict=True):
-            code = row[0]
-            if code == OK:
-                out.append(AckResult(task_id, "acked", codec.fanout_progress(row[3])))
-            elif code == ALREADY:
-                out.append(AckResult(task_id, "already_completed"))
-            else:
+        for task_id, got in zip(ids, codec.ack_reply(reply), strict=True):
+            if isinstance(got, Refusal):
                 try:
-                    raise_for(code, row, task_id)
+                    raise_for(got, task_id)
                 except QueueError as exc:
                     out.append(exc)
+            else:
+                out.append(AckResult(task_id, "already_completed" if got.already else "acked", got.fanout))
         return out
 
     async def fail(self, task_id: str, error: str, *, retry: bool = True, queue: str = DEFAULT_QUEUE) -> FailResult:
         """Give up a held task with ``error``: retried after a backoff until max attempts,
         then dead-lettered (or dead-lettered at once with ``retry=False``)."""
-        if not isinstance(error, str) or not error or len(error) > 4096:
-            raise InvalidInput("error must be a non-empty string of at most 4096 characters")
+        check_error(error)
         s = self.settings
-        reply = await self._call(
-            "fail",
-            queue,
-            check_task_id(task_id),
-            error,
-            int(retry),
-            s.retry_backoff_ms,
-            s.max_backoff_ms,
-            request_id(),
-        )
-        if reply[0] != OK:
-            raise_for(reply[0], reply, task_id)
-        status = TaskStatus(text(reply[1]))
-        retry_at = int(reply[3]) if status != TaskStatus.FAILED else None
-        return FailResult(task_id, status, int(reply[2]), retry_at, codec.fanout_progress(reply[4]))
+        args = codec.fail_args(check_task_id(task_id), error, retry, s.retry_backoff_ms, s.max_backoff_ms, request_id())
+        got = codec.fail_reply(await self._conn.script("fail", queue, args))
+        if isinstance(got, Refusal):
+            raise_for(got, task_id)
+        return FailResult(task_id, got.status, got.attempt, got.retry_at, got.fanout)
 
     async def extend_lease(self, task_id: str, lease_ms: int | None = None, *, queue: str = DEFAULT_QUEUE) -> int:
         """Extend a held task's lease to now + ``lease_ms``; returns the new deadline (ms)."""
-        lease = check_int(
-            "lease_ms", self.settings.lease_ms if lease_ms is None else lease_ms, 1, self.settings.max_lease_ms
+        s = self.settings
+        lease = check_int("lease_ms", s.lease_ms if lease_ms is None else lease_ms, 1, s.max_lease_ms)
+        got = codec.extend_reply(
+            await self._conn.script("extend", queue, codec.extend_args(check_task_id(task_id), lease))
         )
-        reply = await self._call("extend", queue, check_task_id(task_id), lease)
-        if reply[0] != OK:
-            raise_for(reply[0], reply, task_id)
-        return int(reply[1])
+        if isinstance(got, Refusal):
+            raise_for(got, task_id)
+        return got.lease_until
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -330,9 +383,8 @@ class TaskQueue(AdminOps):
         the task, its lease is renewed and the new deadline returned; else None."""
         if not isinstance(data, dict):
             raise InvalidInput("checkpoint data must be a JSON object")
-        ttl = check_int(
-            "ttl_seconds", self.settings.checkpoint_ttl_s if ttl_seconds is None else ttl_seconds, 1, 30 * 86_400
-        )
+        ttl = self.settings.checkpoint_ttl_s if ttl_seconds is None else ttl_seconds
+        ttl = check_int("ttl_seconds", ttl, 1, MAX_CHECKPOINT_TTL_S)
         body = dump_json("checkpoint data", data, self.settings.max_payload_bytes)
         return await self._checkpoint(task_id, body, ttl, queue)
 
@@ -341,10 +393,11 @@ class TaskQueue(AdminOps):
         await self._checkpoint(task_id, "", 1, queue)
 
     async def _checkpoint(self, task_id: str, body: str, ttl: int, queue: str) -> int | None:
-        reply = await self._call("checkpoint", queue, check_task_id(task_id), body, ttl)
-        if reply[0] != OK:
-            raise_for(reply[0], reply, task_id)
-        return int(reply[1]) or None
+        args = codec.checkpoint_args(check_task_id(task_id), body, ttl)
+        got = codec.checkpoint_reply(await self._conn.script("checkpoint", queue, args))
+        if isinstance(got, Refusal):
+            raise_for(got, task_id)
+        return got.lease_until
 
     async def get_checkpoint(self, task_id: str, *, queue: str = DEFAULT_QUEUE) -> dict[str, Any] | None:
         """The latest checkpoint of a task, or None."""
@@ -365,6 +418,11 @@ class TaskQueue(AdminOps):
             return None
         info = await self.get_task(parent_task_id, queue=queue)
         return info.fanout.results if info.fanout else None
+
+
+def _max_attempts(value: int | None) -> int | str:
+    """A task's own attempt limit, or "" for the queue's default."""
+    return "" if value is None else check_int("max_attempts", value, 1, MAX_ATTEMPTS)
 
 
 #: The design document's name for the queue.

@@ -41,6 +41,7 @@ from mcp_queue_server.errors import (
     QueueUnavailable,
     TaskNotFound,
 )
+from mcp_queue_server.limits import MAX_ERROR_LENGTH
 from mcp_queue_server.settings import Settings, default_consumer_name
 from mcp_queue_server.store.open import open_queue
 
@@ -54,7 +55,7 @@ ANY_TYPE = "*"
 
 EventKind = Literal["started", "acked", "failed", "lease_lost", "handed_off", "released"]
 
-_MAX_ERROR = 4096
+_MAX_ERROR = MAX_ERROR_LENGTH  # fail() refuses longer errors: a handler's message is cut to fit
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # a brief Redis outage must not lose an ack
 
 

@@ -5,13 +5,13 @@
 --   KEYS[4] leases zset   KEYS[5] dlq stream   KEYS[6] stats hash
 -- and ARGV[1] = key base "<prefix>:{<queue>}:", ARGV[2] = group, ARGV[3] = consumer,
 -- ARGV[4] = now (ms, the caller's clock). Per-task keys are derived from the base
--- (same hash tag, so same slot). Task states: queued delayed working
--- waiting_children completed failed.
+-- (same hash tag, so same slot) with the prefixes keys.py names: t: ck: fo: fp: fr: rq:.
+-- Task states: queued delayed working waiting_children completed failed.
 
 local K = KEYS
 local base, group, consumer, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
--- Return codes shared by all scripts (mapped to errors in scripts.py).
+-- Return codes shared by all scripts (scripts.Code in Python; codec.raise_for maps refusals to errors).
 local OK, DUPLICATE, ALREADY = 1, 2, 3
 local NOT_FOUND, NOT_HOLDER, BAD_STATE, CONFLICT = -1, -2, -3, -4
 

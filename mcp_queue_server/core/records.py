@@ -1,0 +1,154 @@
+"""Records read straight from Redis, not through a script: a task's keys and the stats pipeline.
+
+The stats pipeline is declared once (:data:`_STATS`: name, command, default): the same
+table queues the commands and names their replies, so their order cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from mcp_queue_server.core.codec import text
+from mcp_queue_server.core.keys import QueueKeys
+from mcp_queue_server.core.models import ConsumerInfo, FanoutState, QueueStats, StreamStats, TaskInfo, TaskStatus
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or value is False else int(value)
+
+
+def _decode_map(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def task_commands(pipe: Any, k: QueueKeys, task_id: str) -> None:
+    """Queue the reads :func:`task_info` decodes, in its order."""
+    pipe.hgetall(k.task(task_id))
+    pipe.get(k.checkpoint(task_id))
+    pipe.hgetall(k.fanout(task_id))
+    pipe.hgetall(k.fanout_results(task_id))
+
+
+def task_info(task_id: str, queue: str, replies: list[Any]) -> TaskInfo | None:
+    """The full record of one task from :func:`task_commands`' replies; None: no such task."""
+    raw, ckpt, fo, fr = replies
+    if not raw:
+        return None
+    h = _decode_map(raw)
+    fanout = None
+    if fo:
+        f = _decode_map(fo)
+        fanout = FanoutState(
+            total=int(f["total"]),
+            completed=int(f["completed"]),
+            failed=int(f["failed"]),
+            done=f["done"] == "1",
+            results={k.decode(): json.loads(v) for k, v in (fr or {}).items()},
+            subtask_ids=json.loads(f["children"]),
+            failed_child=f.get("failed_child"),
+        )
+    result: Any = None
+    if "result" in h:
+        result = json.loads(h["result"])
+    elif fanout and h.get("state") == TaskStatus.COMPLETED:
+        result = fanout.results
+    return TaskInfo(
+        task_id=task_id,
+        status=TaskStatus(h["state"]),
+        task_type=h.get("type"),
+        priority=_int(h.get("priority")),
+        attempt=int(h.get("attempt", 0)),
+        max_attempts=_int(h.get("max_attempts")),
+        result=result,
+        error=h.get("error"),
+        checkpoint=None if ckpt is None else json.loads(text(ckpt)),
+        lease_holder=h.get("consumer"),
+        lease_expires_at=_int(h.get("lease_until")),
+        parent_task_id=h.get("parent"),
+        run_at=_int(h.get("run_at")),
+        created_at=_int(h.get("created_at")),
+        finished_at=_int(h.get("finished_at") or h.get("dead_at")),
+        replays=int(h.get("replays", 0)),
+        fanout=fanout,
+        queue=queue,
+    )
+
+
+# -- statistics ---------------------------------------------------------------------
+
+_Add = Callable[[Any, QueueKeys, str], object]
+
+#: (name, how to queue the command on a pipeline, reply when it fails: e.g. no stream yet).
+#: The defaults are only read, never changed.
+_STATS: tuple[tuple[str, _Add, Any], ...] = (
+    ("high_length", lambda p, k, g: p.xlen(k.high), 0),
+    ("low_length", lambda p, k, g: p.xlen(k.low), 0),
+    ("high_pending", lambda p, k, g: p.xpending(k.high, g), {}),
+    ("low_pending", lambda p, k, g: p.xpending(k.low, g), {}),
+    ("high_groups", lambda p, k, g: p.xinfo_groups(k.high), []),
+    ("low_groups", lambda p, k, g: p.xinfo_groups(k.low), []),
+    ("high_consumers", lambda p, k, g: p.xinfo_consumers(k.high, g), []),
+    ("low_consumers", lambda p, k, g: p.xinfo_consumers(k.low, g), []),
+    ("delayed", lambda p, k, g: p.zcard(k.delayed), 0),
+    ("dead_letter", lambda p, k, g: p.xlen(k.dlq), 0),
+    ("totals", lambda p, k, g: p.hgetall(k.stats), {}),
+)
+
+
+def stats_commands(pipe: Any, k: QueueKeys, group: str) -> None:
+    """Queue the commands :func:`queue_stats` decodes (run with ``raise_on_error=False``)."""
+    for _, add, _ in _STATS:
+        add(pipe, k, group)
+
+
+def _ok(value: Any, default: Any) -> Any:
+    """A pipeline reply, or ``default`` when that command failed (e.g. no such stream yet)."""
+    return default if isinstance(value, Exception) else value
+
+
+def queue_stats(queue: str, replies: list[Any], group: str) -> tuple[QueueStats, list[bytes]]:
+    """Statistics from :func:`stats_commands`' replies; also each stream's last-delivered id,
+    after which :func:`oldest_age` looks for the oldest waiting entry."""
+    r = {name: _ok(reply, default) for (name, _, default), reply in zip(_STATS, replies, strict=True)}
+    hlen, llen = r["high_length"], r["low_length"]
+    hp, lp = int(r["high_pending"].get("pending", 0)), int(r["low_pending"].get("pending", 0))
+    consumers: dict[str, ConsumerInfo] = {}
+    for row in [*r["high_consumers"], *r["low_consumers"]]:
+        name = text(row["name"])
+        seen = consumers.get(name)
+        pending = int(row["pending"]) + (seen.pending if seen else 0)
+        idle = min(int(row["idle"]), seen.idle_ms if seen else int(row["idle"]))
+        consumers[name] = ConsumerInfo(name=name, pending=pending, idle_ms=idle)
+    stats = QueueStats(
+        queue=queue,
+        high=StreamStats(length=hlen, pending=hp, available=max(hlen - hp, 0)),
+        low=StreamStats(length=llen, pending=lp, available=max(llen - lp, 0)),
+        delayed=r["delayed"],
+        in_flight=hp + lp,
+        available=max(hlen - hp, 0) + max(llen - lp, 0),
+        dead_letter=r["dead_letter"],
+        oldest_waiting_age_ms=None,
+        consumers=sorted(consumers.values(), key=lambda c: c.name),
+        totals={k.decode(): int(v) for k, v in r["totals"].items()},
+    )
+    return stats, [_group_last_id(r["high_groups"], group), _group_last_id(r["low_groups"], group)]
+
+
+def _group_last_id(rows: list[Any], group: str) -> bytes:
+    for row in rows:
+        if text(row["name"]) == group:
+            value = row["last-delivered-id"]
+            return value if isinstance(value, bytes) else str(value).encode()
+    return b"0-0"
+
+
+def oldest_age(now: int, first_entries: list[Any]) -> int | None:
+    """Age of the oldest entry not yet delivered (XRANGE after the last-delivered id, per stream)."""
+    stamps = [_entry_ms(_ok(rows, [])[0][0]) for rows in first_entries if _ok(rows, [])]
+    return max(now - min(stamps), 0) if stamps else None
+
+
+def _entry_ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
