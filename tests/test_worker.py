@@ -165,21 +165,54 @@ async def test_a_permanent_failure_dead_letters_at_once(make_queue: QueueFactory
     assert info.error.startswith("PermanentFailure: payload names no document")
 
 
-async def test_a_task_type_without_a_handler_fails_with_a_message_naming_it(make_queue: QueueFactory) -> None:
-    queue: TaskQueue = await make_queue("w", real_clock=True, max_attempts=1)
-    await queue.enqueue("unknown", {}, task_id="u")
-    events = Events()
+async def test_a_worker_hands_back_tasks_it_has_no_handler_for_uncharged_and_another_worker_completes_them(
+    make_queue: QueueFactory,
+) -> None:
+    # One attempt only: failing the foreign task even once would dead-letter it.
+    only_a: TaskQueue = await make_queue("only-a", real_clock=True, max_attempts=1)
+    only_b: TaskQueue = await make_queue("only-b", real_clock=True, max_attempts=1)
+    await only_a.enqueue("b", {"n": 7}, task_id="foreign")
+    a_events, b_events = Events(), Events()
 
     async def never(task: Task, ctx: TaskContext) -> None:
-        raise AssertionError("not this one")
+        raise AssertionError("worker a must not run a task of type b")
 
-    async with running(Worker(queue, {"known": never}, on_event=events)):
-        await events.wait_for("failed")
+    async def handle_b(task: Task, ctx: TaskContext) -> int:
+        return int(task.payload["n"])
 
-    error = (await queue.get_task("u")).error
-    assert error is not None
-    assert "no handler for task type 'unknown'" in error
-    assert "known" in error
+    async with running(Worker(only_a, {"a": never}, on_event=a_events)):
+        # Read and handed back twice (the second time after backing off): still uncharged.
+        first, _ = await a_events.wait_for("released", 2)
+        waiting = await only_a.get_task("foreign")
+        async with running(Worker(only_b, {"b": handle_b}, on_event=b_events)):
+            [acked] = await b_events.wait_for("acked")
+
+    done = await only_a.get_task("foreign")
+    assert "no handler for task type 'b'" in first.detail
+    assert (waiting.status, waiting.attempt, waiting.max_attempts) == (TaskStatus.QUEUED, 0, 1)
+    assert [e.kind for e in a_events.seen] == ["released"] * len(a_events.seen)
+    assert acked.task.attempt == 1
+    assert (done.status, done.result, done.attempt) == (TaskStatus.COMPLETED, 7, 1)
+    assert (await only_a.inspect_dlq()).tasks == []
+
+
+async def test_a_worker_reaches_its_own_low_priority_tasks_behind_foreign_high_priority_ones(
+    make_queue: QueueFactory,
+) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    await queue.enqueue("b", {}, priority=20, task_id="high-foreign")
+    await queue.enqueue("a", {}, priority=0, task_id="low-own")
+    events = Events()
+
+    async def handle_a(task: Task, ctx: TaskContext) -> str:
+        return "mine"
+
+    async with running(Worker(queue, {"a": handle_a}, on_event=events)):
+        [acked] = await events.wait_for("acked")
+
+    foreign = await queue.get_task("high-foreign")
+    assert acked.task.task_id == "low-own"
+    assert (foreign.status, foreign.attempt) == (TaskStatus.QUEUED, 0)
 
 
 async def test_stop_lets_running_handlers_finish_within_the_grace_period(make_queue: QueueFactory) -> None:

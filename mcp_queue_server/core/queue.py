@@ -113,6 +113,15 @@ class TaskQueue(AdminOps):
                 released += count
         return released
 
+    async def release_tasks(self, task_ids: Sequence[str], *, queue: str = DEFAULT_QUEUE) -> int:
+        """Hand the given tasks back to ``queue`` at once (not charged as an attempt); ids this
+        consumer does not hold are skipped. Returns how many were handed back."""
+        check_queue_name(queue)
+        ids = [check_task_id(task_id) for task_id in task_ids]
+        if not ids:
+            return 0
+        return await self._release_ids(queue, ids)
+
     # -- producing -------------------------------------------------------------------
 
     async def enqueue(
@@ -305,9 +314,9 @@ class TaskQueue(AdminOps):
         except QueueError:
             pass  # Redis is gone: the leases expire and the tasks are delivered again
 
-    async def _release_ids(self, queue: str, task_ids: list[str]) -> None:
+    async def _release_ids(self, queue: str, task_ids: list[str]) -> int:
         args = codec.release_args(len(task_ids), forget_consumer=False, task_ids=task_ids)
-        await self._conn.script("release", queue, args)
+        return codec.release_reply(await self._conn.script("release", queue, args)).released
 
     async def _checkpoint_or_release(self, queue: str, tasks: list[Task]) -> None:
         try:

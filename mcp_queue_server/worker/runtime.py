@@ -14,6 +14,13 @@ period. :meth:`Worker.serve` maps SIGTERM/SIGINT to ``stop()`` (a second signal:
 :meth:`Worker.kill` stops as a crash would: nothing is acked or handed back, so the
 held tasks come back only when their leases expire (for crash-recovery demos and tests).
 
+Task types: a worker runs only the types it has handlers for (or every type with ``"*"``).
+A task of another type it reads is handed back at once, not charged as an attempt, for a
+worker that handles it; when a read brought only such tasks, the worker waits a little
+before reading again (``foreign_backoff_s`` at most), so it neither spins on a queue of
+other workers' tasks nor keeps them from those workers. Give each set of types its own
+queue (``queue_name``) where you can: then no worker reads tasks it cannot run.
+
 A worker owns its consumer name: give each worker its own (the default is unique per process
 and worker), because handing back releases every task the consumer holds.
 """
@@ -146,8 +153,8 @@ class Worker:
     ``queue`` is a connected :class:`TaskQueue` (the caller closes it) or :class:`Settings`
     (the worker opens and closes its own, joining the embedded Redis when there is no URL).
     ``handlers`` maps task type -> ``async def handler(task, ctx) -> result``; the key
-    ``"*"`` catches every other type. A task with no handler fails (and so retries, then
-    dead-letters, with a message naming the type).
+    ``"*"`` catches every other type. A task of a type with no handler is handed back
+    (see the module docstring), never failed.
     """
 
     def __init__(
@@ -162,6 +169,7 @@ class Worker:
         block_ms: int = 5_000,
         grace_period_s: float = 30.0,
         recover_interval_s: float | None = 30.0,
+        foreign_backoff_s: float = 1.0,
         on_event: Callable[[WorkerEvent], None] | None = None,
     ) -> None:
         if concurrency < 1:
@@ -181,12 +189,14 @@ class Worker:
         self.block_ms = min(block_ms, self.settings.max_block_ms)
         self.grace_period_s = grace_period_s
         self.recover_interval_s = recover_interval_s
+        self.foreign_backoff_s = foreign_backoff_s
         self.on_event = on_event
         self.ready = anyio.Event()  #: set once the worker is connected and reading
         self.processed = 0  #: tasks acked
         self.failed = 0  #: tasks failed (to retry or dead-lettered)
         self.running: dict[str, Task] = {}  #: tasks whose handler is running, by id
         self._held: dict[str, Task] = {}  # leased and neither acked, failed nor lost
+        self._foreign_seen: set[str] = set()  # task types without a handler, logged once each
         self._stopping = False
         self._killed = False
         self._read_scope: anyio.CancelScope | None = None
@@ -280,6 +290,8 @@ class Worker:
     async def _read_loop(self, queue: TaskQueue, handlers: anyio.abc.TaskGroup) -> None:
         slots = anyio.Semaphore(self.concurrency)
         failures = 0
+        idle_s = 0.0  # the wait after reads that brought only other workers' tasks
+        prefer_high = True
         while not self._stopping:
             taken = started = 0
             with anyio.CancelScope() as self._read_scope:
@@ -295,13 +307,24 @@ class Worker:
                     if self._stopping:
                         break
                     tasks = await queue.read_messages(
-                        taken, self.block_ms, lease_ms=self.lease_ms, queue=self.queue_name
+                        taken, self.block_ms, prefer_high, lease_ms=self.lease_ms, queue=self.queue_name
                     )
                     failures = 0
-                    for task in tasks:
+                    mine = [t for t in tasks if self._handler_for(t) is not None]
+                    for task in mine:
                         self._held[task.task_id] = task
                         handlers.start_soon(self._process, queue, task, slots)
                         started += 1
+                    if len(mine) < len(tasks):
+                        await self._hand_back_foreign(queue, [t for t in tasks if self._handler_for(t) is None])
+                    if tasks and not mine:
+                        # Only other workers' tasks: let them have those; look at the other
+                        # priority lane next, where this worker's own tasks may wait.
+                        idle_s = min(max(idle_s * 2, 0.05), self.foreign_backoff_s)
+                        prefer_high = not prefer_high
+                        await anyio.sleep(idle_s)
+                    elif mine:
+                        idle_s, prefer_high = 0.0, True
                 except QueueUnavailable as exc:
                     failures += 1
                     delay = _RETRY_DELAYS_S[min(failures, len(_RETRY_DELAYS_S)) - 1]
@@ -319,13 +342,28 @@ class Worker:
             self.running.pop(task.task_id, None)
             slots.release()
 
+    def _handler_for(self, task: Task) -> Handler | None:
+        return self.handlers.get(task.task_type) or self.handlers.get(ANY_TYPE)
+
+    async def _hand_back_foreign(self, queue: TaskQueue, tasks: list[Task]) -> None:
+        """Give back tasks this worker has no handler for, uncharged, for the workers that do."""
+        for task_type in sorted({t.task_type for t in tasks} - self._foreign_seen):
+            self._foreign_seen.add(task_type)
+            logger.info(
+                "%s: no handler for task type %r (it handles: %s): handing such tasks back for other workers",
+                self.name,
+                task_type,
+                ", ".join(sorted(self.handlers)),
+            )
+        with anyio.CancelScope(shield=True):  # a stop meanwhile: shutdown's release() takes the rest
+            await queue.release_tasks([t.task_id for t in tasks], queue=self.queue_name)
+        for task in tasks:
+            logger.debug("%s: task %s (type %s) handed back: no handler", self.name, task.task_id, task.task_type)
+            self._emit("released", task, f"no handler for task type {task.task_type!r}")
+
     async def _process_one(self, queue: TaskQueue, task: Task) -> None:
-        handler = self.handlers.get(task.task_type) or self.handlers.get(ANY_TYPE)
-        if handler is None:
-            known = ", ".join(sorted(self.handlers))
-            error = f"no handler for task type {task.task_type!r} on worker {self.name} (it handles: {known})"
-            await self._fail(queue, task, error, retry=True)
-            return
+        handler = self._handler_for(task)
+        assert handler is not None  # the read loop hands back tasks without one
         self.running[task.task_id] = task
         ctx = TaskContext(self, queue, task)
         self._emit("started", task, f"attempt {task.attempt}")
