@@ -60,3 +60,17 @@ async def test_server_info_carries_the_package_version(settings: Settings) -> No
 
     assert info is not None
     assert (info.name, info.version) == ("mcp-queue-server", importlib.metadata.version("mcp-queue-server"))
+
+
+async def test_the_worker_loop_prompt_never_suggests_a_block_the_schema_refuses(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        usual = await client.get_prompt("worker_loop", {"queue": "emails"})
+        (listed,) = [p for p in (await client.list_prompts()).prompts if p.name == "worker_loop"]
+    async with Client(build_server(settings.model_copy(update={"max_block_ms": 5000}))) as client:
+        tight = await client.get_prompt("worker_loop", {"queue": "emails"})
+
+    assert "block_ms=10000" in usual.messages[0].content.text  # type: ignore[union-attr]
+    assert "block_ms=5000" in tight.messages[0].content.text  # type: ignore[union-attr]
+    assert [a.name for a in listed.arguments or []] == ["queue", "task_type"]
+    assert listed.description is not None
+    assert listed.description.startswith("How to process a queue as a worker")

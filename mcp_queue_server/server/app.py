@@ -169,5 +169,5 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
         token_verifier=verifier,
     )
     register_resources(server, settings.role)
-    register_prompts(server, settings.role)
+    register_prompts(server, settings)
     return server
