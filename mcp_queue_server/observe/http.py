@@ -7,6 +7,11 @@ its token verifier calls :func:`token_matches`):
 * the Host allowlist against DNS rebinding: localhost, the bind address and configured extras;
 * the constant-time bearer-token comparison.
 
+With a token configured, ``/metrics`` wants ``Authorization: Bearer`` (Prometheus sends it);
+``/status`` takes that header or a session cookie a browser gets from the login form
+(``POST /status/login``). The cookie is an HMAC of the token, never the token itself, and
+only ever opens ``/status``.
+
 With stdio there is no HTTP server to mount the routes on: :func:`serve_side` runs them on
 their own port (``--metrics-port``).
 """
@@ -14,20 +19,22 @@ their own port (``--metrics-port``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterator
+from urllib.parse import parse_qs
 
 import anyio
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from mcp_queue_server.observe.metrics import Metrics
-from mcp_queue_server.observe.status_page import status_page
+from mcp_queue_server.observe.status_page import login_page, status_page
 from mcp_queue_server.settings import Settings
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -85,40 +92,124 @@ def token_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def _refused(request: Request, settings: Settings, allowed: list[str]) -> Response | None:
-    # The MCP endpoints' rules: the Host allowlist (against DNS rebinding), then the token.
-    if not host_allowed(request.headers.get("host", ""), allowed):
-        return Response("invalid Host header\n", status_code=421)
+#: The cookie a browser gets from the login form; it opens ``/status`` and nothing else.
+SESSION_COOKIE = "mcp_queue_status"
+_SESSION_MESSAGE = b"mcp-queue-server status session"
+#: The login form's body is a token and nothing else: larger bodies are refused unread.
+MAX_LOGIN_BODY = 4096
+#: Status pages hold live data and the form: never cached by the browser or a proxy.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def session_value(token: str) -> str:
+    """The session cookie's value for ``token``: HMAC-SHA256 keyed by the token (not the token).
+
+    The same in every server process sharing the token, so a load balancer may switch
+    between them; it changes when the token does, which logs every browser out.
+    """
+    return hmac.new(token.encode(), _SESSION_MESSAGE, hashlib.sha256).hexdigest()
+
+
+def _host_refused(request: Request, allowed: list[str]) -> Response | None:
+    # First, before any token: the Host allowlist (against DNS rebinding).
+    if host_allowed(request.headers.get("host", ""), allowed):
+        return None
+    return Response("invalid Host header\n", status_code=421)
+
+
+def authorized(request: Request, settings: Settings, *, session: bool) -> bool:
+    """No token configured, or the request carries it as ``Authorization: Bearer``, or
+    (``session``: the ``/status`` pages) the session cookie. Constant-time comparisons."""
     token = settings.auth_token
     if token is None:
-        return None
+        return True
+    secret = token.get_secret_value()
     given = request.headers.get("authorization", "").removeprefix("Bearer ")
-    if token_matches(given, token.get_secret_value()):
-        return None
+    if token_matches(given, secret):
+        return True
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return session and cookie is not None and token_matches(cookie, session_value(secret))
+
+
+def _unauthorized() -> Response:
     return Response("unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _login_form(message: str | None = None) -> Response:
+    # 401 as for any request without credentials; a browser shows the form in the body.
+    headers = {"WWW-Authenticate": "Bearer", **_NO_STORE}
+    return HTMLResponse(login_page(message), status_code=401, headers=headers)
+
+
+async def _form_token(request: Request) -> str | None:
+    """The ``token`` field of an urlencoded form body; None when the body is too large."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_LOGIN_BODY:
+            return None
+    fields = parse_qs(body.decode(errors="replace"), max_num_fields=4)
+    return (fields.get("token") or [""])[0]
 
 
 # -- routes ------------------------------------------------------------------------------------
 
 
 def routes(metrics: Metrics) -> list[Route]:
-    """``GET /metrics`` and ``GET /status`` (HTML that refreshes itself); with an auth token
-    configured both need ``Authorization: Bearer``."""
+    """``GET /metrics``, ``GET /status`` (HTML that refreshes itself) and ``POST /status/login``.
+
+    With an auth token configured ``/metrics`` needs ``Authorization: Bearer``; ``/status``
+    takes that or the session cookie set by the login form, and shows the form otherwise.
+    """
     settings = metrics.settings
     allowed = allowed_hosts(settings)
 
     async def scrape(request: Request) -> Response:
-        refused = _refused(request, settings, allowed)
-        return refused or Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    async def status(request: Request) -> Response:
-        refused = _refused(request, settings, allowed)
+        refused = _host_refused(request, allowed)
         if refused is not None:
             return refused
-        await metrics.refresh()
-        return HTMLResponse(status_page(metrics.snapshot, metrics.store_up, settings.key_prefix))
+        if not authorized(request, settings, session=False):
+            return _unauthorized()
+        return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    return [Route("/metrics", scrape, methods=["GET"]), Route("/status", status, methods=["GET"])]
+    async def status(request: Request) -> Response:
+        refused = _host_refused(request, allowed)
+        if refused is not None:
+            return refused
+        if not authorized(request, settings, session=True):
+            return _login_form()
+        await metrics.refresh()
+        page = status_page(metrics.snapshot, metrics.store_up, settings.key_prefix)
+        return HTMLResponse(page, headers=_NO_STORE)
+
+    async def login(request: Request) -> Response:
+        refused = _host_refused(request, allowed)
+        if refused is not None:
+            return refused
+        token = settings.auth_token
+        if token is None:
+            return RedirectResponse("/status", status_code=303)
+        given = await _form_token(request)
+        if given is None:
+            return Response("request body too large\n", status_code=413)
+        if not token_matches(given, token.get_secret_value()):
+            return _login_form("Wrong token: try again.")
+        response = RedirectResponse("/status", status_code=303, headers=_NO_STORE)
+        response.set_cookie(
+            SESSION_COOKIE,
+            session_value(token.get_secret_value()),
+            path="/status",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    return [
+        Route("/metrics", scrape, methods=["GET"]),
+        Route("/status", status, methods=["GET"]),
+        Route("/status/login", login, methods=["POST"]),
+    ]
 
 
 class _NoSignalServer(uvicorn.Server):

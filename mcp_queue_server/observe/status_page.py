@@ -70,3 +70,21 @@ def status_page(stats: list[QueueStats], up: bool, key_prefix: str) -> str:
         'numbers for Prometheus: <a href="metrics">/metrics</a></small>'
         f"{body}</body></html>"
     )
+
+
+def login_page(message: str | None = None) -> str:
+    """The form a browser gets from ``/status`` when a token is configured and it has no session.
+
+    The token goes in a POST body (never in the URL); ``message`` says why the form is back.
+    """
+    note = f'<p class="down" role="alert">{escape(message)}</p>' if message else ""
+    return (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>mcp-queue-server status: sign in</title><style>{_STYLE}</style></head><body>"
+        "<h1>mcp-queue-server</h1><p>This server needs its auth token to show the status page.</p>"
+        f"{note}"
+        '<form method="post" action="/status/login">'
+        '<label>token <input type="password" name="token" autocomplete="current-password" required autofocus>'
+        '</label> <button type="submit">open status</button></form></body></html>'
+    )
