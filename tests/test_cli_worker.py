@@ -17,6 +17,7 @@ from anyio.streams.text import TextReceiveStream
 
 from mcp_queue_server import Settings, Task, TaskQueue, TaskStatus
 from mcp_queue_server.worker.runtime import TaskContext
+from tests.conftest import QueueFactory
 from tests.test_cli import ROOT, RUN_S, cli, cli_env
 
 # -- handlers run by the worker processes ------------------------------------------------------
@@ -61,6 +62,19 @@ async def wait_for_line(stream: Any, text: str, seen: list[str]) -> None:
             if text in line:
                 return
     raise AssertionError(f"{text!r} never came; saw {seen}")
+
+
+async def wait_for_lines(stream: Any, texts: list[str], seen: list[str]) -> None:
+    """Wait for lines containing each of ``texts``, in that order (one reader: no line is lost)."""
+    left = list(texts)
+    with anyio.fail_after(RUN_S):
+        async for line in lines_of(stream):
+            seen.append(line)
+            if left[0] in line:
+                left.pop(0)
+                if not left:
+                    return
+    raise AssertionError(f"{left!r} never came; saw {seen}")
 
 
 async def start_worker(settings: Settings, *args: str) -> Process:
@@ -116,6 +130,37 @@ async def test_a_second_sigterm_hands_running_tasks_back_without_waiting_for_the
 
     assert code == 0
     assert (await queue.get_task("held")).status == TaskStatus.QUEUED
+
+
+async def test_the_worker_command_hands_back_task_types_it_has_no_handler_for_without_charging_them(
+    settings: Settings, make_queue: QueueFactory
+) -> None:
+    queue: TaskQueue = await make_queue("producer", real_clock=True, max_attempts=1)
+    await queue.enqueue("translate", {}, priority=20, task_id="foreign")
+    await queue.enqueue("echo", {"n": 2}, task_id="own")
+    process = await start_worker(settings, "--max-attempts", "1", "--summary-interval", "0.1")
+    err: list[str] = []
+    try:
+        # Its own task, behind the foreign one: one line for it, then the interval's summary.
+        expected = [
+            "no handler for task type 'translate'",
+            ": task own (type echo, attempt 1) acked in",
+            "tasks/s; 0 running",
+        ]
+        await wait_for_lines(process.stderr, expected, err)
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(RUN_S):
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.aclose()
+
+    foreign, own = await queue.get_task("foreign"), await queue.get_task("own")
+    assert code == 0
+    assert (foreign.status, foreign.attempt, foreign.max_attempts) == (TaskStatus.QUEUED, 0, 1)
+    assert (own.status, own.result) == (TaskStatus.COMPLETED, {"n": 2})
+    assert (await queue.inspect_dlq()).tasks == []
 
 
 async def test_the_worker_command_rejects_a_handler_it_cannot_load(settings: Settings) -> None:

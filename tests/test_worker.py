@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +37,42 @@ class Events:
                 if len(found) >= count:
                     return found
                 await self._changed.wait()
+
+
+class LogLines(logging.Handler):
+    """The worker's log messages; tests wait for a line instead of sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self._changed = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, pattern: str) -> str:
+        with anyio.fail_after(WAIT_S):
+            while True:
+                found = [line for line in self.lines if re.search(pattern, line)]
+                if found:
+                    return found[0]
+                await self._changed.wait()
+
+
+@pytest.fixture
+def worker_log() -> Iterator[LogLines]:
+    handler = LogLines()
+    log = logging.getLogger("mcp_queue_server.worker.runtime")
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 @asynccontextmanager
@@ -213,6 +251,59 @@ async def test_a_worker_reaches_its_own_low_priority_tasks_behind_foreign_high_p
     foreign = await queue.get_task("high-foreign")
     assert acked.task.task_id == "low-own"
     assert (foreign.status, foreign.attempt) == (TaskStatus.QUEUED, 0)
+
+
+async def test_each_finished_task_gets_one_log_line_with_type_attempt_duration_and_outcome(
+    make_queue: QueueFactory, worker_log: LogLines
+) -> None:
+    queue: TaskQueue = await make_queue("logger", real_clock=True, max_attempts=2)
+    await queue.enqueue("add", {}, priority=20, task_id="fine")
+    await queue.enqueue("boom", {}, task_id="broken")
+    await queue.enqueue("hold", {}, task_id="held")
+    events = Events()
+
+    async def add(task: Task, ctx: TaskContext) -> int:
+        return 1
+
+    async def boom(task: Task, ctx: TaskContext) -> None:
+        raise ValueError("no")
+
+    handlers = {"add": add, "boom": boom, "hold": blocking_handler(anyio.Event())}
+    async with running(Worker(queue, handlers, concurrency=3, on_event=events)) as worker:
+        await events.wait_for("acked")
+        await events.wait_for("failed", 2)
+        await events.wait_for("started", 4)
+        worker.stop(0)
+    await events.wait_for("released")
+
+    lines = [line for line in worker_log.lines if " task " in line]
+    took = r"in \d+\.\d{3} s"
+    expected = [
+        rf"logger: task fine \(type add, attempt 1\) acked {took}",
+        rf"logger: task broken \(type boom, attempt 1\) failed-retry {took}: ValueError: no",
+        rf"logger: task broken \(type boom, attempt 2\) dead-lettered {took}: ValueError: no",
+        rf"logger: task held \(type hold, attempt 1\) handed back {took}: .*",
+    ]
+    assert len(lines) == 4, lines
+    for pattern in expected:  # the handlers run at once: in any order
+        assert len([line for line in lines if re.fullmatch(pattern, line)]) == 1, (pattern, lines)
+
+
+async def test_the_worker_logs_a_summary_of_each_interval(make_queue: QueueFactory, worker_log: LogLines) -> None:
+    queue: TaskQueue = await make_queue("summing", real_clock=True)
+    await queue.enqueue("t", {}, task_id="one")
+    events = Events()
+
+    async def handle(task: Task, ctx: TaskContext) -> None:
+        return None
+
+    async with running(Worker(queue, {"t": handle}, summary_interval_s=0.05, on_event=events)):
+        await events.wait_for("acked")
+        line = await worker_log.wait_for(r"1 done")
+
+    assert re.fullmatch(
+        r"summing: last [\d.]+ s: 1 done, 0 failed \(0 dead-lettered\), 0 lease lost, [\d.]+ tasks/s; 0 running", line
+    )
 
 
 async def test_stop_lets_running_handlers_finish_within_the_grace_period(make_queue: QueueFactory) -> None:

@@ -19,8 +19,10 @@ from mcp_queue_server.worker.runtime import ANY_TYPE, Handler, Worker
 
 DESCRIPTION = (
     "Run task handlers: MODULE:ATTR names an async function `handler(task, ctx)` (every task type) or a "
-    "dict {task_type: handler}. SIGTERM/SIGINT: finish running tasks within the grace period, then hand "
-    "them back; a second signal hands them back at once. With --processes or --max-processes: a supervised "
+    "dict {task_type: handler}; tasks of other types are handed back, uncharged, for the workers that "
+    "handle them (give each set of types its own --queue). SIGTERM/SIGINT: finish running tasks within the "
+    "grace period, then hand them back; a second signal hands them back at once. With --processes or "
+    "--max-processes: a supervised "
     "pool of worker processes (restarted when they die or stop heartbeating; autoscaled between "
     "--min-processes and --max-processes by queue depth and oldest-task age)."
 )
@@ -32,6 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=1, metavar="N", help="tasks run at once per process (1)")
     p.add_argument("--grace-period", type=float, default=30.0, metavar="S", help="time to finish at stop (30)")
     p.add_argument("--recover-interval", type=float, default=30.0, metavar="S", help="stuck-task recovery (30)")
+    p.add_argument(
+        "--summary-interval",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="log a summary (tasks done and failed, rate) every S seconds; 0: never (60)",
+    )
     pool = p.add_argument_group("worker pool")
     pool.add_argument("--processes", type=int, metavar="N", help="run N supervised worker processes")
     pool.add_argument("--min-processes", type=int, metavar="N", help="autoscale: fewest processes")
@@ -98,6 +107,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one worker (with heartbeats when a pool supervises it) or a pool; returns at shutdown."""
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if args.summary_interval < 0:
+        raise UsageError("--summary-interval must be 0 (no summary) or more seconds")
     handlers = load_handlers(args.handler)  # in the pool too: a bad spec fails once, not per restart
     policy = _pool_size(args)
     if policy is not None:
@@ -110,7 +121,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             grace_period_s=args.grace_period,
             heartbeat_interval_s=args.heartbeat_interval,
             health_timeout_s=args.health_timeout,
-            extra_args=["--recover-interval", str(args.recover_interval)],
+            extra_args=[
+                *("--recover-interval", str(args.recover_interval)),
+                *("--summary-interval", str(args.summary_interval)),
+            ],
         )
         await pool.serve()
         return EXIT_OK
@@ -121,6 +135,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         concurrency=args.concurrency,
         grace_period_s=args.grace_period,
         recover_interval_s=args.recover_interval or None,
+        summary_interval_s=args.summary_interval or None,
     )
     async with anyio.create_task_group() as tg:
         if args.heartbeat_file is not None:

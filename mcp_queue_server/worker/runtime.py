@@ -21,6 +21,11 @@ before reading again (``foreign_backoff_s`` at most), so it neither spins on a q
 other workers' tasks nor keeps them from those workers. Give each set of types its own
 queue (``queue_name``) where you can: then no worker reads tasks it cannot run.
 
+Logs: one INFO line per finished task (``task ID (type T, attempt N) OUTCOME in S s``, the
+outcome one of acked, failed-retry, dead-lettered, fanned out, handed back; lease lost is a
+WARNING), and every ``summary_interval_s`` an INFO summary of the interval (tasks acked and
+failed, the rate, tasks running).
+
 A worker owns its consumer name: give each worker its own (the default is unique per process
 and worker), because handing back releases every task the consumer holds.
 """
@@ -63,6 +68,7 @@ ANY_TYPE = "*"
 EventKind = Literal["started", "acked", "failed", "lease_lost", "handed_off", "released"]
 
 _MAX_ERROR = MAX_ERROR_LENGTH  # fail() refuses longer errors: a handler's message is cut to fit
+_OUTCOMES = ("acked", "fanned out", "failed-retry", "dead-lettered", "lease lost", "handed back")
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # a brief Redis outage must not lose an ack
 
 
@@ -170,6 +176,7 @@ class Worker:
         grace_period_s: float = 30.0,
         recover_interval_s: float | None = 30.0,
         foreign_backoff_s: float = 1.0,
+        summary_interval_s: float | None = 60.0,
         on_event: Callable[[WorkerEvent], None] | None = None,
     ) -> None:
         if concurrency < 1:
@@ -190,6 +197,7 @@ class Worker:
         self.grace_period_s = grace_period_s
         self.recover_interval_s = recover_interval_s
         self.foreign_backoff_s = foreign_backoff_s
+        self.summary_interval_s = summary_interval_s
         self.on_event = on_event
         self.ready = anyio.Event()  #: set once the worker is connected and reading
         self.processed = 0  #: tasks acked
@@ -197,6 +205,8 @@ class Worker:
         self.running: dict[str, Task] = {}  #: tasks whose handler is running, by id
         self._held: dict[str, Task] = {}  # leased and neither acked, failed nor lost
         self._foreign_seen: set[str] = set()  # task types without a handler, logged once each
+        self._leased_at: dict[str, float] = {}  # when each held task was read (for its duration)
+        self._tally: dict[str, int] = dict.fromkeys(_OUTCOMES, 0)  # outcomes since the last summary
         self._stopping = False
         self._killed = False
         self._read_scope: anyio.CancelScope | None = None
@@ -270,6 +280,8 @@ class Worker:
             async with anyio.create_task_group() as outer:
                 if self.recover_interval_s:
                     outer.start_soon(self._recover_periodically, queue, self.recover_interval_s)
+                if self.summary_interval_s:
+                    outer.start_soon(self._summarise_periodically, self.summary_interval_s)
                 async with anyio.create_task_group() as handlers:
                     self._handlers_scope = handlers.cancel_scope
                     if self._stopping:
@@ -313,6 +325,7 @@ class Worker:
                     mine = [t for t in tasks if self._handler_for(t) is not None]
                     for task in mine:
                         self._held[task.task_id] = task
+                        self._leased_at[task.task_id] = anyio.current_time()
                         handlers.start_soon(self._process, queue, task, slots)
                         started += 1
                     if len(mine) < len(tasks):
@@ -383,6 +396,7 @@ class Worker:
             self._lost(task, "the lease expired and another worker took the task; its work here was dropped")
         elif ctx.handed_off:
             self._held.pop(task.task_id, None)
+            self._finished(task, "fanned out", "waits for its subtasks")
             self._emit("handed_off", task, "fanned out: waits for its subtasks")
         elif failure is not None:
             await self._fail(queue, task, _error_text(failure), retry=not isinstance(failure, PermanentFailure))
@@ -419,6 +433,7 @@ class Worker:
             return
         self._held.pop(task.task_id, None)
         self.processed += 1
+        self._finished(task, "acked")
         self._emit("acked", task, outcome.status)
 
     async def _fail(self, queue: TaskQueue, task: Task, error: str, *, retry: bool) -> None:
@@ -435,7 +450,7 @@ class Worker:
         self._held.pop(task.task_id, None)
         self.failed += 1
         status = "dead-lettered" if outcome.retry_at is None else f"{outcome.status.value}, will retry"
-        logger.info("%s: task %s failed (%s): %s", self.name, task.task_id, status, error)
+        self._finished(task, "dead-lettered" if outcome.retry_at is None else "failed-retry", error)
         self._emit("failed", task, f"{status}: {error}")
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
@@ -451,7 +466,7 @@ class Worker:
 
     def _lost(self, task: Task, why: str) -> None:
         self._held.pop(task.task_id, None)
-        logger.warning("%s: task %s: %s", self.name, task.task_id, why)
+        self._finished(task, "lease lost", why, level=logging.WARNING)
         self._emit("lease_lost", task, why)
 
     async def _hand_back(self, queue: TaskQueue) -> None:
@@ -468,6 +483,7 @@ class Worker:
             logger.info("%s: handed %d running task(s) back to the queue", self.name, count)
         self._held.clear()
         for task in held:
+            self._finished(task, "handed back", "at shutdown, not charged as an attempt")
             self._emit("released", task, "handed back at shutdown")
 
     async def _recover_periodically(self, queue: TaskQueue, interval_s: float) -> None:
@@ -485,6 +501,45 @@ class Worker:
                         len(report.dead_lettered),
                     )
             await anyio.sleep(interval_s)
+
+    def _finished(self, task: Task, outcome: str, detail: str = "", *, level: int = logging.INFO) -> None:
+        """The one log line of a task this worker is done with, and its count for the summary."""
+        leased_at = self._leased_at.pop(task.task_id, None)
+        took = 0.0 if leased_at is None else anyio.current_time() - leased_at
+        self._tally[outcome] += 1
+        logger.log(
+            level,
+            "%s: task %s (type %s, attempt %d) %s in %.3f s%s",
+            self.name,
+            task.task_id,
+            task.task_type,
+            task.attempt,
+            outcome,
+            took,
+            f": {detail}" if detail else "",
+        )
+
+    async def _summarise_periodically(self, interval_s: float) -> None:
+        since = anyio.current_time()
+        while True:
+            await anyio.sleep(interval_s)
+            now = anyio.current_time()
+            tally, self._tally = self._tally, dict.fromkeys(_OUTCOMES, 0)
+            done = tally["acked"] + tally["fanned out"]
+            failed = tally["failed-retry"] + tally["dead-lettered"]
+            elapsed = max(now - since, 1e-9)
+            since = now
+            logger.info(
+                "%s: last %.3g s: %d done, %d failed (%d dead-lettered), %d lease lost, %.2f tasks/s; %d running",
+                self.name,
+                elapsed,
+                done,
+                failed,
+                tally["dead-lettered"],
+                tally["lease lost"],
+                (done + failed) / elapsed,
+                len(self.running),
+            )
 
     def _emit(self, kind: EventKind, task: Task, detail: str = "") -> None:
         if self.on_event is not None:
