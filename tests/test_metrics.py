@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from mcp_queue_server import ConsumerInfo, NewTask, QueueStats, Settings, StreamStats, TaskQueue
-from mcp_queue_server.observe.metrics import Metrics
+from mcp_queue_server.core.models import DeadTask
+from mcp_queue_server.observe.metrics import HISTORY_SAMPLES, MIN_SAMPLE_GAP_S, Metrics, QueueView, Sample
 from mcp_queue_server.observe.status_page import status_page
+from tests.conftest import FakeClock
 from tests.redis_proc import free_port
 from tests.test_http import BEARER, TOKEN, http_server
 from tests.test_stdio import START_S, StdioServer, server_env
@@ -123,7 +126,8 @@ async def test_the_http_transport_serves_metrics_and_status_behind_its_token_and
 
     assert (refused.status_code, rebound.status_code, status.status_code) == (401, 421, 200)
     assert status.headers["content-type"].startswith("text/html")
-    assert "<td>default</td><td>2 (0 / 2)</td>" in status.text
+    assert "<h2>default</h2>" in status.text
+    assert "<dt>waiting</dt><dd>2<small>high 0 · low 2</small></dd>" in status.text
     assert allowed.status_code == 200
     assert allowed.headers["content-type"].startswith("text/plain")
     assert sample(parse(allowed.text), "mcp_queue_waiting_tasks", queue="default", priority="low") == 2
@@ -146,17 +150,94 @@ async def test_stdio_mode_serves_metrics_on_the_metrics_port_with_tool_latencies
     assert sample(samples, "mcp_queue_tool_call_duration_seconds_count", tool="enqueue_task", outcome="ok") == 1
     assert sample(samples, "mcp_queue_waiting_tasks", queue="jobs", priority="low") == 1
     assert sample(samples, "mcp_queue_store_up") == 1
-    assert "<td>jobs</td>" in status.text
+    assert "<h2>jobs</h2>" in status.text
     assert server.process.returncode == 0
 
 
 def test_the_status_page_escapes_names_and_says_when_the_store_is_down() -> None:
     empty = StreamStats(0, 0, 0)
-    odd = QueueStats("q", empty, empty, 0, 1, 0, 0, None, [ConsumerInfo("<script>x</script>", 1, 10)])
+    odd = QueueStats("<b>q</b>", empty, empty, 0, 1, 0, 1, None, [ConsumerInfo("<script>x</script>", 1, 10)])
+    dead = DeadTask("<i>id</i>", "<u>type</u>", None, "<img src=x>" + "e" * 500, 3, 3, 0, None, None, None, 0, None)
 
-    page = status_page([odd], True, "mcpq")
+    page = status_page([QueueView(odd, [], [dead])], True, "mcpq")
     down = status_page([], False, "mcpq")
 
     assert "<script>" not in page
     assert "&lt;script&gt;x&lt;/script&gt;" in page
+    assert "&lt;b&gt;q&lt;/b&gt;" in page
+    assert "&lt;i&gt;id&lt;/i&gt;" in page
+    assert "&lt;u&gt;type&lt;/u&gt;" in page
+    assert "<img" not in page
+    assert "e" * 200 not in page.split("title=")[0]  # the error is clipped in the cell
     assert "queue store unavailable" in down
+
+
+async def test_an_expired_lease_not_yet_reclaimed_counts_as_overdue_until_a_recovery(
+    settings: Settings, queue: TaskQueue, clock: FakeClock
+) -> None:
+    clock.now = int(time.time() * 1000) - 3_600_000  # leases taken an hour ago: expired by the real clock too
+    await queue.enqueue_batch([NewTask("t", {}, 0, f"t{i}") for i in range(3)])
+    await queue.read_messages(count=2, lease_ms=1_000)
+    metrics = Metrics(settings)
+
+    before = await queue.get_queue_stats()
+    clock.advance(1_000)
+    expired = await queue.get_queue_stats()
+    scraped = parse((await metrics.render()).decode())
+    await queue.recover()
+    after = parse((await metrics.render()).decode())
+    await metrics.aclose()
+
+    assert (before.overdue, before.in_flight) == (0, 2)
+    assert (expired.overdue, expired.in_flight) == (2, 2)
+    assert sample(scraped, "mcp_queue_overdue_tasks", queue="default") == 2
+    assert sample(after, "mcp_queue_overdue_tasks", queue="default") == 0
+
+
+async def test_each_refresh_samples_the_totals_in_a_bounded_ring_at_least_a_gap_apart(
+    settings: Settings, queue: TaskQueue
+) -> None:
+    metrics = Metrics(settings)
+    await metrics.refresh()
+    await metrics.aclose()
+
+    metrics.history.clear()
+    for i in range(HISTORY_SAMPLES + 20):
+        metrics._sample(i * MIN_SAMPLE_GAP_S)
+        metrics._sample(i * MIN_SAMPLE_GAP_S + MIN_SAMPLE_GAP_S / 2)  # too soon: skipped
+    ring = metrics.history["default"]
+
+    assert len(ring) == HISTORY_SAMPLES
+    assert ring[0].at == 20 * MIN_SAMPLE_GAP_S
+    assert all(b.at - a.at == MIN_SAMPLE_GAP_S for a, b in zip(ring, list(ring)[1:], strict=False))
+
+
+def test_the_status_page_draws_rates_once_it_has_samples_and_says_so_before() -> None:
+    empty = StreamStats(0, 0, 0)
+    stats = QueueStats("jobs", empty, empty, 0, 0, 0, 0, None, [], {"enqueued": 40, "completed": 30})
+    samples = [Sample(100.0 + 5 * i, 10 * i, 6 * i) for i in range(5)]
+
+    early = status_page([QueueView(stats, samples[:2], [])], True, "mcpq")
+    drawn = status_page([QueueView(stats, samples, [])], True, "mcpq")
+
+    assert "too few samples yet" in early
+    assert "<svg" not in early
+    assert drawn.count("<polyline") == 2
+    assert "enqueued 120/min" in drawn  # 10 per 5 s
+    assert "completed 72/min" in drawn
+
+
+async def test_the_status_view_lists_the_newest_dead_letters_of_each_queue(
+    settings: Settings, queue: TaskQueue
+) -> None:
+    await busy_queue(queue)
+    metrics = Metrics(settings)
+
+    [view] = await metrics.status_view()
+    page = status_page([view], metrics.store_up, settings.key_prefix)
+    await metrics.aclose()
+
+    assert [d.task_id for d in view.dead] == ["t0"]
+    assert "newest dead letters (1 of 1)" in page
+    assert "broken" in page
+    assert view.samples[-1].enqueued == 5

@@ -353,6 +353,7 @@ class QueueModel(RuleBasedStateMachine):
         states = [t.state for t in self.tasks.values()]
         assert stats.available == states.count(TaskStatus.QUEUED)
         assert stats.in_flight == states.count(TaskStatus.WORKING)
+        assert stats.overdue == len(self.expired())
         assert stats.dead_letter == states.count(TaskStatus.FAILED)
         assert stats.totals == {k: v for k, v in self.totals.items() if v}
 

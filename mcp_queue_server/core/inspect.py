@@ -50,13 +50,13 @@ class AdminOps:
         return info
 
     async def get_queue_stats(self, queue: str = DEFAULT_QUEUE) -> QueueStats:
-        """Depths per stream, in flight, delayed, dead letters, consumers, oldest-task age, totals."""
+        """Depths per stream, in flight, overdue, delayed, dead letters, consumers, oldest-task age, totals."""
         conn = self._conn
         k = conn.keys(queue)
         group = conn.settings.group
         with guard():
             async with conn.redis.pipeline(transaction=False) as pipe:
-                records.stats_commands(pipe, k, group)
+                records.stats_commands(pipe, k, group, conn.now())
                 replies = await pipe.execute(raise_on_error=False)
             stats, last_ids = records.queue_stats(queue, replies, group)
             async with conn.redis.pipeline(transaction=False) as pipe:

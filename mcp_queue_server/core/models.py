@@ -207,3 +207,4 @@ class QueueStats:
     oldest_waiting_age_ms: int | None
     consumers: list[ConsumerInfo]
     totals: dict[str, int] = field(default_factory=dict)  #: enqueued, completed, retried, dead_lettered, replayed
+    overdue: int = 0  #: in flight with an expired lease, not yet reclaimed by a read or a recovery

@@ -78,29 +78,32 @@ def task_info(task_id: str, queue: str, replies: list[Any]) -> TaskInfo | None:
 
 # -- statistics ---------------------------------------------------------------------
 
-_Add = Callable[[Any, QueueKeys, str], object]
+_Add = Callable[[Any, QueueKeys, str, int], object]
 
-#: (name, how to queue the command on a pipeline, reply when it fails: e.g. no stream yet).
+#: (name, how to queue the command on a pipeline (pipe, keys, group, now in ms), reply when it
+#: fails: e.g. no stream yet).
 #: The defaults are only read, never changed.
 _STATS: tuple[tuple[str, _Add, Any], ...] = (
-    ("high_length", lambda p, k, g: p.xlen(k.high), 0),
-    ("low_length", lambda p, k, g: p.xlen(k.low), 0),
-    ("high_pending", lambda p, k, g: p.xpending(k.high, g), {}),
-    ("low_pending", lambda p, k, g: p.xpending(k.low, g), {}),
-    ("high_groups", lambda p, k, g: p.xinfo_groups(k.high), []),
-    ("low_groups", lambda p, k, g: p.xinfo_groups(k.low), []),
-    ("high_consumers", lambda p, k, g: p.xinfo_consumers(k.high, g), []),
-    ("low_consumers", lambda p, k, g: p.xinfo_consumers(k.low, g), []),
-    ("delayed", lambda p, k, g: p.zcard(k.delayed), 0),
-    ("dead_letter", lambda p, k, g: p.xlen(k.dlq), 0),
-    ("totals", lambda p, k, g: p.hgetall(k.stats), {}),
+    ("high_length", lambda p, k, g, t: p.xlen(k.high), 0),
+    ("low_length", lambda p, k, g, t: p.xlen(k.low), 0),
+    ("high_pending", lambda p, k, g, t: p.xpending(k.high, g), {}),
+    ("low_pending", lambda p, k, g, t: p.xpending(k.low, g), {}),
+    ("high_groups", lambda p, k, g, t: p.xinfo_groups(k.high), []),
+    ("low_groups", lambda p, k, g, t: p.xinfo_groups(k.low), []),
+    ("high_consumers", lambda p, k, g, t: p.xinfo_consumers(k.high, g), []),
+    ("low_consumers", lambda p, k, g, t: p.xinfo_consumers(k.low, g), []),
+    ("delayed", lambda p, k, g, t: p.zcard(k.delayed), 0),
+    ("dead_letter", lambda p, k, g, t: p.xlen(k.dlq), 0),
+    ("overdue", lambda p, k, g, t: p.zcount(k.leases, "-inf", t), 0),
+    ("totals", lambda p, k, g, t: p.hgetall(k.stats), {}),
 )
 
 
-def stats_commands(pipe: Any, k: QueueKeys, group: str) -> None:
-    """Queue the commands :func:`queue_stats` decodes (run with ``raise_on_error=False``)."""
+def stats_commands(pipe: Any, k: QueueKeys, group: str, now: int) -> None:
+    """Queue the commands :func:`queue_stats` decodes (run with ``raise_on_error=False``);
+    ``now`` (ms since the epoch, the queue's clock) tells expired leases from live ones."""
     for _, add, _ in _STATS:
-        add(pipe, k, group)
+        add(pipe, k, group, now)
 
 
 def _ok(value: Any, default: Any) -> Any:
@@ -130,6 +133,7 @@ def queue_stats(queue: str, replies: list[Any], group: str) -> tuple[QueueStats,
         available=max(hlen - hp, 0) + max(llen - lp, 0),
         dead_letter=r["dead_letter"],
         oldest_waiting_age_ms=None,
+        overdue=r["overdue"],
         consumers=sorted(consumers.values(), key=lambda c: c.name),
         totals={k.decode(): int(v) for k, v in r["totals"].items()},
     )

@@ -178,8 +178,8 @@ def routes(metrics: Metrics) -> list[Route]:
             return refused
         if not authorized(request, settings, session=True):
             return _login_form()
-        await metrics.refresh()
-        page = status_page(metrics.snapshot, metrics.store_up, settings.key_prefix)
+        views = await metrics.status_view()
+        page = status_page(views, metrics.store_up, settings.key_prefix)
         return HTMLResponse(page, headers=_NO_STORE)
 
     async def login(request: Request) -> Response:

@@ -1,8 +1,10 @@
 """Prometheus metrics of one server process: the registry, the store collector and the tool-latency timer.
 
 At each scrape the queue's statistics are read from the store (so every server process
-reports the same, store-wide numbers): depths, in flight, delayed, dead letters, the oldest
-waiting task's age, consumers, and the store's running totals as counters. This process adds
+reports the same, store-wide numbers): depths, in flight, overdue (expired leases not yet
+reclaimed), delayed, dead letters, the oldest waiting task's age, consumers, and the store's
+running totals as counters. Each refresh also keeps a sample of the totals per queue, in a
+bounded ring (:class:`Sample`), from which the ``/status`` page draws recent rates. This process adds
 its own tool-call latency histogram. Queues reported: ``default`` and every queue a tool call
 named (at most :data:`MAX_QUEUES`).
 
@@ -18,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
@@ -26,7 +30,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mcp_queue_server.core.models import QueueStats
+from mcp_queue_server.core.models import DeadTask, QueueStats
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import QueueError
 from mcp_queue_server.limits import check_queue_name
@@ -40,6 +44,31 @@ R = TypeVar("R")
 MAX_QUEUES = 100
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 TOTALS = ("enqueued", "completed", "retried", "dead_lettered", "replayed")
+#: Samples of the totals kept per queue, and the least time between two of them: the ring
+#: covers at least ``HISTORY_SAMPLES * MIN_SAMPLE_GAP_S`` seconds (10 minutes), however
+#: often /status and /metrics are asked.
+HISTORY_SAMPLES = 300
+MIN_SAMPLE_GAP_S = 2.0
+#: Newest dead letters shown per queue on /status.
+STATUS_DLQ = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The store's running totals of one queue at one refresh (``at``: monotonic seconds)."""
+
+    at: float
+    enqueued: int
+    completed: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """What ``/status`` shows of one queue: its statistics, recent samples, newest dead letters."""
+
+    stats: QueueStats
+    samples: list[Sample]
+    dead: list[DeadTask]
 
 
 class Metrics:
@@ -60,6 +89,8 @@ class Metrics:
         #: The last refresh: every reported queue's statistics, and whether the store answered.
         self.snapshot: list[QueueStats] = []
         self.store_up = False
+        #: Per queue, the totals at past refreshes (oldest first, bounded).
+        self.history: dict[str, deque[Sample]] = {}
         self._scrape_seconds = 0.0
         self._queue: TaskQueue | None = None
         self._lock = anyio.Lock()
@@ -108,6 +139,26 @@ class Metrics:
             except (QueueError, OSError, ValueError):
                 self.snapshot, self.store_up = [], False
             self._scrape_seconds = time.perf_counter() - start
+            self._sample(time.monotonic())
+
+    def _sample(self, now: float) -> None:
+        for s in self.snapshot:
+            ring = self.history.setdefault(s.queue, deque(maxlen=HISTORY_SAMPLES))
+            if ring and now - ring[-1].at < MIN_SAMPLE_GAP_S:
+                continue
+            ring.append(Sample(now, s.totals.get("enqueued", 0), s.totals.get("completed", 0)))
+
+    async def status_view(self) -> list[QueueView]:
+        """Refresh, then every reported queue with its samples and newest dead letters (for /status)."""
+        await self.refresh()
+        views = []
+        for s in self.snapshot:
+            dead: list[DeadTask] = []
+            if s.dead_letter and self._queue is not None:
+                with contextlib.suppress(QueueError, OSError, ValueError):
+                    dead = (await self._queue.inspect_dlq(STATUS_DLQ, queue=s.queue)).tasks
+            views.append(QueueView(s, list(self.history.get(s.queue, ())), dead))
+        return views
 
     async def render(self) -> bytes:
         """The Prometheus text exposition, with fresh queue statistics."""
@@ -141,6 +192,11 @@ class _StoreCollector(Collector):
                 "mcp_queue_delayed_tasks", "Tasks waiting for their run-at time (delay or retry).", labels=["queue"]
             ),
             "in_flight": GaugeMetricFamily("mcp_queue_in_flight_tasks", "Tasks leased to workers.", labels=["queue"]),
+            "overdue": GaugeMetricFamily(
+                "mcp_queue_overdue_tasks",
+                "Tasks in flight whose lease expired, not yet reclaimed (a worker died or stalled).",
+                labels=["queue"],
+            ),
             "dead": GaugeMetricFamily(
                 "mcp_queue_dead_letter_tasks", "Tasks in the dead-letter queue.", labels=["queue"]
             ),
@@ -158,6 +214,7 @@ class _StoreCollector(Collector):
             gauges["waiting"].add_metric([s.queue, "low"], s.low.available)
             gauges["delayed"].add_metric([s.queue], s.delayed)
             gauges["in_flight"].add_metric([s.queue], s.in_flight)
+            gauges["overdue"].add_metric([s.queue], s.overdue)
             gauges["dead"].add_metric([s.queue], s.dead_letter)
             gauges["age"].add_metric([s.queue], (s.oldest_waiting_age_ms or 0) / 1000)
             gauges["consumers"].add_metric([s.queue], len(s.consumers))

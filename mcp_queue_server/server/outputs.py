@@ -164,6 +164,9 @@ class QueueStatsOutput(_Out):
     oldest_waiting_age_ms: int | None
     consumers: list[ConsumerOut]
     totals: dict[str, int] = Field(description="enqueued, completed, retried, dead_lettered, replayed.")
+    overdue: int = Field(
+        description="In-flight tasks whose lease expired and that no read or recover has reclaimed yet."
+    )
 
 
 class DeadTaskOut(_Out):
