@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib.metadata
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, NoReturn, cast
@@ -293,6 +294,20 @@ def _runner(args: argparse.Namespace, settings: Settings) -> Callable[[], Corout
     return lambda: cli_ops.run(args, settings)
 
 
+def _serve(settings: Settings) -> int:
+    from mcp_queue_server.server.run import PortUnavailable  # mcp and the server, only to serve
+    from mcp_queue_server.server.run import run as serve
+
+    try:
+        stopped_by = serve(settings)  # configures logging itself, after the SDK has
+    except PortUnavailable as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)  # the server's wording for configuration errors
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signals
+        return EXIT_INTERRUPTED
+    return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK
+
+
 def run(argv: Sequence[str]) -> int:
     """Run one command line; returns the exit status (argparse exits by itself on bad usage)."""
     args = None
@@ -302,10 +317,7 @@ def run(argv: Sequence[str]) -> int:
     except UsageError as exc:
         return _config_error(args, exc)
     if args.command == SERVE:
-        from mcp_queue_server.server.run import run as serve  # mcp and the server, only to serve
-
-        serve(settings)  # configures logging itself, after the SDK has
-        return EXIT_OK
+        return _serve(settings)
     try:
         _setup_logging(settings, args.command)
         return anyio.run(_runner(args, settings))

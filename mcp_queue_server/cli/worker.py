@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from mcp_queue_server.cli.common import EXIT_OK, UsageError
+from mcp_queue_server.cli.common import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from mcp_queue_server.settings import Settings
 from mcp_queue_server.worker.pool import ScalePolicy, WorkerPool, write_heartbeats
 from mcp_queue_server.worker.runtime import ANY_TYPE, Handler, Worker
@@ -127,7 +128,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             ],
         )
         await pool.serve()
-        return EXIT_OK
+        return _status(pool.stopped_by)
     worker = Worker(
         settings,
         handlers,
@@ -142,4 +143,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             tg.start_soon(write_heartbeats, worker, args.heartbeat_file, args.heartbeat_interval, args.parent_pid)
         await worker.serve()
         tg.cancel_scope.cancel()
-    return EXIT_OK
+    return _status(worker.stopped_by)
+
+
+def _status(stopped_by: signal.Signals | None) -> int:
+    """Ctrl-C (SIGINT) exits 130 like every command; SIGTERM, the supervisor's graceful stop, exits 0."""
+    return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK

@@ -136,36 +136,43 @@ def _stdin() -> _DaemonStdin:
     return _DaemonStdin(open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False))
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+async def _stop_on_signal(scope: anyio.CancelScope, received: list[signal.Signals]) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            logger.info("received %s: shutting down", signal.Signals(signum).name)
+            received.append(signal.Signals(signum))
+            logger.info("received %s: shutting down", received[0].name)
             scope.cancel()
             return
 
 
-async def serve_stdio(server: MCPServer[Any]) -> None:
+async def serve_stdio(server: MCPServer[Any]) -> signal.Signals | None:
     """Serve one client on stdin/stdout until stdin closes or SIGTERM/SIGINT arrives.
 
     Either way the lifespan exits normally: held tasks go back to the queue at once.
+    Returns the signal that stopped the server (None: stdin closed), for the exit status.
     """
+    received: list[signal.Signals] = []
     # The SDK runs stdio only with its own stdin reader; this is its run_stdio_async with ours.
     lowlevel = lowlevel_server(server)
     stdin = _stdin()
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            tg.start_soon(_stop_on_signal, tg.cancel_scope, received)
             async with stdio_server(stdin=stdin) as (read_stream, write_stream):
                 await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
             tg.cancel_scope.cancel()
     finally:
         stdin.stop()
+    return received[0] if received else None
 
 
-async def serve_stdio_with_metrics(server: MCPServer[Any], settings: Settings, metrics: Metrics) -> None:
+async def serve_stdio_with_metrics(
+    server: MCPServer[Any], settings: Settings, metrics: Metrics
+) -> signal.Signals | None:
     """The stdio server, plus ``/metrics`` and ``/status`` on ``settings.metrics_port`` when it is set."""
     async with anyio.create_task_group() as tg:
         if settings.metrics_port is not None:
             tg.start_soon(serve_side, metrics, settings.host, settings.metrics_port)
-        await serve_stdio(server)
+        stopped_by = await serve_stdio(server)
         tg.cancel_scope.cancel()
+    return stopped_by

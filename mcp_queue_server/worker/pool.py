@@ -171,6 +171,7 @@ class WorkerPool:
         self._dir = Path(tempfile.mkdtemp(prefix="mcpq-pool-"))
         self._slots = 0
         self._stopping = False
+        self.stopped_by: signal.Signals | None = None  #: the first signal :meth:`serve` received
         self._stop_requested = anyio.Event()
         self._changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -203,6 +204,7 @@ class WorkerPool:
             async def on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for signum in signals:
+                        self.stopped_by = self.stopped_by or signal.Signals(signum)
                         logger.info("pool: %s: stopping %d worker(s)", signal.Signals(signum).name, len(self.live()))
                         self.stop()
 

@@ -207,6 +207,7 @@ class Worker:
         self._foreign_seen: set[str] = set()  # task types without a handler, logged once each
         self._leased_at: dict[str, float] = {}  # when each held task was read (for its duration)
         self._tally: dict[str, int] = dict.fromkeys(_OUTCOMES, 0)  # outcomes since the last summary
+        self.stopped_by: signal.Signals | None = None  #: the first signal :meth:`serve` received
         self._stopping = False
         self._killed = False
         self._read_scope: anyio.CancelScope | None = None
@@ -247,6 +248,7 @@ class Worker:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
+                self.stopped_by = self.stopped_by or signal.Signals(signum)
                 if not self._stopping:
                     logger.info(
                         "%s: %s: finishing %d running task(s) within %.0f s (send again to hand them back now)",
