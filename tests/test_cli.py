@@ -87,6 +87,19 @@ async def test_stats_json_gives_depths_and_totals_by_queue(settings: Settings, q
     assert (stats["in_flight"], stats["available"], stats["totals"]["enqueued"]) == (1, 0, 1)
 
 
+async def test_stats_json_of_an_empty_queue_gives_every_total_as_zero(settings: Settings) -> None:
+    done = await cli(settings, "stats", "--json")
+
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["default"]["totals"] == {
+        "enqueued": 0,
+        "completed": 0,
+        "retried": 0,
+        "dead_lettered": 0,
+        "replayed": 0,
+    }
+
+
 async def test_top_once_prints_one_frame_with_queues_and_consumers(settings: Settings, queue: TaskQueue) -> None:
     await queue.enqueue("t", {})
     await queue.enqueue("t", {})

@@ -54,12 +54,21 @@ STATS_HEADERS = [
 ]  # fmt: skip
 
 
+#: The lifetime counters every queue has, 0 until first counted (the core records only those counted).
+TOTAL_NAMES = ("enqueued", "completed", "retried", "dead_lettered", "replayed")
+
+
+def totals(s: QueueStats) -> dict[str, int]:
+    """The queue's lifetime counters, every name in :data:`TOTAL_NAMES` present (0 when never counted)."""
+    return {name: s.totals.get(name, 0) for name in TOTAL_NAMES} | dict(s.totals)
+
+
 def stats_row(s: QueueStats) -> list[str]:
-    t = s.totals
+    t = totals(s)
     return [
         s.queue,
         *map(str, (s.available, s.high.available, s.low.available, s.delayed, s.in_flight, s.dead_letter)),
         age_text(s.oldest_waiting_age_ms),
         str(len(s.consumers)),
-        *(str(t.get(k, 0)) for k in ("enqueued", "completed", "retried", "dead_lettered", "replayed")),
+        *(str(t[k]) for k in TOTAL_NAMES),
     ]

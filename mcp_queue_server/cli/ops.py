@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from mcp_queue_server.cli.common import EXIT_FAILED, EXIT_OK, STATS_HEADERS, UsageError, stats_row, table
+from mcp_queue_server.cli.common import EXIT_FAILED, EXIT_OK, STATS_HEADERS, UsageError, stats_row, table, totals
 from mcp_queue_server.core.models import DeadTask, NewTask
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import InvalidState, QueueError, TaskNotFound
@@ -56,7 +56,8 @@ async def stats(queue: TaskQueue, args: argparse.Namespace) -> int:
     names = args.queue or ["default"]
     found = [await queue.get_queue_stats(name) for name in names]
     if args.json:
-        emit_json({s.queue: dataclasses.asdict(s) for s in found})
+        # Every total, 0 included, as the table shows them (the core records only those counted).
+        emit_json({s.queue: dataclasses.asdict(s) | {"totals": totals(s)} for s in found})
     else:
         print(table(STATS_HEADERS, [stats_row(s) for s in found]))
     return EXIT_OK
