@@ -252,7 +252,7 @@ async def test_enqueue_reads_json_lines_or_an_array_from_stdin(settings: Setting
         (["enqueue"], '{"task_type": "t", "colour": 1}', "unknown field(s) ['colour']"),
         (["enqueue"], "", "no tasks on stdin"),
         (["enqueue", "bad type!"], None, "invalid task type"),
-        (["stats", "--max-attempts", "0"], None, "max_attempts"),
+        (["stats", "--max-attempts", "0"], None, "invalid --max-attempts 0: expected a whole number from 1 to"),
         (["stats", "--bogus"], None, "unrecognized arguments: --bogus"),
     ],
 )
@@ -264,6 +264,26 @@ async def test_bad_input_exits_with_status_2_and_says_why(
     assert done.code == 2
     assert message in done.err
     assert done.out == ""
+
+
+async def test_an_invalid_setting_is_named_as_the_user_gave_it_with_what_it_takes(settings: Settings) -> None:
+    from_env = await cli(settings, "stats", MCP_QUEUE_LEASE_MS="abc")
+    from_flag = await cli(settings, "stats", "--lease-ms", "0")
+    unparsable_flag = await cli(settings, "stats", "--lease-ms", "abc")
+    not_a_list = await cli(settings, "stats", MCP_QUEUE_ALLOWED_HOSTS="q.example")
+
+    assert (from_env.code, from_flag.code, unparsable_flag.code, not_a_list.code) == (2, 2, 2, 2)
+    assert from_env.err == (
+        "mcp-queue-server: error: invalid MCP_QUEUE_LEASE_MS='abc': expected a whole number of at least 1; "
+        "fix the variable or unset it (default: 60000)\n"
+    )
+    assert from_flag.err == (
+        "mcp-queue-server: error: invalid --lease-ms 0: expected a whole number of at least 1; "
+        "fix the flag or leave it out (default: 60000)\n"
+    )
+    assert "argument --lease-ms: invalid value 'abc': expected a whole number of at least 1" in unparsable_flag.err
+    assert "invalid MCP_QUEUE_ALLOWED_HOSTS: expected a JSON list" in not_a_list.err
+    assert "Traceback" not in not_a_list.err
 
 
 async def test_an_invalid_redis_url_is_a_configuration_error_that_hides_the_url() -> None:
@@ -301,7 +321,7 @@ async def test_serve_as_a_command_runs_the_server_with_its_flags() -> None:
     done = await cli(None, "serve", "--max-attempts", "0")
 
     assert done.code == 2
-    assert "mcp-queue-server: invalid settings: max_attempts" in done.err
+    assert "mcp-queue-server: invalid --max-attempts 0: expected a whole number from 1 to" in done.err
 
 
 async def test_settings_flags_may_come_before_the_command(settings: Settings, queue: TaskQueue) -> None:

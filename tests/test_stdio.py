@@ -263,7 +263,7 @@ def test_invalid_settings_exit_with_status_2_and_a_message() -> None:
     )
 
     assert done.returncode == 2
-    assert "max_attempts" in done.stderr
+    assert "--max-attempts" in done.stderr
     assert done.stdout == ""
 
 

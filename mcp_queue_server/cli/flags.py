@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import enum
+import types
+import typing
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import SettingsError as EnvParseError
 from redis.asyncio.connection import parse_url
 
 from mcp_queue_server.settings import CLUSTER_SCHEMES, Role, Settings
@@ -82,13 +87,77 @@ def add_setting_flags(target: Any, fields: Collection[str] | None = None) -> Non
         target.add_argument(
             flag,
             dest=field,
-            type=kind,
+            type=_parser_for(field, kind),
             metavar=metavar,
             choices=CHOICES.get(field),
             action="append" if field.startswith("allowed_") else "store",
             default=argparse.SUPPRESS,
             help=f"{text}{shown} [env: MCP_QUEUE_{field.upper()}]".replace("%", "%%"),
         )
+
+
+FLAG_OF_FIELD = {field: flag for flag, (field, _, _) in FLAGS.items()}
+_KINDS: dict[Any, str] = {int: "a whole number", float: "a number", bool: "true or false", Path: "a path"}
+
+
+def expected(field: str) -> str:
+    """What ``field`` takes, in words: its kind, choices, limits or pattern."""
+    info = Settings.model_fields[field]
+    kind = info.annotation
+    if isinstance(kind, types.UnionType):  # X | None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if field in CHOICES or typing.get_origin(kind) is typing.Literal:
+        return "one of " + ", ".join(CHOICES.get(field) or map(str, typing.get_args(kind)))
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return "one of " + ", ".join(str(m.value) for m in kind)
+    words = _KINDS.get(kind, "text")
+    limits = {
+        name: getattr(m, name) for m in info.metadata for name in ("ge", "gt", "le", "pattern") if hasattr(m, name)
+    }
+    if "ge" in limits and "le" in limits:
+        return f"{words} from {limits['ge']} to {limits['le']}"
+    parts = [words]
+    if "ge" in limits:
+        parts.append(f"of at least {limits['ge']}")
+    if "gt" in limits:
+        parts.append(f"above {limits['gt']}")
+    if "le" in limits:
+        parts.append(f"of at most {limits['le']}")
+    if "pattern" in limits:
+        parts.append(f"matching {limits['pattern']}")
+    return " ".join(parts)
+
+
+def _parser_for(field: str, kind: Any) -> Any:
+    """``kind`` for argparse, refusing a value with what the setting takes (argparse names the flag)."""
+    if kind not in (int, float):
+        return kind
+
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected(field)}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _problem(error: ErrorDetails, flags: Mapping[str, Any]) -> str:
+    """One invalid setting, named as the user gave it (the flag, else the variable), and what to use."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if field not in Settings.model_fields:
+        return f"invalid settings: {error['msg']}"
+    info = Settings.model_fields[field]
+    secret = info.annotation in (SecretStr, SecretStr | None)
+    value = "(hidden)" if secret else repr(error.get("input"))
+    shown = str(info.default).lower() if isinstance(info.default, bool) else info.default
+    default = "" if info.default in (None, ...) or info.default_factory is not None else f" (default: {shown})"
+    if field in flags:
+        source, fix = FLAG_OF_FIELD.get(field, field), f"fix the flag or leave it out{default}"
+        return f"invalid {source} {value}: expected {expected(field)}; {fix}"
+    source = f"MCP_QUEUE_{field.upper()}"
+    return f"invalid {source}={value}: expected {expected(field)}; fix the variable or unset it{default}"
 
 
 def settings_from(flags: Mapping[str, Any]) -> Settings:
@@ -101,8 +170,11 @@ def settings_from(flags: Mapping[str, Any]) -> Settings:
     try:
         settings = Settings(**flags)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"invalid settings: {problems}") from None
+        raise SettingsError("; ".join(_problem(e, flags) for e in exc.errors())) from None
+    except EnvParseError as exc:  # a list variable that is not JSON
+        field = next((f for f in Settings.model_fields if f'"{f}"' in str(exc)), None)
+        where = f"MCP_QUEUE_{field.upper()}" if field else "an MCP_QUEUE_* variable"
+        raise SettingsError(f'invalid {where}: expected a JSON list, like ["a.example", "b.example"]') from None
     url = settings.redis_url_value()
     if settings.redis_url is not None and not url:
         # An empty MCP_QUEUE_REDIS_URL (common in client configs) means unset: embedded Redis.
