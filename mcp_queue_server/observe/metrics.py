@@ -74,9 +74,12 @@ class QueueView:
 class Metrics:
     """The metrics of one server process; :meth:`timed` wraps tools, :meth:`render` answers a scrape."""
 
-    def __init__(self, settings: Settings, queues: Iterable[str] = ("default",)) -> None:
+    def __init__(
+        self, settings: Settings, queues: Iterable[str] = ("default",), *, sample_gap_s: float = MIN_SAMPLE_GAP_S
+    ) -> None:
         self.settings = settings
         self.queues = set(queues)
+        self.sample_gap_s = sample_gap_s
         self.registry = CollectorRegistry(auto_describe=False)
         self.tool_latency = Histogram(
             "mcp_queue_tool_call_duration_seconds",
@@ -144,7 +147,7 @@ class Metrics:
     def _sample(self, now: float) -> None:
         for s in self.snapshot:
             ring = self.history.setdefault(s.queue, deque(maxlen=HISTORY_SAMPLES))
-            if ring and now - ring[-1].at < MIN_SAMPLE_GAP_S:
+            if ring and now - ring[-1].at < self.sample_gap_s:
                 continue
             ring.append(Sample(now, s.totals.get("enqueued", 0), s.totals.get("completed", 0)))
 

@@ -70,8 +70,11 @@ table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nu
 th, td { padding: .25em .5em; border-bottom: 1px solid var(--line); text-align: right; vertical-align: top; }
 th { font-weight: 600; color: var(--muted); font-size: .85em; }
 th:first-child, td:first-child, td.text, th.text { text-align: left; }
-td.id { word-break: break-all; }
-td.text { overflow-wrap: anywhere; }
+td.id, .id, .error { overflow-wrap: anywhere; }
+ul.dead { list-style: none; padding: 0; margin: 0; }
+ul.dead li { padding: .35em 0; border-bottom: 1px solid var(--line); }
+ul.dead .id { font-weight: 600; }
+.error { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .85em; color: var(--bad); }
 form { margin-top: 1em; display: flex; gap: .5em; flex-wrap: wrap; align-items: center; }
 input, button { font: inherit; padding: .4em .6em; border: 1px solid var(--line); border-radius: 6px;
   background: var(--bg); color: var(--fg); }
@@ -100,6 +103,10 @@ def age(ms: int | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60} s"
     return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _clip(text: str, n: int) -> str:
@@ -205,20 +212,15 @@ def _consumers(s: QueueStats) -> str:
 def _dead(s: QueueStats, dead: Sequence[DeadTask], now_ms: int) -> str:
     if not dead:
         return ""
-    rows = "".join(
-        f'<tr><td class="id">{escape(d.task_id)}</td><td class="text">{escape(d.task_type or "-")}</td>'
-        f"<td>{d.attempt}{'' if d.max_attempts is None else f'/{d.max_attempts}'}</td>"
-        f'<td class="text" title="{escape(_clip(d.error or "", ERROR_TITLE_CHARS))}">'
-        f"{escape(_clip(d.error or '-', ERROR_CHARS))}</td>"
-        f"<td>{'-' if d.dead_at is None else age(max(now_ms - d.dead_at, 0))}</td></tr>"
+    items = "".join(
+        f'<li><span class="id">{escape(d.task_id)}</span> <small>· {escape(d.task_type or "-")} · attempt '
+        f"{d.attempt}{'' if d.max_attempts is None else f'/{d.max_attempts}'}"
+        f"{'' if d.dead_at is None else f' · dead for {age(max(now_ms - d.dead_at, 0))}'}</small>"
+        f'<div class="error" title="{escape(_clip(d.error or "", ERROR_TITLE_CHARS))}">'
+        f"{escape(_clip(d.error or '-', ERROR_CHARS))}</div></li>"
         for d in dead
     )
-    head = (
-        '<tr><th class="text">task</th><th class="text">type</th><th>attempt</th>'
-        '<th class="text">error</th><th>dead for</th></tr>'
-    )
-    title = f"<h3>newest dead letters ({len(dead)} of {s.dead_letter})</h3>"
-    return f'{title}<div class="scroll"><table>{head}{rows}</table></div>'
+    return f'<h3>newest dead letters ({len(dead)} of {s.dead_letter})</h3><ul class="dead">{items}</ul>'
 
 
 def _queue(view: QueueView, now_ms: int) -> str:
@@ -239,7 +241,7 @@ def _attention(views: Sequence[QueueView]) -> str:
                 "recover hands them out again)</li>"
             )
         if s.dead_letter:
-            notes.append(f'<li class="bad">{q}: {s.dead_letter} dead letters to look at</li>')
+            notes.append(f'<li class="bad">{q}: {_count(s.dead_letter, "dead letter")} to look at</li>')
         if s.available and not s.consumers:
             notes.append(f'<li class="warn">{q}: {s.available} waiting and no consumer</li>')
     return f'<ul class="attention">{"".join(notes)}</ul>' if notes else "<p>Nothing needs attention.</p>"
