@@ -23,15 +23,15 @@ MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
     (models.EnqueueResult, outputs.EnqueueOutput, {}),
     # One of a batch: the queue and the replica count are said once, in EnqueueBatchOutput.
     (models.EnqueueResult, outputs.EnqueuedTask, {"dropped": {"queue", "replicas_confirmed"}}),
-    # The queue is said once, in ReadOutput.
-    (models.Task, outputs.LeasedTask, {"dropped": {"queue"}}),
+    # The queue is said once, in ReadOutput; the time left on the lease is counted at the reply.
+    (models.Task, outputs.LeasedTask, {"dropped": {"queue"}, "added": {"lease_ms_left"}}),
     (models.FanoutProgress, outputs.FanoutProgressOut, {}),
     # A bulk ack reports a task it could not ack with its error instead of failing the call.
     (models.AckResult, outputs.AckedTask, {"added": {"error"}}),
     (models.FailResult, outputs.FailOutput, {}),
     (models.FanoutResult, outputs.FanoutOutput, {}),
     (models.FanoutState, outputs.FanoutStateOut, {}),
-    (models.TaskInfo, outputs.TaskInfoOutput, {}),
+    (models.TaskInfo, outputs.TaskInfoOutput, {"added": {"lease_ms_left"}}),
     # The stream a dead task came from is the store's business, not the model's.
     (models.DeadTask, outputs.DeadTaskOut, {"dropped": {"source_stream"}}),
     # The page names the queue it was read from (the core's page does not know it).

@@ -15,8 +15,9 @@ from typing import Any
 from mcp import Client
 from mcp.server import MCPServer
 from mcp.server.lowlevel import Server
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mcp_queue_server.server import sdk_compat
 
@@ -131,3 +132,36 @@ def test_mcp_server_wraps_a_low_level_server_that_runs_on_given_streams() -> Non
 
 def test_mcp_server_takes_the_version_it_publishes() -> None:
     assert "version" in inspect.signature(MCPServer).parameters, moved("MCPServer(version=...) is gone")
+
+
+async def test_bad_arguments_arrive_as_a_tool_error_caused_by_the_validation_error() -> None:
+    try:
+        await _tool().run({"n": "x"}, context=None)  # type: ignore[arg-type]
+    except Exception as exc:  # the canary names what it got
+        caught: BaseException = exc
+    else:
+        raise AssertionError(moved("Tool.run accepted arguments its model refuses"))
+
+    assert type(caught).__name__ == "ToolError", moved(f"bad arguments raise {type(caught).__name__}")
+    assert isinstance(caught.__cause__, ValidationError), moved("the ToolError no longer carries the ValidationError")
+
+
+async def oops(n: int = 1) -> Echoed:
+    """Fail on purpose."""
+    raise ToolError(f"n is {n}: try another")
+
+
+async def test_a_queue_tool_speaks_one_line_of_its_own_and_writes_compact_json() -> None:
+    tools = [sdk_compat.QueueTool.from_function(f, structured_output=True) for f in (echo, oops)]
+    server: MCPServer[Any] = MCPServer("canary", tools=tools)
+
+    async with Client(server) as client:
+        bad = await client.call_tool("echo", {"n": "x"})
+        own = await client.call_tool("oops", {"n": 2})
+        good = await client.call_tool("echo", {"n": 3})
+
+    assert bad.is_error
+    assert bad.content[0].text == "n must be an integer, got a string", moved("Tool.run's errors changed shape")  # type: ignore[union-attr]
+    assert own.content[0].text == "n is 2: try another", moved("a tool's ToolError is wrapped differently")  # type: ignore[union-attr]
+    assert good.structured_content == {"n": 3}
+    assert good.content[0].text == '{"n":3}', moved("convert_result no longer returns a CallToolResult")  # type: ignore[union-attr]

@@ -36,8 +36,8 @@ async def test_an_operator_s_lower_caps_are_published_and_enforced_by_the_schema
     assert too_long.is_error
     assert too_many.is_error
     # The argument model's error (it names the bound), not the queue core's "must be between".
-    assert "less than or equal to 5000" in too_long.content[0].text  # type: ignore[union-attr]
-    assert "less than or equal to 7" in too_many.content[0].text  # type: ignore[union-attr]
+    assert "block_ms is 6000, at most 5000" in too_long.content[0].text  # type: ignore[union-attr]
+    assert "count is 8, at most 7" in too_many.content[0].text  # type: ignore[union-attr]
     assert not within.is_error
 
 

@@ -184,7 +184,7 @@ async def test_checkpoint_of_a_task_nobody_holds_is_saved_without_a_lease(client
 
     saved = await call(client, "checkpoint", task_id="c2", data={"seed": 1}, ttl_seconds=60)
 
-    assert saved == {"task_id": "c2", "saved": True, "lease_expires_at": None}
+    assert saved == {"task_id": "c2", "saved": True, "lease_expires_at": None, "lease_ms_left": None}
 
 
 async def test_fanout_gathers_subtask_results_under_the_parent_and_enqueues_the_continuation(client: Client) -> None:

@@ -276,4 +276,4 @@ async def test_nan_and_infinity_sent_over_the_wire_are_refused(settings: Setting
     assert nan["isError"] is True
     assert "no NaN or Infinity" in nan["content"][0]["text"]
     assert inf["isError"] is True
-    assert "Input should be a valid integer" in inf["content"][0]["text"]
+    assert inf["content"][0]["text"] == "priority must be an integer, got an infinite number"

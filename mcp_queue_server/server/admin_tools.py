@@ -8,7 +8,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from mcp_queue_server.limits import CURSOR_MAX_LENGTH, CURSOR_PATTERN, MAX_MIN_IDLE_MS, MAX_TOOL_PAGE
-from mcp_queue_server.server.context import Ctx, open_queue, queue_errors
+from mcp_queue_server.server.context import Ctx, ms_left, open_queue, queue_errors
 from mcp_queue_server.server.inputs import QueueName, TaskId, TaskIdList
 from mcp_queue_server.server.outputs import (
     DeadLetterOutput,
@@ -26,7 +26,10 @@ async def get_task(task_id: TaskId, ctx: Ctx, queue: QueueName = "default") -> T
     completed, failed), attempt, result, error, checkpoint and, for a fanout parent, its
     subtasks' progress and results. Use it to follow a task you enqueued."""
     q = await open_queue(ctx)
-    return TaskInfoOutput.model_validate(await q.get_task(task_id, queue=queue))
+    info = TaskInfoOutput.model_validate(await q.get_task(task_id, queue=queue))
+    if info.status == "working":
+        info.lease_ms_left = ms_left(info.lease_expires_at)
+    return info
 
 
 @queue_errors

@@ -28,7 +28,13 @@ from mcp_queue_server.server.lifespan import ServerState
 from mcp_queue_server.server.output_schema import compact_schema
 from mcp_queue_server.server.prompts import register_prompts
 from mcp_queue_server.server.resources import register_resources
-from mcp_queue_server.server.sdk_compat import arg_model, output_schema, replace_arg_model, replace_output_schema
+from mcp_queue_server.server.sdk_compat import (
+    QueueTool,
+    arg_model,
+    output_schema,
+    replace_arg_model,
+    replace_output_schema,
+)
 from mcp_queue_server.server.transports import StaticTokenVerifier
 from mcp_queue_server.settings import Role, Settings
 
@@ -99,6 +105,8 @@ def tool_names(role: Role) -> list[str]:
 SETTING_CAPS: dict[tuple[str, str], str] = {
     ("read_tasks", "count"): "max_read_count",
     ("read_tasks", "block_ms"): "max_block_ms",
+    ("read_tasks", "lease_ms"): "max_lease_ms",
+    ("extend_lease", "lease_ms"): "max_lease_ms",
 }
 
 
@@ -127,7 +135,7 @@ def _strict_model(loose: type[BaseModel], caps: Mapping[str, int]) -> type[BaseM
 def _strict_tool(spec: ToolSpec, settings: Settings, metrics: Metrics | None = None) -> Tool:
     """A tool with a strict arguments model (caps from ``settings``), publishing a compact output schema."""
     fn = spec.fn if metrics is None else metrics.timed(spec.fn)
-    tool = Tool.from_function(fn, title=spec.title, annotations=spec.annotations, structured_output=True)
+    tool = QueueTool.from_function(fn, title=spec.title, annotations=spec.annotations, structured_output=True)
     replace_arg_model(tool, _strict_model(arg_model(tool), _caps(tool.name, settings)))
     # Same results accepted, checked about twice as fast by clients (see output_schema.py).
     published = output_schema(tool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -53,6 +54,16 @@ def check_json(ctx: Ctx, name: str, value: Any) -> None:
     limit = ctx.request_context.lifespan_context.settings.max_depth
     if json_depth_exceeds(value, limit):
         raise ToolError(f"{name} is nested more than {limit} levels deep: flatten it")
+
+
+def ms_left(deadline: int | None) -> int | None:
+    """Milliseconds from now until ``deadline`` (ms since the epoch), never negative.
+
+    Leases are stamped with the queue's clock, which is this process's wall clock (the core's
+    default); were the core to stamp them with Redis's clock, the skew between the two hosts
+    would go into this figure (none when Redis runs on this machine).
+    """
+    return None if deadline is None else max(0, deadline - time.time_ns() // 1_000_000)
 
 
 async def open_queue(ctx: Ctx) -> TaskQueue:

@@ -19,6 +19,7 @@ from mcp_queue_server.settings import Settings
 #: read. build_server publishes and enforces the server's own values instead (app.SETTING_CAPS).
 READ_COUNT_CAP: int = Settings.model_fields["max_read_count"].default
 BLOCK_MS_CAP: int = Settings.model_fields["max_block_ms"].default
+LEASE_MS_CAP: int = Settings.model_fields["max_lease_ms"].default
 
 QueueName = Annotated[
     str,

@@ -9,18 +9,27 @@ them, only this module changes, and ``tests/test_sdk_compat.py`` names what move
 * a tool's published output schema (``Tool.fn_metadata.output_schema``), to publish a
   compact equivalent;
 * the low-level server inside ``MCPServer`` (``MCPServer._lowlevel_server``), to run stdio
-  with our own stdin reader.
+  with our own stdin reader;
+* how ``Tool.run`` reports a call (:class:`QueueTool`): an argument-validation failure as a
+  ``ToolError`` caused by the ``ValidationError``, a tool's own ``ToolError`` wrapped in one
+  prefixed ``Error executing tool <name>:``, and a structured result as a ``CallToolResult``
+  whose text content is the same JSON indented by 2.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pydantic_core
 from mcp.server import MCPServer
 from mcp.server.lowlevel import Server
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
-from pydantic import BaseModel
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel, ValidationError
+
+from mcp_queue_server.server.arg_errors import explain
 
 #: The SDK minor these private parts were checked against (pyproject pins ``mcp`` to it).
 TESTED_SDK = "2.3"
@@ -59,3 +68,39 @@ def replace_output_schema(tool: Tool, schema: dict[str, Any]) -> None:
 def lowlevel_server(server: MCPServer[Any]) -> Server[Any]:
     """The low-level server ``MCPServer`` wraps, for running it on streams of our own."""
     return server._lowlevel_server
+
+
+class QueueTool(Tool):
+    """A tool whose errors are one line of its own and whose text content is compact JSON.
+
+    * Bad arguments: the SDK's text is ``str(ValidationError)`` (lines of pydantic dump); this
+      says the same in one line (:func:`~mcp_queue_server.server.arg_errors.explain`).
+    * A ``ToolError`` the tool raised reaches the model as its own text, without the SDK's
+      ``Error executing tool <name>:`` prefix (the model knows which tool it called).
+    * The text content of a structured result is ``structuredContent`` as compact JSON, not
+      indented by 2: the same data in about two thirds of the tokens. The SDK has no setting
+      for it; ``convert_result`` builds the indented text with no hook.
+
+    Crashes (``UnexpectedToolError``) and protocol errors pass through unchanged.
+    """
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        try:
+            result = await super().run(arguments, context, convert_result)
+        except UnexpectedToolError:
+            raise
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(explain(cause, self.parameters, self.name)) from cause
+            if isinstance(cause, ToolError):
+                raise ToolError(str(cause)) from cause
+            raise
+        if isinstance(result, CallToolResult) and result.structured_content is not None and not result.is_error:
+            result.content = [TextContent(type="text", text=compact_json(result.structured_content))]
+        return result
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as JSON without indentation or spaces, non-ASCII kept as is."""
+    return pydantic_core.to_json(value).decode()

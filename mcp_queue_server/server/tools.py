@@ -21,9 +21,10 @@ from mcp_queue_server.limits import (
     MAX_ERROR_LENGTH,
     MAX_SUBTASKS,
 )
-from mcp_queue_server.server.context import Ctx, check_json, new_task, open_queue, queue_errors
+from mcp_queue_server.server.context import Ctx, check_json, ms_left, new_task, open_queue, queue_errors
 from mcp_queue_server.server.inputs import (
     BLOCK_MS_CAP,
+    LEASE_MS_CAP,
     READ_COUNT_CAP,
     JsonObject,
     OnChildFailure,
@@ -50,6 +51,9 @@ from mcp_queue_server.server.outputs import (
     LeaseOutput,
     ReadOutput,
 )
+
+#: The note of an ack that came after the task was completed.
+KEPT = "an earlier ack completed this task: the first result was kept, this one was dropped"
 
 # -- producing ------------------------------------------------------------------------------
 
@@ -175,7 +179,9 @@ async def read_tasks(
     prefer_high_priority: Annotated[bool, Field(strict=True, description="Serve high-priority tasks first.")] = True,
     lease_ms: Annotated[
         int | None,
-        Field(strict=True, ge=1, description="How long the tasks are yours (default: server's, 60 s; max 1 h)."),
+        Field(
+            strict=True, ge=1, le=LEASE_MS_CAP, description="How long the tasks are yours (default: server's, 60 s)."
+        ),
     ] = None,
     queue: QueueName = "default",
 ) -> ReadOutput:
@@ -190,7 +196,10 @@ async def read_tasks(
     """
     q = await open_queue(ctx)
     tasks = await q.read_messages(count, block_ms, prefer_high_priority, lease_ms=lease_ms, queue=queue)
-    return ReadOutput(queue=queue, tasks=[LeasedTask.model_validate(t) for t in tasks])
+    leased = [LeasedTask.model_validate(t) for t in tasks]
+    for item in leased:
+        item.lease_ms_left = ms_left(item.lease_expires_at) or 0
+    return ReadOutput(queue=queue, tasks=leased)
 
 
 @queue_errors
@@ -218,7 +227,8 @@ async def ack(
         check_json(ctx, "result", result)
         q = await open_queue(ctx)
         item = AckedTask.model_validate(await q.acknowledge(task_id, result, queue=queue))
-        return AckOutput(task_id=item.task_id, status=item.status, fanout=item.fanout, tasks=[item])
+        note = KEPT if item.status == "already_completed" else None
+        return AckOutput(task_id=item.task_id, status=item.status, fanout=item.fanout, tasks=[item], note=note)
     if result is not None:
         raise ToolError("result goes with task_id; ack task_ids without results")
     assert task_ids is not None
@@ -259,7 +269,8 @@ async def extend_lease(
     task_id: TaskId,
     ctx: Ctx,
     lease_ms: Annotated[
-        int | None, Field(strict=True, ge=1, description="New lease from now (default: server's, 60 s; max 1 h).")
+        int | None,
+        Field(strict=True, ge=1, le=LEASE_MS_CAP, description="New lease from now (default: server's, 60 s)."),
     ] = None,
     queue: QueueName = "default",
 ) -> LeaseOutput:
@@ -270,7 +281,7 @@ async def extend_lease(
     """
     q = await open_queue(ctx)
     deadline = await q.extend_lease(task_id, lease_ms, queue=queue)
-    return LeaseOutput(task_id=task_id, lease_expires_at=deadline)
+    return LeaseOutput(task_id=task_id, lease_expires_at=deadline, lease_ms_left=ms_left(deadline) or 0)
 
 
 @queue_errors
@@ -291,4 +302,4 @@ async def checkpoint(
     check_json(ctx, "data", data)
     q = await open_queue(ctx)
     deadline = await q.checkpoint(task_id, data, ttl_seconds, queue=queue)
-    return CheckpointOutput(task_id=task_id, saved=True, lease_expires_at=deadline)
+    return CheckpointOutput(task_id=task_id, saved=True, lease_expires_at=deadline, lease_ms_left=ms_left(deadline))
