@@ -11,6 +11,7 @@ records read straight from Redis (:func:`task_info`, :func:`queue_stats`).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple, NoReturn
 
@@ -79,8 +80,11 @@ def raise_for(why: Refusal, task_id: str) -> NoReturn:
         raise TaskNotFound(f"task {task_id} not found: check the id and queue (completed tasks expire after a while)")
     if code == Code.NOT_HOLDER:
         if state == "working":
+            # The reply carries no clock: seconds from this process's wall clock, for the message
+            # only (a model reads seconds from now; the lease itself is the queue's business).
+            left_s = max(0, -((time.time_ns() // 1_000_000 - int(why.until or 0)) // 1000))
             raise NotLeaseHolder(
-                f"task {task_id} is leased by another worker ({why.holder}) until {why.until} ms; "
+                f"task {task_id} is leased by another worker ({why.holder}) for {left_s} s more; "
                 "your lease expired or you never held it, so nothing was changed: drop this task and read again"
             )
         raise NotLeaseHolder(
