@@ -173,13 +173,15 @@ async def test_dlq_replay_puts_the_given_tasks_back_in_the_queue(settings: Setti
     assert (await queue.get_task(ids[1])).status == TaskStatus.FAILED
 
 
-async def test_dlq_purge_all_reports_progress_batch_by_batch(settings: Settings, queue: TaskQueue) -> None:
+async def test_dlq_purge_all_purges_batch_by_batch_and_piped_prints_no_progress(
+    settings: Settings, queue: TaskQueue
+) -> None:
     await dead_tasks(queue, 5)
 
     done = await cli(settings, "dlq", "purge", "--all", "--json", MCP_QUEUE_PENDING_BATCH_SIZE="2")
 
     assert json.loads(done.out) == {"purged": 5}
-    assert done.err.splitlines() == ["purged: 2/5 (40%)", "purged: 4/5 (80%)", "purged: 5/5 (100%)"]
+    assert done.err == ""  # the progress bar is for a terminal (tests/test_cli_terminal.py)
     assert (await queue.get_queue_stats()).dead_letter == 0
 
 

@@ -14,7 +14,16 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from mcp_queue_server.cli.common import EXIT_FAILED, EXIT_OK, STATS_HEADERS, UsageError, stats_row, table, totals
+from mcp_queue_server.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    STATS_HEADERS,
+    UsageError,
+    is_terminal,
+    print_table,
+    stats_row,
+    totals,
+)
 from mcp_queue_server.core.models import DeadTask, NewTask
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import InvalidState, QueueError, TaskNotFound
@@ -59,7 +68,7 @@ async def stats(queue: TaskQueue, args: argparse.Namespace) -> int:
         # Every total, 0 included, as the table shows them (the core records only those counted).
         emit_json({s.queue: dataclasses.asdict(s) | {"totals": totals(s)} for s in found})
     else:
-        print(table(STATS_HEADERS, [stats_row(s) for s in found]))
+        print_table(STATS_HEADERS, [stats_row(s) for s in found])
     return EXIT_OK
 
 
@@ -87,29 +96,37 @@ async def dlq_list(queue: TaskQueue, args: argparse.Namespace) -> int:
     if not page.tasks:
         print(f"the dead-letter queue of {args.queue} is empty")
         return EXIT_OK
-    print(table(["TASK ID", "TYPE", "ATTEMPTS", "REPLAYS", "ERROR"], [_dead_row(t) for t in page.tasks], 2))
+    headers = ["TASK ID", "TYPE", "ATTEMPTS", "REPLAYS", "ERROR"]
+    print_table(headers, [_dead_row(t) for t in page.tasks], 2, wrap_last=True)
     if page.next_cursor:
         print(f"more: mcp-queue-server dlq list --queue {args.queue} --cursor {page.next_cursor}")
     return EXIT_OK
 
 
 class Progress:
-    """``done/total`` on stderr: rewritten in place on a terminal, a line per step otherwise."""
+    """A progress bar (rich) on ``out`` when it is a terminal; nothing when it is piped, so
+    scripts and logs get only the result. Counts ``done`` either way."""
 
     def __init__(self, what: str, total: int, out: TextIO) -> None:
-        self.what, self.total, self.out = what, total, out
         self.done = 0
-        self.tty = out.isatty()
+        self._bar: Any = None
+        if is_terminal(out):
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn())
+            self._bar = Progress(*columns, console=Console(file=out), auto_refresh=False)
+            self._task = self._bar.add_task(what, total=total)
+            self._bar.start()
 
     def add(self, n: int) -> None:
         self.done += n
-        share = f" ({100 * self.done // self.total}%)" if self.total else ""
-        end = "\r" if self.tty else "\n"
-        print(f"{self.what}: {self.done}/{self.total}{share}", end=end, file=self.out, flush=True)
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n, refresh=True)
 
     def close(self) -> None:
-        if self.tty and self.done:
-            print(file=self.out)
+        if self._bar is not None:
+            self._bar.stop()
 
 
 async def dlq_repair(queue: TaskQueue, args: argparse.Namespace) -> int:

@@ -1,23 +1,39 @@
-"""``mcp-queue-server top``: a terminal view of the queues, redrawn every few seconds (plain ANSI)."""
+"""``mcp-queue-server top``: a terminal view of the queues, redrawn every few seconds.
+
+On a terminal the view is drawn with ``rich`` and redrawn in place; piped (or with ``--once``)
+each frame is plain text, without escape codes.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
-from mcp_queue_server.cli.common import EXIT_OK, STATS_HEADERS, age_text, stats_row, table
+from mcp_queue_server.cli.common import (
+    EXIT_OK,
+    STATS_HEADERS,
+    age_text,
+    fit_console,
+    is_terminal,
+    rich_table,
+    stats_row,
+    table,
+)
 from mcp_queue_server.core.models import QueueStats
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import QueueUnavailable
 from mcp_queue_server.settings import Settings
 from mcp_queue_server.store.open import open_queue
 
-CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
-BOLD, RESET = "\x1b[1m", "\x1b[0m"
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+HEADERS = [*STATS_HEADERS, "IN/S", "DONE/S"]
+CONSUMER_HEADERS = ["NAME", "IN FLIGHT", "IDLE"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,24 +56,48 @@ def rates(now: list[QueueStats], before: list[QueueStats] | None, seconds: float
     return out
 
 
-def frame(settings: Settings, stats: list[QueueStats], per_second: dict[str, tuple[float, float]], ansi: bool) -> str:
-    bold, reset = (BOLD, RESET) if ansi else ("", "")
-    when = time.strftime("%Y-%m-%d %H:%M:%S")
-    lines = [f"{bold}mcp-queue-server top{reset}   key prefix {settings.key_prefix}   {when}", ""]
-    headers = [*STATS_HEADERS, "IN/S", "DONE/S"]
+def _title(settings: Settings) -> str:
+    return f"mcp-queue-server top   key prefix {settings.key_prefix}   {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
+def _rows(stats: list[QueueStats], per_second: dict[str, tuple[float, float]]) -> list[list[str]]:
     rows: list[list[str]] = []
     for s in stats:
         enq, done = per_second.get(s.queue, (None, None))
         rows.append([*stats_row(s), "-" if enq is None else f"{enq:.1f}", "-" if done is None else f"{done:.1f}"])
-    lines.append(table(headers, rows))
+    return rows
+
+
+def _consumer_rows(s: QueueStats) -> list[list[str]]:
+    busy = sorted(s.consumers, key=lambda c: (-c.pending, c.idle_ms))
+    return [[c.name, str(c.pending), age_text(c.idle_ms)] for c in busy]
+
+
+def frame(settings: Settings, stats: list[QueueStats], per_second: dict[str, tuple[float, float]]) -> str:
+    """One frame as plain text (``--once``, or piped): what scripts may parse."""
+    lines = [_title(settings), "", table(HEADERS, _rows(stats, per_second))]
     for s in stats:
         if s.consumers:
-            lines += ["", f"{bold}consumers of {s.queue}{reset}"]
-            busy = sorted(s.consumers, key=lambda c: (-c.pending, c.idle_ms))
-            lines.append(
-                table(["NAME", "IN FLIGHT", "IDLE"], [[c.name, str(c.pending), age_text(c.idle_ms)] for c in busy])
-            )
+            lines += ["", f"consumers of {s.queue}", table(CONSUMER_HEADERS, _consumer_rows(s))]
     return "\n".join(lines)
+
+
+def rich_frame(
+    settings: Settings, stats: list[QueueStats], per_second: dict[str, tuple[float, float]], interval: float
+) -> RenderableType:
+    """One frame for a terminal, drawn with rich."""
+    from rich.console import Group
+    from rich.text import Text
+
+    consumers = [
+        rich_table(CONSUMER_HEADERS, _consumer_rows(s), title=f"consumers of {s.queue}") for s in stats if s.consumers
+    ]
+    return Group(
+        Text(_title(settings), style="bold"),
+        rich_table(HEADERS, _rows(stats, per_second)),
+        *consumers,
+        Text(f"every {interval:g} s; Ctrl-C to quit", style="dim"),
+    )
 
 
 async def _snapshot(queue: TaskQueue, names: list[str]) -> list[QueueStats]:
@@ -70,18 +110,46 @@ async def run(args: argparse.Namespace, settings: Settings, out: TextIO | None =
     names = args.queue or ["default"]
     async with open_queue(settings) as queue:
         if args.once:
-            print(frame(settings, await _snapshot(queue, names), {}, ansi=False), file=out)
+            print(frame(settings, await _snapshot(queue, names), {}), file=out)
             return EXIT_OK
-        before: list[QueueStats] | None = None
-        then = time.monotonic()
-        while True:  # until Ctrl-C (exit status 130)
-            try:
-                stats = await _snapshot(queue, names)
-            except QueueUnavailable as exc:
-                print(f"{CLEAR}{exc}", file=out, flush=True)
-            else:
-                now = time.monotonic()
-                shown = frame(settings, stats, rates(stats, before, now - then), ansi=True)
-                print(f"{CLEAR}{shown}\n\n(every {args.interval:g} s; Ctrl-C to quit)", file=out, flush=True)
-                before, then = stats, now
-            await anyio.sleep(args.interval)
+        if not is_terminal(out):
+            await _print_frames(queue, names, settings, args.interval, out)
+            return EXIT_OK  # not reached: it prints until Ctrl-C
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        console = Console(file=out)
+        columns = console.width  # the terminal's (a frame may widen the console past it)
+        with Live(Text("reading the queues..."), console=console, auto_refresh=False) as live:
+            before: list[QueueStats] | None = None
+            then = time.monotonic()
+            while True:  # until Ctrl-C (exit status 130)
+                try:
+                    stats = await _snapshot(queue, names)
+                except QueueUnavailable as exc:
+                    live.update(Text(str(exc), style="bold red"), refresh=True)
+                else:
+                    now = time.monotonic()
+                    per_second = rates(stats, before, now - then)
+                    drawn = rich_frame(settings, stats, per_second, args.interval)
+                    fit_console(console, drawn, columns)
+                    live.update(drawn, refresh=True)
+                    before, then = stats, now
+                await anyio.sleep(args.interval)
+
+
+async def _print_frames(queue: TaskQueue, names: list[str], settings: Settings, interval: float, out: TextIO) -> None:
+    """Piped: one plain frame after another, a blank line between them, until Ctrl-C."""
+    before: list[QueueStats] | None = None
+    then = time.monotonic()
+    while True:
+        try:
+            stats = await _snapshot(queue, names)
+        except QueueUnavailable as exc:
+            print(exc, file=out, flush=True)
+        else:
+            now = time.monotonic()
+            print(f"{frame(settings, stats, rates(stats, before, now - then))}\n", file=out, flush=True)
+            before, then = stats, now
+        await anyio.sleep(interval)
