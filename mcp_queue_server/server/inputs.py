@@ -21,53 +21,38 @@ READ_COUNT_CAP: int = Settings.model_fields["max_read_count"].default
 BLOCK_MS_CAP: int = Settings.model_fields["max_block_ms"].default
 LEASE_MS_CAP: int = Settings.model_fields["max_lease_ms"].default
 
-QueueName = Annotated[
-    str,
-    Field(
-        strict=True,
-        pattern=NAME_PATTERN,
-        description='Queue name: 1-64 characters from A-Z a-z 0-9 _ . - (default "default").',
-    ),
-]
-TaskId = Annotated[
-    str, Field(strict=True, pattern=TASK_ID_PATTERN, description="Task id: 1-128 characters from A-Z a-z 0-9 _ . -")
-]
+# Descriptions say what a value means; the schema says the rest (type, pattern, bounds, default),
+# and an argument error spells the rule out. Every description is paid on every turn of every
+# agent that lists the tools: keep them short.
+
+#: Every tool takes a queue: described once, in the server's instructions, not in 14 schemas.
+QueueName = Annotated[str, Field(strict=True, pattern=NAME_PATTERN)]
+TaskId = Annotated[str, Field(strict=True, pattern=TASK_ID_PATTERN)]
 TaskType = Annotated[
-    str,
-    Field(
-        strict=True,
-        pattern=TASK_TYPE_PATTERN,
-        description="What kind of work this is, e.g. summarize or code/review: 1-128 of A-Z a-z 0-9 _ . : / -",
-    ),
+    str, Field(strict=True, pattern=TASK_TYPE_PATTERN, description="Kind of work, e.g. summarize or code/review.")
 ]
 Priority = Annotated[
-    int,
-    Field(
-        strict=True,
-        ge=PRIORITY_RANGE[0],
-        le=PRIORITY_RANGE[1],
-        description="Higher runs first; at or above the server's threshold (default 10) the task goes to the "
-        "high-priority stream.",
-    ),
+    int, Field(strict=True, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1], description="Higher runs first.")
 ]
-Payload = Annotated[
-    dict[str, Any],
-    Field(
-        description="JSON object handed to the worker (at most 64 KiB by default and 32 levels deep). "
-        "Put references to large data here, not the data itself."
-    ),
-]
+Payload = Annotated[dict[str, Any], Field(description="JSON for the worker; pass references to large data.")]
 OptionalTaskId = Annotated[
     str | None,
     Field(
         strict=True,
         pattern=TASK_ID_PATTERN,
-        description="Your own id for the task, used as an idempotency key: enqueuing the same id again creates "
-        "nothing and reports duplicate=true. Omit to get a generated id.",
+        description="Your id, making retries safe: an id is never enqueued twice.",
     ),
 ]
+HeldTaskId = Annotated[str, Field(strict=True, pattern=TASK_ID_PATTERN, description="A task you read and hold.")]
 TaskIdList = Annotated[list[TaskId], Field(min_length=1, max_length=MAX_IDS)]
+#: Any JSON value, said as a type list: some hosts mishandle a property without a type.
+ANY_JSON = ["object", "array", "string", "number", "boolean", "null"]
 JsonObject = dict[str, Any]
+
+# Inside a list of tasks the fields are those of enqueue_task, whose schema describes them.
+_TaskType = Annotated[str, Field(strict=True, pattern=TASK_TYPE_PATTERN)]
+_Priority = Annotated[int, Field(strict=True, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])]
+_OptionalTaskId = Annotated[str | None, Field(strict=True, pattern=TASK_ID_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -75,24 +60,19 @@ class _Strict(BaseModel):
 
 
 class TaskSpec(_Strict):
-    """One task of a batch enqueue or a fanout."""
-
-    task_type: TaskType
-    payload: Payload
-    priority: Priority = 0
-    task_id: OptionalTaskId = None
+    # No docstring: pydantic would publish it as the description of every list of tasks.
+    task_type: _TaskType
+    payload: dict[str, Any]
+    priority: _Priority = 0
+    task_id: _OptionalTaskId = None
 
 
 class OnComplete(_Strict):
-    """The continuation task enqueued once, when every subtask of a fanout has finished.
-
-    Its payload gets a ``fanout`` key: ``{parent_task_id, results, parent_task_data}``.
-    """
-
-    task_type: TaskType
-    payload: Payload = Field(default_factory=dict)
-    priority: Priority = 0
-    task_id: OptionalTaskId = None
+    # The continuation task of a fanout; its payload gets a "fanout" key (see fanout's schema).
+    task_type: _TaskType
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: _Priority = 0
+    task_id: _OptionalTaskId = None
 
 
 OnChildFailure = Literal["fail_parent", "continue"]

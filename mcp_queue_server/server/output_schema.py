@@ -68,3 +68,60 @@ def _collapse_nullable(node: dict[str, Any]) -> dict[str, Any]:
         return {**node, "anyOf": [{"type": "null"}, other]}
     rest = {k: v for k, v in node.items() if k != "anyOf"}
     return {**rest, "type": [other["type"], "null"]}
+
+
+#: Keywords that constrain every type (a nullable option holding one cannot be merged with null).
+_ALL_TYPES = frozenset({"enum", "const", "anyOf", "oneOf", "allOf", "not", "$ref", "if", "then", "else"})
+
+
+def compact_input_schema(schema: dict[str, Any], *, optional_null: bool = True) -> dict[str, Any]:
+    """An input schema as :func:`compact_schema` writes it, and shorter still for the model's reading.
+
+    Besides what :func:`compact_schema` does, a nullable argument is one node with a type list
+    (``{"type": ["string", "null"], "pattern": ...}``: a pattern, bound or item schema only
+    applies to values of its own type, so null still passes), and ``"default": null`` goes (an
+    argument left out is null). Nothing is accepted or refused differently, except that with
+    ``optional_null=False`` an optional argument whose default is null is published without
+    null (leave it out instead; the server still takes an explicit null).
+    """
+    lean = _lean(compact_schema(schema))
+    return lean if optional_null else _without_optional_null(lean)
+
+
+def _without_optional_null(node: dict[str, Any]) -> dict[str, Any]:
+    out = dict(node)
+    required = set(node.get("required", ()))
+    if isinstance(node.get("properties"), dict):
+        props = {}
+        for name, sub in node["properties"].items():
+            sub = _without_optional_null(sub)
+            kinds = sub.get("type")
+            if name not in required and "default" not in sub and isinstance(kinds, list) and len(kinds) == 2:
+                sub = {**sub, "type": next(k for k in kinds if k != "null")}
+            props[name] = sub
+        out["properties"] = props
+    if isinstance(node.get("items"), dict):
+        out["items"] = _without_optional_null(node["items"])
+    return out
+
+
+def _lean(node: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "default" and value is None:
+            continue
+        if key in _SCHEMA_MAPS:
+            out[key] = {name: _lean(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_VALUES and isinstance(value, dict):
+            out[key] = _lean(value)
+        elif key in _SCHEMA_LISTS:
+            out[key] = [_lean(sub) for sub in value]
+        else:
+            out[key] = value
+    options = out.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options and "type" not in out:
+        (other,) = [o for o in options if o != {"type": "null"}]
+        if isinstance(other.get("type"), str) and not _ALL_TYPES & set(other) and not set(other) & set(out) - {"anyOf"}:
+            rest = {k: v for k, v in out.items() if k != "anyOf"}
+            return {**rest, **other, "type": [other["type"], "null"]}
+    return out
