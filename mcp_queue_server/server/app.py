@@ -15,16 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from annotated_types import Le
+from mcp import MCPError
 from mcp.server import MCPServer
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import ToolAnnotations
+from mcp.types import INVALID_PARAMS, GetPromptResult, InputRequiredResult, ToolAnnotations
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict
 
 from mcp_queue_server.observe.http import url_host
 from mcp_queue_server.observe.metrics import Metrics
 from mcp_queue_server.server import admin_tools as admin
 from mcp_queue_server.server import tools
+from mcp_queue_server.server.arg_errors import suggest
 from mcp_queue_server.server.lifespan import ServerState
 from mcp_queue_server.server.output_schema import compact_input_schema, compact_schema
 from mcp_queue_server.server.prompts import register_prompts
@@ -79,6 +81,11 @@ def _spec(fn: Callable[..., Awaitable[Any]], hints: ToolAnnotations, *roles: Rol
     return ToolSpec(fn, hints.title, hints, frozenset({*roles, Role.ALL}))
 
 
+# Hints, truthfully: enqueue_task makes a second task when called again without a task_id (not
+# idempotent); fanout is keyed by its required parent_task_id (a repeat returns the first call's
+# subtasks: idempotent); ack keeps the first result and checkpoint the same data (idempotent);
+# recover_tasks dead-letters tasks out of attempts and takes tasks back from workers, and
+# purge_dlq deletes (destructive).
 TOOLS: list[ToolSpec] = [
     _spec(tools.enqueue_task, _hints("Enqueue a task"), _P),
     _spec(tools.enqueue_batch, _hints("Enqueue many tasks"), _P),
@@ -164,6 +171,29 @@ def _strict_tool(spec: ToolSpec, settings: Settings, metrics: Metrics | None = N
     return tool
 
 
+class QueueServer(MCPServer[ServerState]):
+    """``MCPServer`` answering a prompts/get it cannot serve with -32602 and the reason.
+
+    The SDK answers an unknown prompt or argument with error code 0 and, for an argument the
+    prompt function refuses, only "Error rendering prompt <name>". The prompt functions raise
+    -32602 for a bad value themselves (see prompts.py); the names are checked here.
+    """
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
+    ) -> GetPromptResult | InputRequiredResult:
+        prompts = {p.name: p for p in await self.list_prompts()}
+        if name not in prompts:
+            raise MCPError(INVALID_PARAMS, f"unknown prompt {name}: {suggest(name, list(prompts))}")
+        known = [a.name for a in prompts[name].arguments or ()]
+        for argument in arguments or {}:
+            if argument not in known:
+                raise MCPError(
+                    INVALID_PARAMS, f"unknown argument {argument} of prompt {name}: {suggest(argument, known)}"
+                )
+        return await super().get_prompt(name, arguments, context)
+
+
 def package_version() -> str:
     """The installed version of this package, published as the server's serverInfo.version."""
     return importlib.metadata.version("mcp-queue-server")
@@ -185,7 +215,7 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
         issuer = AnyHttpUrl(f"http://{url_host(settings.host)}:{settings.port}")
         auth = AuthSettings(issuer_url=issuer, resource_server_url=None)
         verifier = StaticTokenVerifier(settings.auth_token.get_secret_value())
-    server: MCPServer[ServerState] = MCPServer(
+    server = QueueServer(
         "mcp-queue-server",
         title="Task queue",
         instructions=INSTRUCTIONS,

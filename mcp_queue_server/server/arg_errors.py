@@ -81,7 +81,7 @@ def describe(error: ErrorDetails, schema: Mapping[str, Any], tool: str = "") -> 
     noun = "argument" if len(loc) == 1 else "field"
     if kind == "extra_forbidden":
         valid = list(_node_at(schema, loc[:-1]).get("properties", {}))
-        return f"unknown {noun} {path}: {_suggest(str(loc[-1]), valid)}"
+        return f"unknown {noun} {path}: {suggest(str(loc[-1]), valid)}"
     if kind == "missing":
         return f"missing {noun} {path}: pass {_expects(_node_at(schema, loc))}"
     if kind in MUST_BE:
@@ -180,7 +180,8 @@ def _expects(node: Mapping[str, Any]) -> str:
     )
 
 
-def _suggest(name: str, valid: Sequence[str]) -> str:
+def suggest(name: str, valid: Sequence[str]) -> str:
+    """The closest valid name ("did you mean x?"), or them all when none is close."""
     close = [v for v in valid if name and (v.startswith(name) or name.startswith(v))]
     close = close or difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     if close:

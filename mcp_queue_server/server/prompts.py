@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
-from mcp.server import MCPServer
+import functools
+from collections.abc import Callable
+from typing import Annotated, ParamSpec
 
+from mcp import MCPError
+from mcp.server import MCPServer
+from mcp.types import INVALID_PARAMS
+from pydantic import Field
+
+from mcp_queue_server.errors import InvalidInput
 from mcp_queue_server.limits import check_queue_name
 from mcp_queue_server.server.lifespan import ServerState
 from mcp_queue_server.settings import Role, Settings
 
 #: How long the worker loop tells a model to block on a read (at most the server's max_block_ms).
 SUGGESTED_BLOCK_MS = 10_000
+
+P = ParamSpec("P")
+QueueArg = Annotated[str, Field(description='The queue to work on (default "default").')]
+TaskTypeArg = Annotated[str, Field(description="Only tasks of this type (default: any).")]
+
+
+def _invalid_params(fn: Callable[P, str]) -> Callable[P, str]:
+    """A bad argument value as a -32602 error with its reason (the SDK would say only "Error rendering")."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> str:
+        try:
+            return fn(*args, **kwargs)
+        except InvalidInput as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+
+    return wrapper
 
 
 def worker_loop(queue: str = "default", task_type: str = "", block_ms: int = SUGGESTED_BLOCK_MS) -> str:
@@ -59,11 +84,19 @@ def register_prompts(server: MCPServer[ServerState], settings: Settings) -> None
         # choose, so the prompt never suggests a read the read_tasks schema refuses.
         block_ms = min(SUGGESTED_BLOCK_MS, settings.max_block_ms)
 
-        def worker_loop_prompt(queue: str = "default", task_type: str = "") -> str:
+        @_invalid_params
+        def worker_loop_prompt(queue: QueueArg = "default", task_type: TaskTypeArg = "") -> str:
             return worker_loop(queue, task_type, block_ms)
 
         server.prompt(name="worker_loop", title="Work through a queue", description=worker_loop.__doc__)(
             worker_loop_prompt
         )
     if role in (Role.ADMIN, Role.ALL):
-        server.prompt(name="triage_dlq", title="Triage the dead-letter queue")(triage_dlq)
+
+        @_invalid_params
+        def triage_dlq_prompt(queue: QueueArg = "default") -> str:
+            return triage_dlq(queue)
+
+        server.prompt(name="triage_dlq", title="Triage the dead-letter queue", description=triage_dlq.__doc__)(
+            triage_dlq_prompt
+        )

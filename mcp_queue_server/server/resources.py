@@ -6,12 +6,14 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec
 
+from mcp import MCPError
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.types import INVALID_PARAMS
 from pydantic import BaseModel
 
-from mcp_queue_server.errors import QueueError, QueueUnavailable, TaskNotFound
+from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable, TaskNotFound
 from mcp_queue_server.limits import MAX_TOOL_PAGE, check_queue_name
 from mcp_queue_server.server.lifespan import ServerState
 from mcp_queue_server.server.outputs import DeadLetterOutput, QueueStatsOutput, TaskInfoOutput
@@ -31,6 +33,9 @@ def _as_json(fn: Callable[P, Awaitable[BaseModel]]) -> Callable[P, Awaitable[str
             return (await fn(*args, **kwargs)).model_dump_json()
         except TaskNotFound as exc:
             raise ResourceNotFoundError(str(exc)) from None
+        except InvalidInput as exc:
+            # A bad queue name or task id in the URI: the client's to fix (-32602), not ours (-32603).
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
         except QueueUnavailable as exc:
             raise ResourceError(f"{exc} (retryable)") from None
         except QueueError as exc:

@@ -6,11 +6,12 @@ shared with ``/metrics`` and ``/status``: one rule for every HTTP endpoint of th
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -22,6 +23,9 @@ from mcp.server import MCPServer
 from mcp.server.auth.provider import AccessToken
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.message import SessionMessage
+from mcp.types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
@@ -159,11 +163,68 @@ async def serve_stdio(server: MCPServer[Any]) -> signal.Signals | None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, tg.cancel_scope, received)
             async with stdio_server(stdin=stdin) as (read_stream, write_stream):
-                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+                inbox_send, inbox = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+                tg.start_soon(_answer_unreadable_lines, read_stream, inbox_send, write_stream)
+                await lowlevel.run(inbox, write_stream, lowlevel.create_initialization_options())
             tg.cancel_scope.cancel()
     finally:
         stdin.stop()
     return received[0] if received else None
+
+
+async def _answer_unreadable_lines(
+    lines: AsyncIterable[SessionMessage | Exception],
+    inbox: MemoryObjectSendStream[SessionMessage | Exception],
+    outbox: Any,
+) -> None:
+    """Pass messages on to the server; answer a line that is not one at once, as JSON-RPC says.
+
+    The SDK's stdio transport hands the server an exception for such a line, and the server
+    only logs it: a client whose request was nested deeper than the parser's limit (about 200
+    levels), cut short or not JSON-RPC waited for an answer until its own timeout.
+    """
+    async with inbox:
+        async for item in lines:
+            if isinstance(item, Exception):
+                await outbox.send(SessionMessage(unreadable_line_error(item)))
+            else:
+                await inbox.send(item)
+
+
+def unreadable_line_error(exc: Exception) -> JSONRPCError:
+    """The JSON-RPC error for a line the transport could not read as a message (id null if unknown)."""
+    line = _line_of(exc)
+    try:
+        parsed = json.loads(line) if isinstance(line, str) else line
+    except RecursionError:
+        parsed = None
+        reason = "JSON nested too deep to parse"
+    except ValueError:
+        parsed = None
+        reason = "not valid JSON"
+    else:
+        reason = "not a JSON-RPC 2.0 message"
+    request_id = parsed.get("id") if isinstance(parsed, dict) else None
+    if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+        request_id = None
+    if parsed is not None and _is_json_invalid(exc):
+        # Valid JSON to Python, refused by the SDK's parser: nested past its limit (200 levels).
+        reason = "JSON nested too deep to parse (over 200 levels)"
+    code = INVALID_REQUEST if reason == "not a JSON-RPC 2.0 message" else PARSE_ERROR
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=f"{reason}: line ignored"))
+
+
+def _line_of(exc: Exception) -> Any:
+    """The line (or, when it was JSON, what it held) that ``exc`` refused."""
+    if isinstance(exc, ValidationError):
+        for error in exc.errors(include_url=False):
+            if isinstance(error.get("input"), str | dict):
+                return error["input"]
+    return None
+
+
+def _is_json_invalid(exc: Exception) -> bool:
+    return isinstance(exc, ValidationError) and any(e["type"] == "json_invalid" for e in exc.errors())
 
 
 async def serve_stdio_with_metrics(
