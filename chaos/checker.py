@@ -10,6 +10,13 @@ plus the queue's own promises: poison tasks dead-lettered after exactly max_atte
 no healthy task dead-lettered, every fanout parent completed exactly once with its
 continuation enqueued once and completed, nothing pending, running totals consistent.
 Side effects executed more than once are reported, not failed: delivery is at-least-once.
+
+Stolen leases: a delivery of attempt n+1 while the holder of attempt n still held a valid
+lease by Redis's clock (and had not given it up with a fail). Times come from the worker
+loops' own clocks, which are not faked and share Redis's host, so a server running on a
+skewed clock cannot hide a steal behind the times it reports: the lease of attempt n lasts
+at least until (read sent + lease) and (checkpoint sent + lease), and attempt n+1 was
+delivered by the time its read returned.
 """
 
 from __future__ import annotations
@@ -126,6 +133,19 @@ class WorkerView:
     worked: Counter[tuple[str, int]] = field(default_factory=Counter)
     delivered: dict[str, list[tuple[int, bool]]] = field(default_factory=dict)  #: id -> (attempt, had checkpoint)
     checkpointed: dict[str, int] = field(default_factory=dict)  #: id -> first attempt that saved one
+    #: id -> deliveries {attempt, worker, sent, got} (ms, the worker loop's clock around the read)
+    timed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    renewed: dict[tuple[str, int, str], int] = field(default_factory=dict)  #: (id, attempt, worker) -> last ck sent
+    failed: set[tuple[str, int]] = field(default_factory=set)  #: (id, attempt) given up by its holder
+
+
+def _note_times(view: WorkerView, rec: dict[str, Any]) -> None:
+    """A delivery's or a lease renewal's times, for :func:`stolen_leases`."""
+    if "sent" in rec:
+        view.timed.setdefault(rec["id"], []).append(rec)
+    if rec.get("ck_sent"):
+        key = (rec["id"], rec["attempt"], rec["worker"])
+        view.renewed[key] = max(rec["ck_sent"], view.renewed.get(key, 0))
 
 
 def worker_view(cfg: Config) -> WorkerView:
@@ -137,9 +157,11 @@ def worker_view(cfg: Config) -> WorkerView:
         if op == "deliver":
             view.deliveries[rec["id"], rec["attempt"]] += 1
             view.delivered.setdefault(rec["id"], []).append((rec["attempt"], rec.get("checkpoint", False)))
+            _note_times(view, rec)
         elif op == "work":  # logged after a checkpoint saved while holding the lease
             view.worked[rec["id"], rec["attempt"]] += 1
             view.checkpointed[rec["id"]] = min(rec["attempt"], view.checkpointed.get(rec["id"], rec["attempt"]))
+            _note_times(view, rec)
         elif op == "effect":
             view.effects[rec["id"]] += 1
         elif op == "ack":
@@ -151,6 +173,7 @@ def worker_view(cfg: Config) -> WorkerView:
             if rec.get("finished_parent"):
                 view.finished_parent[rec["parent"]] += 1
         elif op == "fail":
+            view.failed.add((rec["id"], rec["attempt"]))
             view.fail_outcomes[f"{rec['outcome']}:{rec.get('status')}"] += 1
         elif op == "self_crash":
             view.self_crashes += 1
@@ -189,6 +212,25 @@ def check_totals(state: FinalState, producers: ProducerView) -> dict[str, Any]:
     }
     got = {k: state.stats.totals.get(k, 0) for k in want}
     return {"consistent": got == want, "stored": got, "records": want}
+
+
+def stolen_leases(workers: WorkerView, lease_ms: int) -> set[str]:
+    """Ids delivered again (attempt n+1) before the lease of attempt n could have expired."""
+    stolen = set()
+    for task_id, deliveries in workers.timed.items():
+        for later in deliveries:
+            n = later["attempt"] - 1
+            if (task_id, n) in workers.failed:
+                continue  # the holder gave it up: a retry may come before its lease would have ended
+            earlier = [d for d in deliveries if d["attempt"] == n and d["sent"] <= later["sent"]]
+            if not earlier:
+                continue  # that delivery's reply was lost (a timeout): nothing to compare
+            held = max(earlier, key=lambda d: d["sent"])  # the last holder of attempt n
+            renewed = workers.renewed.get((task_id, n, held["worker"]), 0)
+            valid_until = max(held["sent"], renewed) + lease_ms
+            if later["got"] < valid_until:
+                stolen.add(task_id)
+    return stolen
 
 
 def check_leases(workers: WorkerView, tasks: dict[str, TaskInfo]) -> dict[str, set[str]]:
@@ -235,6 +277,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
     totals = check_totals(state, producers)
     repeated = {i: n for i, n in workers.effects.items() if n > 1}
     leases = check_leases(workers, tasks)
+    leases["stolen_leases"] = stolen_leases(workers, cfg.lease_ms)
     findings = {
         "lost": len(lost),
         "unexpected": len(unexpected),

@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_ID_ENV = "CHAOS_RUN_ID"
 
 QUEUE = "default"
+#: A file in the run's workdir while the nemesis injects faults: producers keep producing
+#: until it is gone (a slow restart must not leave a fault with no tasks to act on).
+FAULTS_RUNNING = "faults.running"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class Config:
     healthy_max_attempts: int = 10  #: high, so kills and pauses never dead-letter a healthy task
     poison_max_attempts: int = 3
     rate: float = 10.0  #: producer operations per second, per producer
+    skew_s: int = 120  #: the clock_skew fault runs one worker's MCP server this far off (s, signed)
+    client_clock: bool = False  #: negative control: MCP servers run their scripts on their own clock
 
     @property
     def logs(self) -> Path:
@@ -61,8 +66,29 @@ class Config:
         keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "USER")}
         return {**keep, "PYTHONPATH": str(ROOT), RUN_ID_ENV: self.run_id, **extra}
 
+    def faults_running(self) -> bool:
+        return (Path(self.workdir) / FAULTS_RUNNING).exists()
+
     def since_start(self) -> float:
         return round(time.time() - self.t0, 3)
+
+
+FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+)
+
+
+def faketime_lib() -> str | None:
+    """libfaketime (Debian's ``faketime`` package), which the clock_skew fault preloads."""
+    return next((p for p in FAKETIME_LIBS if os.path.exists(p)), None)
+
+
+def wall_ms() -> int:
+    """This process's wall clock in ms. Workers run unfaked on Redis's host, so this is Redis's
+    clock (only their MCP servers get a skewed one): the checker bounds delivery times by it."""
+    return time.time_ns() // 1_000_000
 
 
 class Jsonl:

@@ -24,11 +24,13 @@ from chaos.common import Config, Jsonl
 from chaos.procs import Slot, Supervisor, signal_tree, wait_until
 from mcp_queue_server.testing import RedisProc
 
-KINDS = ("kill_worker", "pause_worker", "kill_redis", "pause_redis", "crash_before_ack")
+KINDS = ("kill_worker", "pause_worker", "kill_redis", "pause_redis", "crash_before_ack", "clock_skew")
 #: How long a slot may take to come (back) up before a fault aimed at it is skipped.
 TARGET_WAIT_S = 20.0
 #: How long a kill or pause waits for its target to be in the middle of a task.
 MID_TASK_WAIT_S = 2.0
+#: clock_skew: how long the skewed MCP server runs once up, and a budget for its start.
+SKEW_HOLD_S, SKEW_START_S = 1.5, 2.5
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ def hold_time(kind: str, cfg: Config) -> float:
         return cfg.socket_timeout_s * 3  # past the client timeout: calls end with unknown outcomes
     if kind == "kill_redis":
         return 0.5  # down time before the restart on the same AOF
+    if kind == "clock_skew":
+        return SKEW_START_S + SKEW_HOLD_S  # a restart, then the skewed server reading for a lease's length
     return 0.0
 
 
@@ -61,7 +65,7 @@ def plan(cfg: Config, kinds: tuple[str, ...], window: float) -> list[Fault]:
         hold = hold_time(kind, cfg)
         if not first and faults and len(faults) >= len(kinds) and t + hold > window:
             return faults
-        target = rng.randrange(cfg.workers) if kind.endswith(("worker", "ack")) else None
+        target = rng.randrange(cfg.workers) if kind.endswith(("worker", "ack", "skew")) else None
         faults.append(Fault(round(t, 3), kind, target, hold))
         t += hold + rng.uniform(0.4, 1.2)
 
@@ -109,6 +113,9 @@ class Nemesis:
                 signal_tree(pid, signal.SIGKILL)
             elif fault.kind == "crash_before_ack":
                 os.kill(pid, signal.SIGUSR1)  # the worker loop only: it kills itself after its next effect
+            elif fault.kind == "clock_skew":
+                record["skew"] = skew = f"{self.cfg.skew_s:+d}s"
+                record["skewed"] = await self._skew(slot, skew, SKEW_HOLD_S)
             else:
                 await self._pause(lambda sig: signal_tree(pid, sig), fault.hold)
         elif fault.kind == "kill_redis":
@@ -121,6 +128,28 @@ class Nemesis:
             await self._pause(proc.send_signal, fault.hold)
         self.injected[fault.kind] += 1
         self.log.write(op="fault", end=self.cfg.since_start(), **record)
+
+    async def _skew(self, slot: Slot, skew: str, hold: float) -> bool:
+        """Restart the slot's worker with its MCP server under libfaketime (clock off by
+        ``skew``) for ``hold`` s, then back on the true clock. Killed on the way in (fast; its
+        leases expire as after a crash), stopped gracefully on the way out (its server hands
+        its tasks back) without waiting for the restart. Returns whether the skewed server came up."""
+        old = slot.proc
+        assert old is not None
+        up = False
+        try:
+            slot.skew = skew
+            signal_tree(old.pid, signal.SIGKILL)
+            with anyio.move_on_after(TARGET_WAIT_S):
+                await wait_until(lambda: slot.proc is not old and self.supervisor.ready(slot), 0.05)
+                up = True
+                await anyio.sleep(hold)
+        finally:
+            slot.skew = ""
+        if slot.proc is not old and slot.alive():
+            assert slot.proc is not None
+            slot.proc.send_signal(signal.SIGTERM)
+        return up
 
     async def _pause(self, send: Callable[[int], object], hold: float) -> None:
         send(signal.SIGSTOP)

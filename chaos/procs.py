@@ -109,6 +109,7 @@ class Slot:
     gen: int = 0
     proc: anyio.abc.Process | None = None
     started: float = 0.0  #: monotonic time of the last start
+    skew: str = ""  #: the next start's MCP server clock offset (clock_skew fault), e.g. "+120s"
     exit_codes: list[int] = field(default_factory=list)
 
     @property
@@ -136,7 +137,7 @@ class Supervisor:
 
     async def _start(self, slot: Slot) -> None:
         slot.gen += 1
-        args = [str(self.config_path), slot.name]
+        args = [str(self.config_path), slot.name, *([slot.skew] if slot.skew else [])]
         slot.proc = await spawn(self.cfg, "chaos.worker", args, f"worker-{slot.name}")
         slot.started = time.monotonic()
 

@@ -106,7 +106,7 @@ async def attempt(q: TaskQueue, op: Op, log: Jsonl, cfg: Config) -> bool:
 
 
 async def produce(cfg: Config, index: int, end: float) -> None:
-    """Produce until ``end`` (epoch seconds), then settle unknown outcomes (bounded)."""
+    """Produce until ``end`` (epoch seconds) and while faults run, then settle unknown outcomes (bounded)."""
     rng = random.Random(f"{cfg.seed}/producer/{index}")
     log = Jsonl(cfg.logs / f"producer-{index}.jsonl")
     settings = Settings(
@@ -121,7 +121,7 @@ async def produce(cfg: Config, index: int, end: float) -> None:
     log.write(op="start", t=cfg.since_start())
     try:
         n, next_at = 0, time.time()
-        while time.time() < end:
+        while time.time() < end or cfg.faults_running():
             op = next_op(cfg, index, n, rng)
             n += 1
             if not await attempt(q, op, log, cfg):

@@ -3,6 +3,12 @@ drain, stop everything and check. Exit status 0 when the checker finds the run v
 
     python -m chaos.run --seed 7 --duration 20 [--workers 3] [--producers 2]
                         [--no-persistence] [--faults kill_redis,...] [--json report.json]
+                        [--client-clock] [--skew-s 120]
+
+``--client-clock`` is the clock_skew negative control: MCP servers run their scripts on
+their own clock (as before issue 12), so the skewed one steals leases (with a negative
+``--skew-s``, its own leases are born expired and others take them) and the checker
+reports ``stolen_leases``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pydantic import SecretStr
 
 from chaos import nemesis
 from chaos.checker import check, group_by_kind, read_final_state
-from chaos.common import QUEUE, Config, Jsonl, read_jsonl
+from chaos.common import FAULTS_RUNNING, QUEUE, Config, Jsonl, faketime_lib, read_jsonl
 from chaos.procs import Supervisor, signal_group, spawn, sweep, wait_until
 from chaos.producer import SETTLE_S
 from mcp_queue_server import QueueUnavailable, Settings, TaskQueue
@@ -45,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--producers", type=int, default=2)
     p.add_argument("--rate", type=float, default=10.0, help="operations per second per producer")
     p.add_argument("--no-persistence", action="store_true", help="Redis without AOF (negative control)")
+    p.add_argument("--client-clock", action="store_true", help="servers on their own clock (negative control)")
+    p.add_argument("--skew-s", type=int, default=120, help="clock_skew: the skewed server's offset, seconds")
     p.add_argument("--faults", default=",".join(nemesis.KINDS), help="comma-separated fault kinds")
     p.add_argument("--json", type=Path, help="also write the report here")
     p.add_argument("--workdir", type=Path, help="keep logs here (default: a temporary directory)")
@@ -53,7 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     kinds = tuple(k for k in args.faults.split(",") if k)
     if not kinds or set(kinds) - set(nemesis.KINDS):
         p.error(f"--faults takes kinds from {', '.join(nemesis.KINDS)}")
-    args.kinds = kinds
+    # clock_skew needs libfaketime (Debian's faketime); without it the fault is left out.
+    args.unavailable = ["clock_skew"] if "clock_skew" in kinds and faketime_lib() is None else []
+    args.kinds = tuple(k for k in kinds if k not in args.unavailable)
+    if not args.kinds:
+        p.error("no selected fault kind is available here (clock_skew needs libfaketime)")
     return args
 
 
@@ -122,6 +134,7 @@ class Run:
             seed=a.seed, duration=a.duration, produce_for=window + 0.5, workers=a.workers,
             producers=a.producers, persistence=not a.no_persistence, workdir=str(self.workdir),
             redis_url=self.redis.url, run_id=self.run_id, t0=time.time(), rate=a.rate,
+            skew_s=a.skew_s, client_clock=a.client_clock,
         )  # fmt: skip
 
     async def main(self) -> dict[str, Any]:
@@ -156,7 +169,12 @@ class Run:
                 await wait_started(cfg)
                 nem = nemesis.Nemesis(cfg, supervisor, self.redis, fault_log)
                 started = time.monotonic()
-                await nem.run(faults)
+                running = self.workdir / FAULTS_RUNNING
+                running.touch()
+                try:
+                    await nem.run(faults)
+                finally:
+                    running.unlink(missing_ok=True)
                 await nem.heal()
                 fault_window = round(time.monotonic() - started, 2)
                 producers_done = await wait_producers(self.producers, window + SETTLE_S + 15)
@@ -180,6 +198,9 @@ class Run:
             "faults_total": len(faults_logged),
             "worker_faults_mid_task": sum(1 for r in faults_logged if r.get("mid_task")),
             "faults_skipped": dict(nem.skipped),
+            "faults_unavailable": self.args.unavailable,
+            "client_clock": cfg.client_clock,
+            "skew_s": cfg.skew_s,
             "worker_restarts": supervisor.restarts,
             "workdir": str(self.workdir),
         }

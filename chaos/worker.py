@@ -8,7 +8,8 @@ is logged: acked, already_completed, rejected (not the lease holder), error, or 
 Signals: SIGTERM stops the loop gracefully; SIGUSR1 arms a crash: after its next side
 effect the worker SIGKILLs its server and itself, before acking.
 
-Usage (started by ``chaos.run``): ``python -m chaos.worker CONFIG NAME``.
+Usage (started by ``chaos.run``): ``python -m chaos.worker CONFIG NAME [SKEW]``; SKEW (e.g.
+"+120s") runs the MCP server under libfaketime with its clock that far off (clock_skew fault).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import anyio
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.types import CONNECTION_CLOSED, TextContent
 
-from chaos.common import ROOT, Config, Jsonl
+from chaos.common import ROOT, Config, Jsonl, faketime_lib, wall_ms
 from chaos.procs import children
 
 CALL_TIMEOUT_S = 10.0  #: longer than any pause the nemesis injects
@@ -64,8 +65,11 @@ def classify_error(text: str) -> Kind:
     return "error"
 
 
-def server_env(cfg: Config, name: str) -> dict[str, str]:
+def server_env(cfg: Config, name: str, skew: str = "") -> dict[str, str]:
+    lib = faketime_lib()
+    faked = {"LD_PRELOAD": lib, "FAKETIME": skew, "FAKETIME_DONT_FAKE_MONOTONIC": "1"} if skew and lib else {}
     return cfg.child_env(
+        **faked,
         MCP_QUEUE_REDIS_URL=cfg.redis_url,
         MCP_QUEUE_KEY_PREFIX=cfg.key_prefix,
         MCP_QUEUE_CONSUMER=name,
@@ -131,7 +135,9 @@ class Worker:
             args = {"count": READ_COUNT, "block_ms": READ_BLOCK_MS, "lease_ms": self.cfg.lease_ms}
             if reads % 4 == 0:
                 args["prefer_high_priority"] = False  # serve the low stream too
+            sent = wall_ms()
             reply = await self.call("read_tasks", args)
+            got = wall_ms()
             if reply.kind != "ok":
                 self.log.write(op="read_failed", worker=self.name, outcome=reply.kind, error=reply.text, t=self.now())
                 await anyio.sleep(0.1)  # Redis is unreachable; back off a little
@@ -140,8 +146,12 @@ class Worker:
             # The tasks of a batch run concurrently, like an agent working on several at once.
             async with anyio.create_task_group() as tg:
                 for task in reply.data["tasks"]:
+                    # sent/got: this (unfaked) process's clock around the read, i.e. Redis's; lease and
+                    # now: the deadline and the clock the server's read script reported.
+                    lease = task["lease_expires_at"]
                     self.log.write(op="deliver", id=task["task_id"], attempt=task["attempt"], worker=self.name,
-                                   checkpoint=task["checkpoint"] is not None, t=self.now())  # fmt: skip
+                                   checkpoint=task["checkpoint"] is not None, t=self.now(), sent=sent, got=got,
+                                   lease=lease, now=lease - self.cfg.lease_ms)  # fmt: skip
                     tg.start_soon(self.handle, task, bulk)
             if bulk:
                 await self.ack_bulk(bulk)
@@ -157,6 +167,7 @@ class Worker:
                            status=reply.data.get("status"), tries=tries, error=reply.text, t=self.now())  # fmt: skip
             return
         ck = {"task_id": tid, "data": {"step": "started", "worker": self.name}}
+        ck_sent = wall_ms()
         reply, _, _ = await self.call_retrying("checkpoint", ck, self.cfg.lease_ms / 1000)
         if reply.kind == "ok" and reply.data.get("lease_expires_at") is None:
             # Saved, but the lease is not ours any more (the task was requeued meanwhile).
@@ -166,7 +177,8 @@ class Worker:
             self.log.write(op="skip", id=tid, attempt=attempt, worker=self.name, outcome=reply.kind,
                            error=reply.text, t=self.now())  # fmt: skip
             return
-        self.log.write(op="work", id=tid, attempt=attempt, worker=self.name, t=self.now())
+        self.log.write(op="work", id=tid, attempt=attempt, worker=self.name, t=self.now(), ck_sent=ck_sent,
+                       lease=reply.data.get("lease_expires_at"))  # fmt: skip
         await anyio.sleep(int(payload.get("work_ms", 20)) / 1000)  # the "work"
         self.log.write(op="effect", id=tid, attempt=attempt, worker=self.name, t=self.now())
         if Flags.crash:
@@ -201,14 +213,16 @@ class Worker:
                            first=first, tries=tries, bulk=True, error=error, t=self.now())  # fmt: skip
 
 
-async def work(cfg: Config, name: str) -> None:
+async def work(cfg: Config, name: str, skew: str) -> None:
     log = Jsonl(cfg.logs / f"worker-{name}.jsonl")
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "mcp_queue_server"], env=server_env(cfg, name), cwd=ROOT
-    )
+    # The negative control's servers run their scripts on their own (possibly skewed) clock.
+    module = "chaos.client_clock_server" if cfg.client_clock else "mcp_queue_server"
+    env = server_env(cfg, name, skew)
+    params = StdioServerParameters(command=sys.executable, args=["-m", module], env=env, cwd=ROOT)
     # read_timeout_seconds also bounds initialize (a cold server start under load).
     async with Client(params, read_timeout_seconds=30.0) as client:
-        log.write(op="start", worker=name, pid=os.getpid(), server=children(os.getpid()), t=cfg.since_start())
+        log.write(op="start", worker=name, pid=os.getpid(), server=children(os.getpid()), skew=skew,
+                  t=cfg.since_start())  # fmt: skip
         await Worker(cfg, name, client, log).run()
     log.write(op="stop", worker=name, t=cfg.since_start())
 
@@ -218,7 +232,7 @@ def main() -> None:
     signal.signal(signal.SIGUSR1, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     cfg = Config.load(sys.argv[1])
-    anyio.run(work, cfg, sys.argv[2])
+    anyio.run(work, cfg, sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
 
 
 if __name__ == "__main__":

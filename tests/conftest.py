@@ -45,16 +45,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 class FakeClock:
-    """A clock the test moves by hand (ms since the epoch); leases and delays follow it."""
+    """Moves the queue's clock by hand: the scripts read Redis's clock (TIME) and add this
+    offset, so ``advance(ms)`` makes leases expire and delayed tasks fall due without
+    waiting. Real time still runs underneath, forward only: a test that asserts something
+    has *not* happened yet keeps a margin of seconds below the deadline."""
 
     def __init__(self) -> None:
-        self.now = 1_800_000_000_000
+        self.offset = 0
 
-    def __call__(self) -> int:
-        return self.now
+    def script_arg(self) -> str:
+        return str(self.offset)
 
     def advance(self, ms: int) -> None:
-        self.now += ms
+        self.offset += ms
 
 
 @pytest.fixture

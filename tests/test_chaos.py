@@ -7,12 +7,15 @@ process groups) and reads the JSON report it writes.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from chaos.common import ROOT
+import pytest
+
+from chaos.common import ROOT, faketime_lib
 from chaos.nemesis import KINDS
 
 RUN_TIMEOUT_S = 240  # the harness has its own hard deadline; this one only guards the test
@@ -34,9 +37,17 @@ def run_chaos(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
     return done.returncode, data
 
 
+def require_faketime() -> None:
+    if faketime_lib() is None and os.environ.get("MCP_QUEUE_TEST_REQUIRE_FAKETIME") == "1":
+        pytest.fail("libfaketime is required (MCP_QUEUE_TEST_REQUIRE_FAKETIME=1): apt-get install faketime")
+
+
 def test_a_short_seeded_run_with_every_fault_kind_loses_nothing_and_completes_each_task_once(tmp_path: Path) -> None:
+    require_faketime()
     code, report = run_chaos(tmp_path, "--seed", "7", "--duration", "8")
-    assert report["faults"].keys() == set(KINDS), report["faults"]
+    # clock_skew (a worker's MCP server two minutes ahead) needs libfaketime.
+    assert report["faults"].keys() == set(KINDS) - set(report["faults_unavailable"]), report["faults"]
+    assert report["findings"]["stolen_leases"] == 0
     assert all(n >= 1 for n in report["faults"].values())
     assert report["valid"], report["findings"]
     assert code == 0
@@ -48,11 +59,22 @@ def test_a_short_seeded_run_with_every_fault_kind_loses_nothing_and_completes_ea
     assert report["tasks"]["enqueued_ok"] > 50
 
 
-def test_without_persistence_a_redis_kill_makes_the_checker_report_lost_tasks(tmp_path: Path) -> None:
+def test_negative_controls_a_redis_kill_without_persistence_loses_tasks_and_a_skewed_client_clock_steals_leases(
+    tmp_path: Path,
+) -> None:
+    """Two broken setups in one run (the harness costs seconds to start): Redis without AOF,
+    and MCP servers deciding by their own clock with one of them two minutes behind (its
+    leases are born expired, so the others take them while they are valid by Redis's clock)."""
+    faults = "kill_redis,clock_skew" if faketime_lib() else "kill_redis"
     code, report = run_chaos(
-        tmp_path, "--seed", "7", "--duration", "3", "--workers", "2", "--no-persistence", "--faults", "kill_redis"
-    )
+        tmp_path, "--seed", "7", "--duration", "4", "--workers", "3", "--no-persistence", "--faults", faults,
+        "--client-clock", "--skew-s", "-120",
+    )  # fmt: skip
+    require_faketime()
     assert report["faults"]["kill_redis"] >= 1
     assert report["lost"] > 0
+    if faketime_lib():
+        assert report["faults"]["clock_skew"] >= 1
+        assert report["findings"]["stolen_leases"] > 0, report["samples"]
     assert not report["valid"]
     assert code == 1

@@ -13,13 +13,16 @@ from tests.conftest import FakeClock, QueueFactory
 
 async def test_a_read_returns_the_full_task_record_on_first_delivery(queue: TaskQueue, clock: FakeClock) -> None:
     await queue.enqueue("summarise", {"doc": "a"}, priority=3, task_id="r1")
+    before = await queue.server_now()
     [task] = await queue.read_messages(lease_ms=30_000)
+    after = await queue.server_now()
     assert task.task_id == "r1"
     assert task.task_type == "summarise"
     assert task.priority == 3
     assert task.payload == {"doc": "a"}
     assert task.attempt == 1
-    assert task.lease_expires_at == clock.now + 30_000
+    assert before + 30_000 <= task.lease_expires_at <= after + 30_000  # leased on the queue's clock
+    assert (await queue.get_task("r1")).lease_expires_at == task.lease_expires_at
     assert task.checkpoint is None
     assert task.parent_task_id is None
 

@@ -6,6 +6,13 @@ outcome, checkpoints carried to the next delivery, fanouts (a parent finished
 exactly once, even by duplicate concurrent acks, and its continuation enqueued
 once), recovery, replay and graceful release; statistics are compared after
 every step.
+
+Time: the scripts run on Redis's clock plus the test clock's offset, and real time runs on
+underneath. The model keeps a grid of whole units (every advance, lease and its own clock
+are multiples of UNIT_MS), so while one example takes less than a unit of real time a
+lease expires in the model exactly when it does in Redis: expiry is exact. Among leases
+that fall due together the order is Redis's (deadline in real ms, then id), taken from the
+deadlines the replies report.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ CONTINUATIONS = [f"{p}.then" for p in PARENTS]
 ANY_ID = IDS + CHILDREN + CONTINUATIONS
 CONSUMERS = ["c0", "c1", "c2"]
 MAX_ATTEMPTS = 2
-LEASE_MS = 1_000
+UNIT_MS = 60_000  #: one step of the model's clock: far longer than one example runs
+LEASE_MS = 2 * UNIT_MS
 
 
 @dataclass
@@ -49,7 +57,8 @@ class ModelTask:
     seq: int = 0
     attempt: int = 0
     holder: str | None = None
-    lease_until: int = 0
+    lease_until: int = 0  #: on the model's grid
+    lease_score: int = 0  #: the deadline Redis reported (real ms): orders leases due together
     checkpoint: dict[str, int] | None = None
     parent: str | None = None
 
@@ -72,6 +81,7 @@ class QueueModel(RuleBasedStateMachine):
         self.stack = ExitStack()
         self.portal: BlockingPortal = self.stack.enter_context(start_blocking_portal())
         self.clock = FakeClock()
+        self.now = 0  #: the model's clock (grid units of UNIT_MS)
         s = Settings(
             redis_url=self.redis_url,
             key_prefix=f"sm{uuid.uuid4().hex[:10]}",
@@ -102,9 +112,8 @@ class QueueModel(RuleBasedStateMachine):
         task.state, task.seq, task.holder = TaskStatus.QUEUED, self.seq, None
 
     def expired(self) -> list[str]:
-        now = self.clock.now
-        live = [(t.lease_until, i) for i, t in self.tasks.items() if t.state == TaskStatus.WORKING]
-        return [i for until, i in sorted(live) if until <= now]
+        live = [(t.lease_score, i, t.lease_until) for i, t in self.tasks.items() if t.state == TaskStatus.WORKING]
+        return [i for _, i, until in sorted(live) if until <= self.now]
 
     def dead_letter(self, task: ModelTask) -> None:
         task.state, task.holder = TaskStatus.FAILED, None
@@ -176,7 +185,8 @@ class QueueModel(RuleBasedStateMachine):
         for t in got:
             task = self.tasks[t.task_id]
             task.attempt += 1
-            task.state, task.holder, task.lease_until = TaskStatus.WORKING, consumer, self.clock.now + LEASE_MS
+            task.state, task.holder, task.lease_until = TaskStatus.WORKING, consumer, self.now + LEASE_MS
+            task.lease_score = t.lease_expires_at
             assert (t.attempt, t.checkpoint, t.parent_task_id) == (task.attempt, task.checkpoint, task.parent)
 
     @rule(consumer=st.sampled_from(CONSUMERS), task_id=st.sampled_from(ANY_ID))
@@ -240,8 +250,9 @@ class QueueModel(RuleBasedStateMachine):
         renewed = self.call(consumer, "checkpoint", task_id, data)
         task.checkpoint = data
         if task.state == TaskStatus.WORKING:
-            task.lease_until = self.clock.now + LEASE_MS
-            assert renewed == task.lease_until
+            assert renewed is not None
+            assert renewed >= task.lease_score
+            task.lease_until, task.lease_score = self.now + LEASE_MS, renewed
         else:
             assert renewed is None
 
@@ -297,9 +308,10 @@ class QueueModel(RuleBasedStateMachine):
         [first] = [o for o in outcomes if o.status == "acked"]
         self.check_fanout_report(task, first.fanout, self.complete(task))
 
-    @rule(ms=st.sampled_from([1, 500, 1_000, 5_000]))
+    @rule(ms=st.sampled_from([UNIT_MS, 2 * UNIT_MS, 3 * UNIT_MS, 10 * UNIT_MS]))  # half a lease .. five
     def advance_clock(self, ms: int) -> None:
         self.clock.advance(ms)
+        self.now += ms
 
     @rule()
     def recover(self) -> None:

@@ -1,7 +1,7 @@
 """The Python side of every script's contract: argument builders and typed replies.
 
 Each ``*_args`` builder returns a script's ARGV after the four common ones (base, group,
-consumer, now; see ``lua/_lib.lua``), and each ``*_reply`` turns the script's raw reply
+consumer, clock; see ``lua/_lib.lua``), and each ``*_reply`` turns the script's raw reply
 into a NamedTuple, or a :class:`Refusal` that :func:`raise_for` maps to an error. The
 layout of each lua file's ``ARGV``/``Returns`` header is spelled here and nowhere else:
 no other module indexes a script reply. The same goes for the stats pipeline and the
@@ -197,13 +197,12 @@ class ReadReply(NamedTuple):
     next_wake_ms: int  #: -1: nothing delayed or leased
     dead_lettered: int
     last_ids: tuple[Any, Any]  #: last entry ids of high and low, for XREAD after them ("" when tasks came)
-    now_used: int  #: the clock the script ran with
-    redis_ms: int  #: Redis's own clock then, -1 when an ACL refuses TIME
+    now_used: int  #: the clock the script ran with (Redis's, plus a test clock's offset)
     tasks: list[Task]
 
 
-def read_args(req: ReadRequest, request_id: str, clock_base: int | str = "", *, recall_only: bool = False) -> list[Any]:
-    return [*req, request_id, clock_base, int(recall_only)]
+def read_args(req: ReadRequest, request_id: str, *, recall_only: bool = False) -> list[Any]:
+    return [*req, request_id, int(recall_only)]
 
 
 def read_reply(reply: Any, queue: str) -> ReadReply:
@@ -212,8 +211,7 @@ def read_reply(reply: Any, queue: str) -> ReadReply:
         int(reply[1]),
         (reply[2], reply[3]),
         int(reply[4]),
-        int(reply[5]),
-        [task(row, queue) for row in reply[6:]],
+        [task(row, queue) for row in reply[5:]],
     )
 
 

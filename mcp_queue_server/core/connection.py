@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from redis import exceptions as redis_errors
@@ -62,8 +62,35 @@ def request_id() -> str:
     return os.urandom(8).hex()
 
 
-def ms_clock() -> int:
-    return time.time_ns() // 1_000_000
+class ScriptClock(Protocol):
+    """A clock handed to :class:`Connection` in code by a test or a negative control, never
+    by a setting: ``script_arg()`` is ARGV[4] of every script (see ``lua/_lib.lua``). Without
+    one the scripts run on the Redis server's clock, unmoved."""
+
+    def script_arg(self) -> str:
+        """An offset in ms added to Redis's clock, or "@<ms>": that time instead of Redis's."""
+        ...
+
+
+class ClientWallClock:
+    """Negative controls only (the chaos harness): the scripts run on this process's wall
+    clock, as before issue 12, so a client whose clock is off takes valid leases or keeps
+    expired ones. Nothing in the package uses it."""
+
+    def script_arg(self) -> str:
+        return f"@{time.time_ns() // 1_000_000}"
+
+
+#: The clock of every Connection made without one: None (Redis's clock) unless a negative
+#: control calls :func:`run_on_client_clock_for_negative_control` in its own process.
+_default_clock: ScriptClock | None = None
+
+
+def run_on_client_clock_for_negative_control() -> None:
+    """Make every Connection of this process run its scripts on the process's wall clock
+    (:class:`ClientWallClock`). For the chaos harness's negative control only."""
+    global _default_clock
+    _default_clock = ClientWallClock()
 
 
 def connect_redis(url: str, settings: Settings) -> Client:
@@ -94,11 +121,11 @@ class Connection:
         redis: Client | None = None,
         *,
         consumer: str | None = None,
-        clock: Callable[[], int] = ms_clock,
+        clock: ScriptClock | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer or settings.consumer
-        self.now = clock
+        self._clock = clock if clock is not None else _default_clock
         self._redis = redis
         self._owns_redis = redis is None
         self._scripts: dict[str, AsyncScript] = {}
@@ -142,12 +169,30 @@ class Connection:
             found = self._keys[queue] = QueueKeys.for_queue(self.settings.key_prefix, queue)
         return found
 
+    # -- clock -----------------------------------------------------------------------
+
+    def clock_arg(self) -> str:
+        """ARGV[4] of every script: "" (Redis's clock) unless a test clock was given in code."""
+        return "" if self._clock is None else self._clock.script_arg()
+
+    async def server_now(self, queue: str) -> int:
+        """The queue's clock now (ms since the epoch): TIME of the master serving ``queue``
+        (plus a test clock's offset), the clock its scripts decide by."""
+        arg = self.clock_arg()
+        if arg.startswith("@"):
+            return int(arg[1:])
+        with guard():
+            if isinstance(self.redis, RedisCluster):
+                await self.redis.initialize()  # learn the slots (a no-op once known)
+            seconds, micros = await self._node_client(self.keys(queue).sync).time()
+        return seconds * 1000 + micros // 1000 + int(arg or 0)
+
     # -- scripts ---------------------------------------------------------------------
 
     async def script(self, name: str, queue: str, args: Sequence[Any]) -> Any:
-        """Run script ``name`` on ``queue`` with ``args`` (the ARGV after base, group, consumer, now)."""
+        """Run script ``name`` on ``queue`` with ``args`` (the ARGV after base, group, consumer, clock)."""
         k = self.keys(queue)
-        argv = [k.base, self.settings.group, self.consumer, self.now(), *args]
+        argv = [k.base, self.settings.group, self.consumer, self.clock_arg(), *args]
         with guard():
             if self.lane is not None:
                 return await self.lane.script(script_sha(name), script_source(name), k.script_keys, argv)
@@ -161,30 +206,37 @@ class Connection:
         name: str,
         args: Sequence[Any],
         *,
-        now: int | None,
         on_cancel: Callable[[], Awaitable[None]],
     ) -> Any | None:
         """Wait up to ``block_ms`` in XREAD BLOCK for an entry added to ``queue``'s streams
         after the ids ``after``, then run script ``name``; returns its reply, or None when
         it did not run and the caller should run it afresh.
 
-        Through the lane, with ``now`` given, the script is sent behind the XREAD, so Redis
-        runs it the moment the XREAD returns, with no round trip in between; it runs with
-        clock ``now``. If the caller is cancelled meanwhile, ``on_cancel`` runs shielded
-        (the script may have acted). In a cluster, or with ``now`` None, the wait goes
-        alone and None is returned. A forced unblock (the node became a replica in a
-        failover) ends the wait like an entry; a script lost to it or to a restart
-        (NOSCRIPT) returns None.
+        Through the lane the script is sent behind the XREAD, so Redis runs it the moment
+        the XREAD returns, with no round trip in between (it reads Redis's clock when it
+        runs). If the caller is cancelled meanwhile, ``on_cancel`` runs shielded (the
+        script may have acted). In a cluster the wait goes alone and None is returned. A
+        forced unblock (the node became a replica in a failover) ends the wait like an
+        entry; a script lost to it or to a restart (NOSCRIPT) returns None.
         """
         k = self.keys(queue)
         xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.high, k.low, *after)
         lane = self.lane
         with guard():
-            if lane is None or now is None:
+            if lane is None:
                 await self._block(xread)
                 return None
             keys = k.script_keys
-            behind = ("EVALSHA", script_sha(name), len(keys), *keys, k.base, self.settings.group, self.consumer, now)
+            behind = (
+                "EVALSHA",
+                script_sha(name),
+                len(keys),
+                *keys,
+                k.base,
+                self.settings.group,
+                self.consumer,
+                self.clock_arg(),
+            )
             try:
                 woke, reply = await lane.execute(
                     xread, (*behind, *args), timeout_s=block_ms / 1000 + self.settings.socket_timeout_s
@@ -233,7 +285,8 @@ class Connection:
         key = self.keys(queue).sync
         with guard():
             async with self._node_client(key).pipeline(transaction=False) as pipe:
-                pipe.set(key, self.now(), px=60_000)
+                # Any write will do (WAIT counts offsets): the value is never read, so no clock.
+                pipe.set(key, self.consumer, px=60_000)
                 if s.wait_aof:
                     pipe.execute_command("WAITAOF", 1, s.wait_replicas, s.wait_timeout_ms)
                 else:

@@ -54,16 +54,17 @@ class AdminOps:
         conn = self._conn
         k = conn.keys(queue)
         group = conn.settings.group
+        now = await conn.server_now(queue)  # the queue's clock: overdue leases, the oldest age
         with guard():
             async with conn.redis.pipeline(transaction=False) as pipe:
-                records.stats_commands(pipe, k, group, conn.now())
+                records.stats_commands(pipe, k, group, now)
                 replies = await pipe.execute(raise_on_error=False)
             stats, last_ids = records.queue_stats(queue, replies, group)
             async with conn.redis.pipeline(transaction=False) as pipe:
                 for stream, last in zip(k.streams, last_ids, strict=True):
                     pipe.xrange(stream, b"(" + last, "+", count=1)
                 firsts = await pipe.execute(raise_on_error=False)
-        age = records.oldest_age(conn.now(), firsts)
+        age = records.oldest_age(now, firsts)
         return dataclasses.replace(stats, oldest_waiting_age_ms=age)
 
     async def get_consumer_info(self, queue: str = DEFAULT_QUEUE) -> list[ConsumerInfo]:

@@ -12,14 +12,14 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 import anyio
 
 from mcp_queue_server.core import codec
 from mcp_queue_server.core.codec import ChildRow, NewRow, ReadReply, ReadRequest, Refusal, raise_for
-from mcp_queue_server.core.connection import Client, Connection, guard, ms_clock, request_id
+from mcp_queue_server.core.connection import Client, Connection, ScriptClock, guard, request_id
 from mcp_queue_server.core.inspect import AdminOps
 from mcp_queue_server.core.keys import DEFAULT_QUEUE, QueueKeys
 from mcp_queue_server.core.models import AckResult, EnqueueResult, FailResult, FanoutResult, NewTask, Task
@@ -47,6 +47,11 @@ class TaskQueue(AdminOps):
 
     Every method takes ``queue`` (an allowlisted name, default ``"default"``). Methods
     raise :class:`~mcp_queue_server.errors.QueueError` subclasses only.
+
+    Time is the Redis server's: leases, delays, backoff and expiry are decided inside the
+    scripts by TIME of the queue's master, so the clocks of clients do not matter. Only a
+    test passes ``clock`` (a :class:`~mcp_queue_server.core.connection.ScriptClock`, in
+    code) to move that time by hand.
     """
 
     def __init__(
@@ -55,7 +60,7 @@ class TaskQueue(AdminOps):
         redis: Client | None = None,
         *,
         consumer: str | None = None,
-        clock: Callable[[], int] = ms_clock,
+        clock: ScriptClock | None = None,
     ) -> None:
         self._conn = Connection(settings, redis, consumer=consumer, clock=clock)
         self.settings = settings
@@ -94,6 +99,10 @@ class TaskQueue(AdminOps):
 
     def keys(self, queue: str) -> QueueKeys:
         return self._conn.keys(queue)
+
+    async def server_now(self, queue: str = DEFAULT_QUEUE) -> int:
+        """The queue's clock now (ms since the epoch): Redis's TIME on the queue's master."""
+        return await self._conn.server_now(queue)
 
     async def confirm_replicas(self, queue: str) -> int | None:
         """How many replicas have every write made so far to ``queue``'s node (None: not asked);
@@ -276,22 +285,18 @@ class TaskQueue(AdminOps):
         """Wait for an entry added after the ``last`` read, then read again.
 
         The read is sent behind the wait when it can be (see
-        :meth:`Connection.block_then_script`), with the last read's clock moved on by the
-        Redis time passed since. A read cancelled while waiting hands back whatever that
-        read may have leased. Waits are cut below the socket timeout, so one client
-        serves blocking and plain calls.
+        :meth:`Connection.block_then_script`). A read cancelled while waiting hands back
+        whatever that read may have leased. Waits are cut below the socket timeout, so one
+        client serves blocking and plain calls.
         """
         block_ms = max(int(min(wait_s, self.settings.socket_timeout_s * 0.8) * 1000), 1)
         rid = request_id()
-        # Without Redis's clock (an ACL refusing TIME) the read cannot go behind the wait.
-        now = last.now_used if last.redis_ms >= 0 else None
         reply = await self._conn.block_then_script(
             queue,
             block_ms,
             last.last_ids,
             "read",
-            codec.read_args(req, rid, last.redis_ms),
-            now=now,
+            codec.read_args(req, rid),
             on_cancel=functools.partial(self._hand_back, queue, req, rid),
         )
         if reply is None:

@@ -1,6 +1,6 @@
 -- ack: complete tasks held by the caller, store their results, finish fanout parents.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, result_ttl_s, n, then n x (task_id, result_json).
+-- ARGV: base, group, consumer, clock, result_ttl_s, n, then n x (task_id, result_json).
 -- Returns: n x {code, state_or_holder, lease_until, fanout|false}:
 --   OK (1) completed now; ALREADY (3) completed before (idempotent; stored result kept);
 --   NOT_FOUND (-1); NOT_HOLDER (-2) with the state, holder and lease deadline;

@@ -2,7 +2,7 @@
 -- holds the lease, renew it. Only the holder may write, or anyone before the first
 -- delivery (to seed it); a late write by a former holder is refused (fencing).
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, task_id, data_json ("" = delete), ttl_s.
+-- ARGV: base, group, consumer, clock, task_id, data_json ("" = delete), ttl_s.
 -- Returns: {OK, lease_until or 0 when not held}, or {NOT_FOUND} / {NOT_HOLDER, state, holder, until}
 --          / {ALREADY, 'completed'}.
 local id, data, ttl = ARGV[5], ARGV[6], tonumber(ARGV[7])

@@ -1,6 +1,6 @@
 -- enqueue: create tasks (one or a batch) unless their id already exists.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, threshold, default_max_attempts, n,
+-- ARGV: base, group, consumer, clock, threshold, default_max_attempts, n,
 --       then n x (task_id, type, priority, payload_json, delay_ms, max_attempts or "").
 -- Returns: n x {code, state}: code OK (1) created, DUPLICATE (2) the id exists and
 --          nothing changed; state is the task's state after the call.

@@ -1,6 +1,6 @@
 -- extend: the holder moves its lease deadline to now + lease_ms.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, task_id, lease_ms.
+-- ARGV: base, group, consumer, clock, task_id, lease_ms.
 -- Returns: {OK, lease_until} or the not_held() answer (NOT_FOUND, NOT_HOLDER, ALREADY).
 local id, lease_ms = ARGV[5], tonumber(ARGV[6])
 local tk = tkey(id)

@@ -1,6 +1,6 @@
 -- fail: the holder gives a task up with an error; retry with backoff or dead-letter.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, task_id, error, retry (1/0), backoff_base_ms, backoff_max_ms,
+-- ARGV: base, group, consumer, clock, task_id, error, retry (1/0), backoff_base_ms, backoff_max_ms,
 --       request_id (a re-sent request gets the first run's answer).
 -- Returns: {OK, state, attempt, run_at, fanout|false} with state queued, delayed or failed
 --          (dead-lettered); or the not_held() answer (NOT_FOUND, NOT_HOLDER, ALREADY).

@@ -3,7 +3,7 @@
 -- (state working) leaves its stream and waits. Repeating a fanout returns the
 -- children of the first one and changes nothing.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, threshold, default_max_attempts, parent_id,
+-- ARGV: base, group, consumer, clock, threshold, default_max_attempts, parent_id,
 --       parent_data_json ("" none), policy ("fail" | "continue"), result_ttl_s,
 --       cont_id ("" = no continuation), cont_type, cont_priority, cont_payload_json, cont_max,
 --       n, then n x (task_id, type, priority, payload_json, max_attempts or "").

@@ -1,6 +1,6 @@
 -- inspect_dlq: one page of the dead-letter stream with each task's record (read-only).
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, count, cursor ("" = from the start), newest_first (1/0).
+-- ARGV: base, group, consumer, clock, count, cursor ("" = from the start), newest_first (1/0).
 -- Returns: {next_cursor or "", entry...}; each entry is
 --          {dlq_entry_id, task_id, type, payload, error, attempt, max_attempts, priority,
 --           source_stream, created_at, dead_at, replays, parent}.

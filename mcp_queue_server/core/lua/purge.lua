@@ -1,7 +1,7 @@
 -- purge: delete dead-lettered tasks for good (record, checkpoint, DLQ entry).
 -- All ids are checked first: one id that is not dead refuses all.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, request_id, n, then n task ids; n = 0 purges the
+-- ARGV: base, group, consumer, clock, request_id, n, then n task ids; n = 0 purges the
 --       oldest `limit` (ARGV[7]) dead tasks. A re-sent request gets the first run's answer.
 -- Returns: {OK, purged_count, picked_count} or {NOT_FOUND, id} / {BAD_STATE, id, state}.
 local req = ARGV[5]

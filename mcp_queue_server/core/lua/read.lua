@@ -2,27 +2,20 @@
 -- First promotes due delayed tasks, then re-delivers tasks whose lease expired (or
 -- dead-letters them when they used their last attempt), then reads new entries.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, count, lease_ms, prefer_high (1/0), promote_limit,
+-- ARGV: base, group, consumer, clock, count, lease_ms, prefer_high (1/0), promote_limit,
 --       request_id (a re-sent request gets the tasks the first run leased),
---       clock_base ("" or the redis_ms a previous reply paired with `now`: sent behind a
---       blocking XREAD, the script runs later than it was sent, so `now` is moved on by the
---       Redis time passed since clock_base), recall_only (1: only a re-sent request's tasks).
--- Returns: {next_wake_ms or -1, dead_lettered_count, last_high_id, last_low_id, now_used,
---          redis_ms or -1, task...}; the last ids ("" when tasks were delivered) let a blocking
+--       recall_only (1: only a re-sent request's tasks). Sent behind a blocking XREAD, the
+--       script reads the clock when it runs, not when it was sent.
+-- Returns: {next_wake_ms or -1, dead_lettered_count, last_high_id, last_low_id, now, task...};
+--          now is the clock the script ran with (next_wake_ms - now is how long until
+--          something falls due); the last ids ("" when tasks were delivered) let a blocking
 --          reader wait for entries added after this call (XREAD BLOCK). Each task is
 --          {id, type, priority, payload, attempt, lease_until, checkpoint|false, parent|false}.
 ensure_groups()
 local count, lease_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 local prefer_high, promote_limit, req = ARGV[7] == '1', tonumber(ARGV[8]), ARGV[9]
--- redis_ms is -1 where an ACL refuses TIME: the caller then does not send reads behind XREAD.
-local clock = redis.pcall('TIME')
-local redis_ms = -1
-if type(clock) == 'table' and clock[2] then
-  redis_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-  if ARGV[10] and ARGV[10] ~= '' then now = now + math.max(redis_ms - tonumber(ARGV[10]), 0) end
-end
 local lease_until = now + lease_ms
-local out = {-1, 0, '', '', now, redis_ms}
+local out = {-1, 0, '', '', now}
 local delivered = 0
 
 local ids = {}
@@ -55,7 +48,7 @@ if first_run then
   end
   return out
 end
-if ARGV[11] == '1' then return out end
+if ARGV[10] == '1' then return out end
 
 -- 1. Due delayed tasks join the tail of their stream.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[3], '-inf', now, 'LIMIT', 0, promote_limit)) do

@@ -2,7 +2,7 @@
 -- Stuck means the lease expired, or (when min_idle_ms is given) the task was
 -- delivered or renewed more than min_idle_ms ago, whatever its lease says.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, min_idle_ms ("" = by lease), limit, request_id.
+-- ARGV: base, group, consumer, clock, min_idle_ms ("" = by lease), limit, request_id.
 -- Returns: {requeued_ids, dead_lettered_ids}.
 local min_idle, limit, req = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local again = recall('recover', req)

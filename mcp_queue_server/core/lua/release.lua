@@ -1,7 +1,7 @@
 -- release: hand every task the caller holds back to the queue at once (graceful
 -- shutdown). The delivery is not charged: the attempt counter goes back by one.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, limit, forget_consumer (1/0), then optional task ids:
+-- ARGV: base, group, consumer, clock, limit, forget_consumer (1/0), then optional task ids:
 --       with ids, only those (when held by the caller) are released.
 -- Returns: {released_count, more (1 when another call is needed)}.
 local limit, forget = tonumber(ARGV[5]), ARGV[6] == '1'

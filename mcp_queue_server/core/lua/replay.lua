@@ -1,7 +1,7 @@
 -- replay: put dead-lettered tasks back in their stream with a fresh attempt budget.
 -- All ids are checked before anything changes: one id that is not dead refuses all.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, now, request_id, n, then n task ids; n = 0 replays the
+-- ARGV: base, group, consumer, clock, request_id, n, then n task ids; n = 0 replays the
 --       oldest `limit` (ARGV[7]) dead tasks. A re-sent request gets the first run's answer.
 -- Returns: {OK, replayed_ids, picked_count} or {NOT_FOUND, id} / {BAD_STATE, id, state}.
 ensure_groups()
