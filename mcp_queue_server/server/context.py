@@ -59,9 +59,9 @@ def check_json(ctx: Ctx, name: str, value: Any) -> None:
 def ms_left(deadline: int | None) -> int | None:
     """Milliseconds from now until ``deadline`` (ms since the epoch), never negative.
 
-    Leases are stamped with the queue's clock, which is this process's wall clock (the core's
-    default); were the core to stamp them with Redis's clock, the skew between the two hosts
-    would go into this figure (none when Redis runs on this machine).
+    Leases are stamped with the Redis server's clock, which the core does not hand out; this
+    counts from this process's wall clock, so the skew between the two hosts goes into the
+    figure (none when Redis runs on this machine; NTP keeps it to milliseconds elsewhere).
     """
     return None if deadline is None else max(0, deadline - time.time_ns() // 1_000_000)
 
