@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from mcp_queue_server import NewTask, QueueStats, Settings, StreamStats, TaskQueue, TaskStatus
+from mcp_queue_server.testing import free_port
 from tests.conftest import QueueFactory
-from tests.redis_proc import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_S = 60

@@ -19,8 +19,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from mcp_queue_server import NewTask, QueueError, QueueUnavailable, Settings, TaskQueue, TaskStatus
 from mcp_queue_server.server.app import build_server
-from tests.cluster_proc import ClusterProc
-from tests.redis_proc import RedisProc
+from mcp_queue_server.testing import ClusterProc, RedisProc
 from tests.test_state_machine import QueueModel
 
 

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from mcp_queue_server import NewTask, QueueUnavailable, Settings, TaskQueue, TaskStatus
-from tests.redis_proc import RedisProc
+from mcp_queue_server.testing import RedisProc
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from mcp_queue_server import Settings
 from tests.conftest import QueueFactory
-from tests.redis_proc import free_port
+from mcp_queue_server.testing import free_port
 from tests.test_stdio import ROOT, START_S, server_env
 
 TOKEN = "correct-horse-battery-staple"

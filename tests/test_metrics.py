@@ -16,7 +16,7 @@ from mcp_queue_server.core.models import DeadTask
 from mcp_queue_server.observe.metrics import HISTORY_SAMPLES, MIN_SAMPLE_GAP_S, Metrics, QueueView, Sample
 from mcp_queue_server.observe.status_page import status_page
 from tests.conftest import FakeClock
-from tests.redis_proc import free_port
+from mcp_queue_server.testing import free_port
 from tests.test_http import BEARER, TOKEN, http_server
 from tests.test_stdio import START_S, StdioServer, server_env
 

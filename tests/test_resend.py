@@ -11,8 +11,8 @@ import pytest
 from anyio.abc import ByteStream, SocketStream
 
 from mcp_queue_server import NewTask, Settings, TaskQueue, TaskStatus
+from mcp_queue_server.testing import free_port
 from tests.conftest import QueueFactory
-from tests.redis_proc import free_port
 from tests.test_read import _wait_until_blocked
 
 

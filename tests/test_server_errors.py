@@ -10,7 +10,7 @@ from mcp import Client, MCPError
 
 from mcp_queue_server import Settings
 from mcp_queue_server.server.app import build_server
-from tests.redis_proc import free_port
+from mcp_queue_server.testing import free_port
 
 
 async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from mcp_queue_server.observe.http import SESSION_COOKIE, routes
 from mcp_queue_server.observe.metrics import Metrics
 from tests.chromium import PNG_MAGIC, Browser, browser, chromium, headless, read_png
 from tests.conftest import FakeClock, QueueFactory
-from tests.redis_proc import free_port
+from mcp_queue_server.testing import free_port
 from tests.test_http import TOKEN
 from tests.test_metrics import scrape_when_up
 from tests.test_stdio import START_S, StdioServer, server_env

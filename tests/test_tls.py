@@ -12,7 +12,7 @@ from mcp import Client
 
 from mcp_queue_server import Settings
 from mcp_queue_server.server.app import build_server
-from tests.redis_proc import RedisProc
+from mcp_queue_server.testing import RedisProc
 
 
 def _certs(d: Path) -> None:
