@@ -27,6 +27,16 @@ PRIORITY_RANGE = (-1_000_000, 1_000_000)
 MAX_ERROR_LENGTH = 4096  #: characters of a fail_task error
 MAX_CHECKPOINT_TTL_S = 30 * 86_400
 MAX_MIN_IDLE_MS = 30 * DAY_MS  #: recover(min_idle_ms=) upper bound
+#: recover(min_idle_ms=) lower bound: below a second, "idle" would take tasks a worker is
+#: still running (a lease renewal or an ack can be that far apart); stuck tasks are idle for
+#: far longer than this.
+MIN_RECOVER_IDLE_MS = 1000
+HEARTBEAT_INTERVAL_S = 20.0  #: how often a worker or server says "alive" for the queues it uses
+#: A holder (worker, server) not heard from for this long is gone: 3 heartbeat intervals.
+HOLDER_STALE_MS = 60_000
+#: A client re-adds a queue to the registry this often (once per queue and process in between),
+#: so a queue forgotten while a producer still uses it comes back within this time.
+REGISTRY_REFRESH_S = 60.0
 MAX_SUBTASKS = 1000  #: children of one fanout
 MAX_BATCH = 100  #: tasks of one enqueue_batch tool call
 MAX_IDS = 1000  #: task ids of one bulk ack, replay or purge tool call

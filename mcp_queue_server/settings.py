@@ -82,6 +82,23 @@ class Settings(BaseSettings):
         default=0, ge=0, le=16, description="Confirm each enqueue on this many replicas (WAIT) before answering."
     )
     wait_timeout_ms: int = Field(default=500, ge=1, le=60_000, description="Longest an enqueue waits for replicas.")
+    max_queue_length: int = Field(
+        default=0,
+        ge=0,
+        description="Most waiting + delayed tasks a queue may hold; an enqueue, batch or fanout past it is "
+        "refused whole with a retryable 'queue full' error. 0: unlimited.",
+    )
+    allow_eviction: bool = Field(
+        default=False,
+        description="Serve writes even when Redis's maxmemory-policy evicts keys (anything but noeviction), "
+        "accepting that Redis may silently delete task records.",
+    )
+    embedded_maxmemory: str = Field(
+        default="1gb",
+        pattern=r"^(?i:[0-9]+(b|k|kb|m|mb|g|gb)?)$",
+        description="maxmemory of the embedded Redis (noeviction: writes are refused when full, nothing is "
+        "deleted), e.g. 512mb or 2gb; 0 = unlimited.",
+    )
     wait_aof: bool = Field(
         default=False,
         description="Also confirm each enqueue is fsynced to the AOF (WAITAOF; Redis >= 7.2 or Valkey, appendonly on).",

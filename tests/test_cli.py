@@ -71,7 +71,8 @@ async def test_stats_prints_one_table_row_per_queue(settings: Settings, queue: T
     done = await cli(settings, "stats", "--queue", "default", "--queue", "other")
 
     assert done.code == 0, done.err
-    header, first, second = done.out.splitlines()
+    header, first, second, store = done.out.splitlines()
+    assert store.startswith("store: maxmemory-policy noeviction")
     assert header.split()[:3] == ["QUEUE", "WAITING", "HIGH"]
     assert first.split()[:4] == ["default", "2", "1", "1"]
     assert second.split()[:2] == ["other", "1"]

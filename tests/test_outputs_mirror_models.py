@@ -39,11 +39,14 @@ MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
     (models.RecoveryReport, outputs.RecoverOutput, {}),
     (models.StreamStats, outputs.StreamStatsOut, {}),
     (models.ConsumerInfo, outputs.ConsumerOut, {}),
-    (models.QueueStats, outputs.QueueStatsOutput, {}),
+    # With all_queues the one queue's result also lists every known queue.
+    (models.QueueStats, outputs.QueueStatsOutput, {"added": {"queues"}}),
+    (models.QueueStats, outputs.QueueStatsRow, {}),
 ]
 
-#: Records that are inputs, not results.
-INPUTS = {models.NewTask}
+#: Records that are inputs, not results; and StoreInfo, which the operators' views show
+#: (CLI stats, logs) but no tool returns.
+INPUTS = {models.NewTask, models.StoreInfo}
 #: Tool results with no record behind them (built by the tool from several values).
 TOOL_ONLY = {
     outputs.EnqueueBatchOutput,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
-from mcp_queue_server import NewTask, TaskQueue, TaskStatus
+from mcp_queue_server import InvalidInput, NewTask, TaskQueue, TaskStatus
+from mcp_queue_server.limits import MIN_RECOVER_IDLE_MS
 from tests.conftest import FakeClock, QueueFactory
 
 
@@ -34,12 +36,43 @@ async def test_recover_leaves_live_leases_alone(make_queue: QueueFactory, clock:
     assert report.requeued == report.dead_lettered == []
 
 
+async def _make_idle(queue: TaskQueue, task_id: str, idle_ms: int) -> None:
+    """Set the idle time Redis keeps for a leased task's stream entry (XCLAIM ... IDLE, to its
+    own holder, JUSTID: no delivery counted), as if nobody had touched it for ``idle_ms``."""
+    k = queue.keys("default")
+    stream, entry, holder = await queue.redis.hmget(k.task(task_id), "stream", "entry", "consumer")
+    key = k.high if stream == b"high" else k.low
+    await queue.redis.xclaim(key, queue.settings.group, holder, 0, [entry], idle=idle_ms, justid=True)
+
+
 async def test_recover_with_min_idle_takes_tasks_untouched_that_long(make_queue: QueueFactory) -> None:
     w1 = await make_queue("w1", real_clock=True)
-    await w1.enqueue("t", {}, task_id="quiet")
-    await w1.read_messages(lease_ms=600_000)
-    report = await w1.recover(min_idle_ms=0)
+    await w1.enqueue_batch([NewTask("t", {}, task_id="quiet"), NewTask("t", {}, task_id="busy")])
+    await w1.read_messages(count=2, lease_ms=600_000)
+    await _make_idle(w1, "quiet", 5_000)
+    report = await w1.recover(min_idle_ms=2_000)
     assert report.requeued == ["quiet"]
+
+
+@pytest.mark.parametrize("too_short", [0, 1, MIN_RECOVER_IDLE_MS - 1])
+async def test_recover_by_idle_time_refuses_less_than_a_second(queue: TaskQueue, too_short: int) -> None:
+    with pytest.raises(InvalidInput, match="min_idle_ms"):
+        await queue.recover(min_idle_ms=too_short)
+
+
+async def test_a_task_taken_back_for_idle_time_while_its_lease_ran_says_so_not_lease_expired(
+    make_queue: QueueFactory,
+) -> None:
+    w1 = await make_queue("w1", real_clock=True)
+    await w1.enqueue("t", {}, task_id="slow", max_attempts=1)
+    [task] = await w1.read_messages(lease_ms=600_000)
+    await _make_idle(w1, "slow", 1_500)
+    report = await w1.recover(min_idle_ms=MIN_RECOVER_IDLE_MS)
+    assert report.dead_lettered == ["slow"]
+    error = (await w1.get_task("slow")).error or ""
+    assert "lease expired" not in error
+    assert f"while its lease ran to {task.lease_expires_at}" in error
+    assert error.startswith("stuck on attempt 1 of 1 (idle for 1.5 s")
 
 
 async def test_statistics_describe_the_queue(make_queue: QueueFactory, clock: FakeClock) -> None:

@@ -12,6 +12,9 @@ import anyio
 import pytest
 
 from mcp_queue_server import Settings, Task, TaskQueue, TaskStatus
+from mcp_queue_server.core import codec
+from mcp_queue_server.core.connection import request_id
+from mcp_queue_server.core.scripts import script_sha, script_source
 from mcp_queue_server.worker.runtime import PermanentFailure, TaskContext, Worker, WorkerEvent
 from tests.conftest import QueueFactory
 
@@ -408,6 +411,19 @@ async def test_a_killed_workers_task_is_redelivered_with_its_checkpoint(make_que
     assert (info.status, info.result) == (TaskStatus.COMPLETED, {"attempt": 2})
 
 
+async def _recover_as_if_idle(thief: TaskQueue, task_id: str) -> None:
+    """``recover(min_idle_ms=30_000)`` on a task made to look untouched for a minute, in one
+    transaction: the holder renews its short lease every ~100 ms, which resets the idle time."""
+    k, group = thief.keys("default"), thief.settings.group
+    stream, entry, holder = await thief.redis.hmget(k.task(task_id), "stream", "entry", "consumer")
+    await thief.redis.script_load(script_source("recover"))
+    argv = [k.base, group, thief.consumer, "", *codec.recover_args(30_000, 100, request_id())]
+    async with thief.redis.pipeline(transaction=True) as pipe:
+        pipe.xclaim(k.high if stream == b"high" else k.low, group, holder, 0, [entry], idle=60_000, justid=True)
+        pipe.evalsha(script_sha("recover"), len(k.script_keys), *k.script_keys, *argv)
+        await pipe.execute()
+
+
 async def test_a_worker_that_loses_its_lease_cancels_the_handler_and_does_not_ack(make_queue: QueueFactory) -> None:
     queue: TaskQueue = await make_queue("w", real_clock=True)
     other: TaskQueue = await make_queue("other", real_clock=True)
@@ -424,7 +440,7 @@ async def test_a_worker_that_loses_its_lease_cancels_the_handler_and_does_not_ac
     async with running(Worker(queue, {"t": handle}, lease_ms=300, on_event=events)):
         await events.wait_for("started")
         # An operator's recovery takes the task away whatever its lease; another worker reads it.
-        await other.recover(min_idle_ms=0)
+        await _recover_as_if_idle(other, "taken")
         [stolen] = await other.read_messages(count=1)
         [lost] = await events.wait_for("lease_lost")
         with anyio.fail_after(WAIT_S):

@@ -49,7 +49,7 @@ from mcp_queue_server.logs import configure_logging
 from mcp_queue_server.settings import Settings
 
 SERVE = "serve"
-COMMANDS = (SERVE, "stats", "top", "tasks", "dlq", "recover", "enqueue", "worker", "demo")
+COMMANDS = (SERVE, "stats", "top", "queues", "tasks", "dlq", "recover", "enqueue", "worker", "demo")
 #: Words that are actions of a command, so `mcp-queue-server replay` can point at `dlq replay`.
 ACTIONS = {"get": "tasks get", "list": "dlq list", "replay": "dlq replay", "purge": "dlq purge"}
 
@@ -71,9 +71,10 @@ class _Version(argparse.Action):
         parser.exit(EXIT_OK)
 
 
-def _queue_flag(p: argparse.ArgumentParser, *, many: bool = False) -> None:
+def _queue_flag(p: argparse.ArgumentParser, *, many: bool = False, known: bool = False) -> None:
     if many:
-        p.add_argument("--queue", action="append", metavar="NAME", help="queue name (repeatable; default: default)")
+        default = "every known queue" if known else "default"
+        p.add_argument("--queue", action="append", metavar="NAME", help=f"queue name (repeatable; default: {default})")
     else:
         p.add_argument("--queue", default="default", metavar="NAME", help="queue name (default: default)")
 
@@ -117,11 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     command(SERVE, "Run the MCP server (the default with no command); takes every settings flag.", parent=server)
 
-    c = command("stats", "Show queue statistics: depths, in flight, delayed, dead letters, oldest age, totals.")
-    _queue_flag(c, many=True)
+    c = command(
+        "stats",
+        "Show queue statistics: depths, in flight, delayed, dead letters, oldest age, consumers, totals; every "
+        "known queue unless --queue is given; and the store's memory policy.",
+        summary="Show queue statistics (every known queue unless --queue is given).",
+    )
+    _queue_flag(c, many=True, known=True)
     _json_flag(c)
 
     cli_top.add_arguments(command("top", "A live view of the queues, redrawn every few seconds (Ctrl-C quits)."))
+
+    queues = command(
+        "queues",
+        "The registry of queues that stats, top and /metrics show: `queues list|forget`. A queue joins it "
+        "with its first enqueue (or a worker's heartbeat) and leaves when emptied and its DLQ purged.",
+        summary="List the known queues, or forget one: `queues list|forget NAME`.",
+    )
+    actions = queues.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = command("list", "Every known queue.", actions)
+    _json_flag(c)
+    c = command("forget", "Take queues out of the registry (their tasks stay; an enqueue adds them back).", actions)
+    c.add_argument("names", nargs="+", metavar="NAME")
 
     tasks = command("tasks", "Look at tasks: `tasks get TASK_ID`.")
     actions = tasks.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -146,7 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         _json_flag(c)
 
     c = command("recover", "Requeue tasks whose lease expired; dead-letter those out of attempts.")
-    c.add_argument("--min-idle-ms", type=int, metavar="MS", help="also take tasks untouched this long, lease or not")
+    c.add_argument(
+        "--min-idle-ms",
+        type=int,
+        metavar="MS",
+        help="also take tasks untouched this long (at least 1000), lease or not: for a worker you know is gone",
+    )
     _queue_flag(c)
     _json_flag(c)
 

@@ -24,7 +24,7 @@ from mcp_queue_server.cli.common import (
     stats_row,
     totals,
 )
-from mcp_queue_server.core.models import DeadTask, NewTask
+from mcp_queue_server.core.models import DeadTask, NewTask, StoreInfo
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import InvalidState, QueueError, TaskNotFound
 from mcp_queue_server.settings import Settings
@@ -43,6 +43,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     async with open_queue(settings) as queue:
         if args.command == "stats":
             return await stats(queue, args)
+        if args.command == "queues":
+            return await queues(queue, args)
         if args.command == "tasks":
             return await get_task(queue, args)
         if args.command == "dlq":
@@ -62,13 +64,51 @@ def emit_json(value: Any, out: TextIO | None = None) -> None:
 
 
 async def stats(queue: TaskQueue, args: argparse.Namespace) -> int:
-    names = args.queue or ["default"]
-    found = [await queue.get_queue_stats(name) for name in names]
+    found = [await queue.get_queue_stats(name) for name in args.queue] if args.queue else await queue.all_queue_stats()
     if args.json:
         # Every total, 0 included, as the table shows them (the core records only those counted).
         emit_json({s.queue: dataclasses.asdict(s) | {"totals": totals(s)} for s in found})
     else:
         print_table(STATS_HEADERS, [stats_row(s) for s in found])
+        print(store_line(await queue.store_info(found[0].queue if found else "default")))
+    return EXIT_OK
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)  # pragma: no cover
+
+
+def store_line(info: StoreInfo) -> str:
+    """The store's memory, one line: policy, used and limit, and a warning when it may evict."""
+    if info.maxmemory_policy is None:
+        return "store: memory policy not readable (INFO and CONFIG refused to this user)"
+    limit = "no limit" if not info.maxmemory else f"of {_bytes(info.maxmemory)}"
+    line = f"store: maxmemory-policy {info.maxmemory_policy}, {_bytes(info.used_memory)} used {limit}"
+    if info.evicting:
+        line += "  WARNING: Redis may delete task records when full; set maxmemory-policy noeviction"
+    return line
+
+
+# -- queues --------------------------------------------------------------------------------
+
+
+async def queues(queue: TaskQueue, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        names = await queue.known_queues()
+        if args.json:
+            emit_json(names)
+        else:
+            print("\n".join(names) if names else "no queue known yet (a queue joins with its first enqueue)")
+        return EXIT_OK
+    for name in args.names:
+        known = await queue.forget_queue(name)
+        print(f"forgot queue {name}" if known else f"queue {name} was not known", file=sys.stderr)
     return EXIT_OK
 
 

@@ -33,11 +33,13 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
 HEADERS = [*STATS_HEADERS, "IN/S", "DONE/S"]
-CONSUMER_HEADERS = ["NAME", "IN FLIGHT", "IDLE"]
+CONSUMER_HEADERS = ["NAME", "IN FLIGHT", "IDLE", "LAST SEEN"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--queue", action="append", metavar="NAME", help="queue name (repeatable; default: default)")
+    p.add_argument(
+        "--queue", action="append", metavar="NAME", help="queue name (repeatable; default: every known queue)"
+    )
     p.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes (2)")
     p.add_argument("--once", action="store_true", help="print one frame, without ANSI codes, and exit")
 
@@ -70,7 +72,7 @@ def _rows(stats: list[QueueStats], per_second: dict[str, tuple[float, float]]) -
 
 def _consumer_rows(s: QueueStats) -> list[list[str]]:
     busy = sorted(s.consumers, key=lambda c: (-c.pending, c.idle_ms))
-    return [[c.name, str(c.pending), age_text(c.idle_ms)] for c in busy]
+    return [[c.name, str(c.pending), age_text(c.idle_ms), age_text(c.last_seen_ms)] for c in busy]
 
 
 def frame(settings: Settings, stats: list[QueueStats], per_second: dict[str, tuple[float, float]]) -> str:
@@ -101,13 +103,16 @@ def rich_frame(
 
 
 async def _snapshot(queue: TaskQueue, names: list[str]) -> list[QueueStats]:
+    """The named queues; none named: every known queue (looked up each frame, so new ones appear)."""
+    if not names:
+        return await queue.all_queue_stats()
     return [await queue.get_queue_stats(name) for name in names]
 
 
 async def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
     """Redraw until Ctrl-C; a store outage shows on screen and the view keeps trying."""
     out = out or sys.stdout
-    names = args.queue or ["default"]
+    names: list[str] = args.queue or []
     async with open_queue(settings) as queue:
         if args.once:
             print(frame(settings, await _snapshot(queue, names), {}), file=out)

@@ -24,6 +24,7 @@ from mcp_queue_server.core.models import (
 )
 from mcp_queue_server.core.scripts import Code
 from mcp_queue_server.errors import ConflictingRequest, InvalidState, NotLeaseHolder, TaskNotFound
+from mcp_queue_server.limits import HOLDER_STALE_MS
 
 
 def text(value: Any) -> str:
@@ -132,15 +133,25 @@ class Enqueued(NamedTuple):
     status: TaskStatus
 
 
-def enqueue_args(threshold: int, default_max_attempts: int, tasks: Sequence[NewRow]) -> list[Any]:
-    args: list[Any] = [threshold, default_max_attempts, len(tasks)]
+def enqueue_args(threshold: int, default_max_attempts: int, tasks: Sequence[NewRow], max_length: int = 0) -> list[Any]:
+    args: list[Any] = [threshold, default_max_attempts, len(tasks), max_length]
     for row in tasks:
         args += row
     return args
 
 
-def enqueue_reply(reply: Any) -> list[Enqueued]:
-    return [Enqueued(code == Code.DUPLICATE, TaskStatus(text(state))) for code, state in reply]
+class Full(NamedTuple):
+    """enqueue.lua / fanout.lua refused: the queue would grow past its maximum length."""
+
+    length: int  #: waiting + delayed tasks now
+
+
+def _full(reply: Any) -> Full | None:
+    return Full(int(reply[1])) if reply and reply[0] == Code.FULL else None
+
+
+def enqueue_reply(reply: Any) -> list[Enqueued] | Full:
+    return _full(reply) or [Enqueued(code == Code.DUPLICATE, TaskStatus(text(state))) for code, state in reply]
 
 
 class FannedOut(NamedTuple):
@@ -158,6 +169,7 @@ def fanout_args(
     result_ttl_s: int,
     continuation: ChildRow | None,
     children: Sequence[ChildRow],
+    max_length: int = 0,
 ) -> list[Any]:
     args: list[Any] = [
         threshold,
@@ -168,13 +180,17 @@ def fanout_args(
         result_ttl_s,
         *(_NO_CONTINUATION if continuation is None else continuation),
         len(children),
+        max_length,
     ]
     for row in children:
         args += row
     return args
 
 
-def fanout_reply(reply: Any) -> FannedOut | Refusal:
+def fanout_reply(reply: Any) -> FannedOut | Refusal | Full:
+    full = _full(reply)
+    if full is not None:
+        return full
     code = reply[0]
     if code not in (Code.OK, Code.DUPLICATE):
         return refusal(reply)
@@ -202,7 +218,14 @@ class ReadReply(NamedTuple):
 
 
 def read_args(req: ReadRequest, request_id: str, *, recall_only: bool = False) -> list[Any]:
-    return [*req, request_id, int(recall_only)]
+    return [*req, request_id, int(recall_only), HOLDER_STALE_MS]
+
+
+# -- heartbeat.lua --------------------------------------------------------------------
+
+
+def heartbeat_args() -> list[Any]:
+    return [HOLDER_STALE_MS]
 
 
 def read_reply(reply: Any, queue: str) -> ReadReply:

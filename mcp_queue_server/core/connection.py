@@ -8,7 +8,11 @@ objects and clients, which route each call to its slot's master. The queue's ope
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,14 +25,68 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from mcp_queue_server.core.keys import DEFAULT_QUEUE as DEFAULT_QUEUE  # re-exported: worker/ imports it here
-from mcp_queue_server.core.keys import QueueKeys
+from mcp_queue_server.core.keys import QueueKeys, registry_key
 from mcp_queue_server.core.lane import Lane
+from mcp_queue_server.core.models import StoreInfo
 from mcp_queue_server.core.scripts import AsyncScript, register_all, script_sha, script_source
-from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable
+from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable, StoreFull, StoreMisconfigured
+from mcp_queue_server.limits import REGISTRY_REFRESH_S
 from mcp_queue_server.settings import CLUSTER_SCHEMES, Settings
+
+logger = logging.getLogger(__name__)
 
 #: A standalone or cluster client; both run the same scripts, since all keys of a queue share a slot.
 Client = Redis | RedisCluster
+
+
+#: What a configuration mistake looks like to the caller: the likely cause, never the URL.
+_URL = "MCP_QUEUE_REDIS_URL"
+_AUTH = (
+    f"the queue store refused the credentials (wrong or missing user/password): check them in {_URL} "
+    "(a Redis ACL user needs the rights listed in the README)"
+)
+_TLS = f"the TLS handshake with the queue store failed: check rediss:// vs redis:// and the certificate in {_URL}"
+_HOST = f"the queue store's host name does not resolve: check the host in {_URL}"
+_REFUSED = (
+    f"queue store unavailable: nothing accepts connections at its address (Redis is down or restarting, or "
+    f"the host, port or socket path in {_URL} is wrong); nothing was lost, retry in a few seconds if it was running"
+)
+#: getaddrinfo errors that mean "no such name" (EAI_AGAIN, a resolver hiccup, stays transient).
+_NO_SUCH_HOST = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL") if hasattr(socket, name)}
+_OOM = "OOM command not allowed"
+_FULL = (
+    "the queue store is full (Redis reached maxmemory) and refused the write; nothing was written. Memory frees "
+    "as workers ack or fail their tasks; an operator can purge the dead-letter queue (purge_dlq), shorten "
+    "MCP_QUEUE_RESULT_TTL_S or raise maxmemory. Reads, acks, fails and purges still work"
+)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    for _ in range(8):  # redis-py wraps the socket error once or twice
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def store_error(exc: BaseException) -> QueueError:
+    """The queue error for a failure to reach Redis: a configuration mistake (credentials, TLS,
+    unknown host) is :class:`StoreMisconfigured`, not retryable; everything else (a refused or
+    dropped connection, a timeout, a cluster in flux) is :class:`QueueUnavailable`. Decided by
+    exception type and errno, never by echoing the error's text (it names the host)."""
+    for cause in _causes(exc):
+        if isinstance(cause, redis_errors.AuthenticationError | redis_errors.AuthenticationWrongNumberOfArgsError):
+            return StoreMisconfigured(_AUTH)
+        if isinstance(cause, ssl.SSLError):
+            return StoreMisconfigured(_TLS)
+        if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_HOST:
+            return StoreMisconfigured(_HOST)
+        if isinstance(cause, ConnectionRefusedError | FileNotFoundError) or (
+            isinstance(cause, OSError) and cause.errno in (errno.ECONNREFUSED, errno.ENOENT)
+        ):
+            return QueueUnavailable(_REFUSED)
+    return QueueUnavailable(f"queue store unavailable ({type(exc).__name__}); nothing was lost, retry in a few seconds")
 
 
 @contextmanager
@@ -45,11 +103,33 @@ def guard() -> Iterator[None]:
         ConnectionError,
         TimeoutError,
     ) as exc:
-        raise QueueUnavailable(
-            f"queue store unavailable ({type(exc).__name__}); nothing was lost, retry in a few seconds"
-        ) from None
+        raise store_error(exc) from None
+    except redis_errors.AuthenticationWrongNumberOfArgsError:
+        raise StoreMisconfigured(_AUTH) from None
     except redis_errors.ResponseError as exc:
+        # Redis 6.2 wraps a script's OOM as "ERR Error running script ... -OOM ...", 7.x passes it on.
+        if _OOM in str(exc):
+            raise StoreFull(_FULL) from None
         raise QueueError(f"queue store refused the operation: {str(exc)[:200]}") from None
+
+
+def eviction_refusal(policy: str) -> str:
+    return (
+        f"the queue store's maxmemory-policy is {policy}: Redis may delete task records when memory runs out, "
+        "so writes are refused. Fix: CONFIG SET maxmemory-policy noeviction (and in redis.conf), or accept the "
+        "risk with MCP_QUEUE_ALLOW_EVICTION=true"
+    )
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _num(value: Any) -> int | None:
+    try:
+        return None if value is None else int(_str(value) or "")
+    except ValueError:
+        return None
 
 
 def unblocked(reply: object) -> bool:
@@ -131,6 +211,9 @@ class Connection:
         self._scripts: dict[str, AsyncScript] = {}
         self._keys: dict[str, QueueKeys] = {}
         self._node_clients: dict[str, Redis] = {}
+        self._registered: dict[str, float] = {}  #: queue -> when this process last added it to the registry
+        self._writable: set[str] = set()  #: queues whose node's memory policy was checked and allows writes
+        self._policy_unknown_logged = False
         self.lane: Lane | None = None  #: the fast path, on a standalone Redis once opened
 
     async def open(self) -> None:
@@ -189,14 +272,100 @@ class Connection:
 
     # -- scripts ---------------------------------------------------------------------
 
-    async def script(self, name: str, queue: str, args: Sequence[Any]) -> Any:
-        """Run script ``name`` on ``queue`` with ``args`` (the ARGV after base, group, consumer, clock)."""
+    async def script(self, name: str, queue: str, args: Sequence[Any], *, register: bool = False) -> Any:
+        """Run script ``name`` on ``queue`` with ``args`` (the ARGV after base, group, consumer, clock).
+
+        ``register`` (enqueue, fanout): also add ``queue`` to the registry of queues. The
+        registry is one set outside the queue's hash tag, which a queue's script may not
+        write on a Redis Cluster, so the SADD goes as its own command: on a standalone
+        Redis in the same write as the script (no extra round trip), in a cluster just
+        before it. It is idempotent, so it is sent once per queue per process (again after
+        ``REGISTRY_REFRESH_S``, in case an operator forgot the queue meanwhile), not per call.
+        """
+        if queue not in self._writable and name != "inspect_dlq":
+            await self._check_writable(queue)
         k = self.keys(queue)
         argv = [k.base, self.settings.group, self.consumer, self.clock_arg(), *args]
         with guard():
+            if register:
+                seen = self._registered.get(queue)
+                if seen is None or time.monotonic() - seen > REGISTRY_REFRESH_S:
+                    return await self._script_and_register(name, queue, k, argv)
             if self.lane is not None:
                 return await self.lane.script(script_sha(name), script_source(name), k.script_keys, argv)
             return await self._scripts[name](list(k.script_keys), argv)
+
+    async def _script_and_register(self, name: str, queue: str, k: QueueKeys, argv: list[Any]) -> Any:
+        sadd = ("SADD", registry_key(self.settings.key_prefix), queue)
+        if self.lane is not None:
+            added, reply = await self.lane.execute(
+                sadd, ("EVALSHA", script_sha(name), len(k.script_keys), *k.script_keys, *argv)
+            )
+            if isinstance(reply, redis_errors.NoScriptError):
+                reply = await self.lane.script(script_sha(name), script_source(name), k.script_keys, argv)
+            elif isinstance(reply, redis_errors.ResponseError):
+                raise reply
+        else:
+            added = await self.redis.execute_command(*sadd)
+            reply = await self._scripts[name](list(k.script_keys), argv)
+        if not isinstance(added, Exception):
+            self._registered[queue] = time.monotonic()
+        return reply
+
+    # -- the store -------------------------------------------------------------------
+
+    async def known_queues(self) -> list[str]:
+        """Every queue in the registry, sorted."""
+        with guard():
+            names = await self.redis.smembers(registry_key(self.settings.key_prefix))
+        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+    async def forget_queue(self, queue: str) -> bool:
+        """Take ``queue`` out of the registry (its data stays); False: it was not there."""
+        self._registered.pop(queue, None)
+        with guard():
+            removed = await self.redis.srem(registry_key(self.settings.key_prefix), queue)
+        return bool(removed)
+
+    async def store_info(self, queue: str) -> StoreInfo:
+        """The memory policy, limit and use of the node serving ``queue``: ``INFO memory``, or
+        ``CONFIG GET`` when INFO is refused; None for what neither may read (an ACL without
+        ``@dangerous`` refuses both)."""
+        with guard():
+            client: Client = self.redis
+            if isinstance(client, RedisCluster):
+                await client.initialize()  # learn the slots (a no-op once known)
+                client = self._node_client(self.keys(queue).sync)
+            try:
+                info = await client.info("memory")
+                return StoreInfo(
+                    _str(info.get("maxmemory_policy")), _num(info.get("maxmemory")), _num(info.get("used_memory"))
+                )
+            except redis_errors.ResponseError:
+                pass
+            try:
+                got = await client.config_get("maxmemory*")
+            except redis_errors.ResponseError:
+                return StoreInfo(None, None, None)
+        conf = {_str(key): _str(value) for key, value in got.items()}
+        return StoreInfo(conf.get("maxmemory-policy"), _num(conf.get("maxmemory")), None)
+
+    async def _check_writable(self, queue: str) -> None:
+        """Refuse writes while Redis may evict task records (any maxmemory-policy but
+        noeviction), unless the settings accept the risk. Checked once per queue and
+        process while it passes; while it refuses, every write checks again (a fixed
+        policy takes effect at once)."""
+        info = await self.store_info(queue)
+        if info.maxmemory_policy is None:
+            if not self._policy_unknown_logged:
+                self._policy_unknown_logged = True
+                logger.warning(
+                    "cannot read the queue store's maxmemory-policy (INFO and CONFIG GET refused): make sure it "
+                    "is noeviction, or Redis may delete task records when memory runs out"
+                )
+        elif info.evicting and not self.settings.allow_eviction:
+            raise StoreMisconfigured(eviction_refusal(info.maxmemory_policy))
+        self._writable.add(queue)
 
     async def block_then_script(
         self,

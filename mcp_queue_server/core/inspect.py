@@ -14,9 +14,24 @@ from mcp_queue_server.core import codec, records
 from mcp_queue_server.core.codec import Refusal, raise_for
 from mcp_queue_server.core.connection import Connection, guard, request_id
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
-from mcp_queue_server.core.models import ConsumerInfo, DeadLetterPage, QueueStats, RecoveryReport, TaskInfo
+from mcp_queue_server.core.models import (
+    ConsumerInfo,
+    DeadLetterPage,
+    QueueStats,
+    RecoveryReport,
+    StoreInfo,
+    TaskInfo,
+)
 from mcp_queue_server.errors import InvalidInput, TaskNotFound
-from mcp_queue_server.limits import MAX_DLQ_PAGE, MAX_MIN_IDLE_MS, check_cursor, check_int, check_task_id
+from mcp_queue_server.limits import (
+    MAX_DLQ_PAGE,
+    MAX_MIN_IDLE_MS,
+    MIN_RECOVER_IDLE_MS,
+    check_cursor,
+    check_int,
+    check_queue_name,
+    check_task_id,
+)
 
 
 class _Picked(Protocol):
@@ -59,7 +74,7 @@ class AdminOps:
             async with conn.redis.pipeline(transaction=False) as pipe:
                 records.stats_commands(pipe, k, group, now)
                 replies = await pipe.execute(raise_on_error=False)
-            stats, last_ids = records.queue_stats(queue, replies, group)
+            stats, last_ids = records.queue_stats(queue, replies, group, now)
             async with conn.redis.pipeline(transaction=False) as pipe:
                 for stream, last in zip(k.streams, last_ids, strict=True):
                     pipe.xrange(stream, b"(" + last, "+", count=1)
@@ -67,14 +82,34 @@ class AdminOps:
         age = records.oldest_age(now, firsts)
         return dataclasses.replace(stats, oldest_waiting_age_ms=age)
 
+    async def known_queues(self) -> list[str]:
+        """Every queue in the registry (added by its first enqueue, fanout or worker heartbeat), sorted."""
+        return await self._conn.known_queues()
+
+    async def all_queue_stats(self) -> list[QueueStats]:
+        """The statistics of every known queue (``default`` when none is known yet)."""
+        return [await self.get_queue_stats(name) for name in await self.known_queues() or [DEFAULT_QUEUE]]
+
+    async def forget_queue(self, queue: str) -> bool:
+        """Take ``queue`` out of the registry; its tasks stay, and its next enqueue (or a
+        producer's periodic re-registration) adds it again. False: it was not known."""
+        return await self._conn.forget_queue(check_queue_name(queue))
+
+    async def store_info(self, queue: str = DEFAULT_QUEUE) -> StoreInfo:
+        """The store's maxmemory-policy, maxmemory and used memory (None: not readable)."""
+        return await self._conn.store_info(check_queue_name(queue))
+
     async def get_consumer_info(self, queue: str = DEFAULT_QUEUE) -> list[ConsumerInfo]:
         """The consumers of the queue's group with their in-flight counts and idle times."""
         return (await self.get_queue_stats(queue)).consumers
 
     async def recover(self, min_idle_ms: int | None = None, *, queue: str = DEFAULT_QUEUE) -> RecoveryReport:
-        """Requeue tasks whose lease expired (or, with ``min_idle_ms``, that nobody touched
-        for that long, whatever their lease) and dead-letter those out of attempts."""
-        idle = None if min_idle_ms is None else check_int("min_idle_ms", min_idle_ms, 0, MAX_MIN_IDLE_MS)
+        """Requeue tasks whose lease expired (or, with ``min_idle_ms`` of at least
+        ``MIN_RECOVER_IDLE_MS``, that nobody touched for that long, whatever their lease)
+        and dead-letter those out of attempts."""
+        idle = (
+            None if min_idle_ms is None else check_int("min_idle_ms", min_idle_ms, MIN_RECOVER_IDLE_MS, MAX_MIN_IDLE_MS)
+        )
         limit = self._conn.settings.pending_batch_size
         requeued: list[str] = []
         dead: list[str] = []
@@ -113,7 +148,15 @@ class AdminOps:
             TaskNotFound / InvalidState: an id is unknown or not dead-lettered; nothing was purged.
         """
         batches = await self._dlq_batches("purge", codec.purge_reply, task_ids, queue)
+        await self._forget_if_empty(queue)
         return sum(batch.purged for batch in batches)
+
+    async def _forget_if_empty(self, queue: str) -> None:
+        """A queue with nothing left (no task waiting, delayed, in flight or dead, no live
+        holder) leaves the registry; its next enqueue adds it again."""
+        s = await self.get_queue_stats(queue)
+        if not (s.high.length or s.low.length or s.delayed or s.dead_letter or s.consumers):
+            await self._conn.forget_queue(queue)
 
     async def _dlq_batches(
         self, script: str, decode: Callable[[Any], _Batch | Refusal], task_ids: list[str] | None, queue: str

@@ -10,12 +10,17 @@ touches several keys of one queue stays in one slot::
     <prefix>:{<queue>}:dlq              stream of dead-lettered task ids
     <prefix>:{<queue>}:stats            hash of running totals
     <prefix>:{<queue>}:sync             string written before WAIT (replica confirmation)
+    <prefix>:{<queue>}:holders          zset consumer -> last seen (ms, Redis clock): live workers/servers
     <prefix>:{<queue>}:t:<task_id>      hash, the task record
     <prefix>:{<queue>}:ck:<task_id>     string, the latest checkpoint (own TTL)
     <prefix>:{<queue>}:fo:<parent_id>   hash, fanout bookkeeping of a parent
     <prefix>:{<queue>}:fp:<parent_id>   set, children not finished yet
     <prefix>:{<queue>}:fr:<parent_id>   hash, child id -> result JSON
     <prefix>:{<queue>}:rq:<consumer>    hash, script kind -> "<request_id> <first answer JSON>" (60 s)
+
+One key lies outside every queue's hash tag::
+
+    <prefix>:queues                     set of queue names: the registry (see :func:`registry_key`)
 
 Scripts receive the six fixed keys (:attr:`QueueKeys.script_keys`, high to stats) as KEYS
 and the ``<prefix>:{<queue>}:`` base as an argument to derive the others; derived keys
@@ -41,6 +46,15 @@ REQUESTS = "rq:"
 DERIVED_PREFIXES = (TASK, CHECKPOINT, FANOUT, FANOUT_PENDING, FANOUT_RESULTS, REQUESTS)
 
 
+def registry_key(prefix: str) -> str:
+    """The set of every known queue of ``prefix``. It has no queue's hash tag, so on a Redis
+    Cluster it lives in its own slot: a queue's script cannot write it (a script may only touch
+    keys of one slot). Clients add a queue with an idempotent SADD next to its first enqueue
+    instead (see :meth:`~mcp_queue_server.core.connection.Connection.script`). One set, rather
+    than one per slot, keeps listing the queues a single SMEMBERS on any deployment."""
+    return f"{prefix}:queues"
+
+
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
     """Key names of one queue."""
@@ -54,6 +68,7 @@ class QueueKeys:
     dlq: str
     stats: str
     sync: str
+    holders: str
     #: KEYS of every script, in the order ``lua/_lib.lua`` reads them (built once per queue).
     script_keys: tuple[str, str, str, str, str, str]
 
@@ -73,6 +88,7 @@ class QueueKeys:
             dlq=dlq,
             stats=stats,
             sync=base + "sync",
+            holders=base + "holders",
             script_keys=(high, low, delayed, leases, dlq, stats),
         )
 

@@ -186,11 +186,27 @@ class StreamStats:
 
 @dataclass(frozen=True, slots=True)
 class ConsumerInfo:
-    """One consumer of the queue's group."""
+    """One consumer of the queue: a member of its group, a live holder (a worker or server
+    that sent a heartbeat within ``HOLDER_STALE_MS``), or both."""
 
     name: str
-    pending: int
-    idle_ms: int
+    pending: int  #: tasks it holds
+    idle_ms: int  #: since it last read or renewed (its heartbeat's age when it never read)
+    last_seen_ms: int | None = None  #: since its last heartbeat or read; None: no live heartbeat
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """What the queue store says about its memory; None where it would not say (ACL)."""
+
+    maxmemory_policy: str | None
+    maxmemory: int | None  #: bytes; 0 = unlimited
+    used_memory: int | None  #: bytes
+
+    @property
+    def evicting(self) -> bool:
+        """Redis may delete keys (task records) on its own when full."""
+        return self.maxmemory_policy not in (None, "noeviction")
 
 
 @dataclass(frozen=True, slots=True)

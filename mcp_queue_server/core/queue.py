@@ -19,11 +19,26 @@ import anyio
 
 from mcp_queue_server.core import codec
 from mcp_queue_server.core.codec import ChildRow, NewRow, ReadReply, ReadRequest, Refusal, raise_for
-from mcp_queue_server.core.connection import Client, Connection, ScriptClock, guard, request_id
+from mcp_queue_server.core.connection import (
+    Client,
+    Connection,
+    ScriptClock,
+    eviction_refusal,
+    guard,
+    request_id,
+)
 from mcp_queue_server.core.inspect import AdminOps
 from mcp_queue_server.core.keys import DEFAULT_QUEUE, QueueKeys
-from mcp_queue_server.core.models import AckResult, EnqueueResult, FailResult, FanoutResult, NewTask, Task
-from mcp_queue_server.errors import InvalidInput, QueueError
+from mcp_queue_server.core.models import (
+    AckResult,
+    EnqueueResult,
+    FailResult,
+    FanoutResult,
+    NewTask,
+    StoreInfo,
+    Task,
+)
+from mcp_queue_server.errors import InvalidInput, QueueError, QueueFull, StoreMisconfigured
 from mcp_queue_server.limits import (
     MAX_ATTEMPTS,
     MAX_CHECKPOINT_TTL_S,
@@ -109,6 +124,28 @@ class TaskQueue(AdminOps):
         see :meth:`Connection.confirm_replicas`."""
         return await self._conn.confirm_replicas(queue)
 
+    async def heartbeat(self, queues: Iterable[str] = ()) -> None:
+        """Say this consumer is alive on ``queues`` and every queue it read (a read says so
+        too): it shows as a holder in the stats until ``HOLDER_STALE_MS`` after the last one.
+        The worker runtime and the server call it every ``HEARTBEAT_INTERVAL_S``."""
+        for name in sorted({*queues, *self._touched}):
+            # Registered too: a worker waiting on a queue nobody enqueued into yet still shows.
+            await self._conn.script("heartbeat", check_queue_name(name), codec.heartbeat_args(), register=True)
+
+    async def check_store(self, queue: str = DEFAULT_QUEUE) -> StoreInfo:
+        """One round trip to the store at start-up: reachable, credentials right, memory
+        policy safe. Returns what it said about its memory.
+
+        Raises:
+            QueueUnavailable: Redis is unreachable (down, or a wrong address).
+            StoreMisconfigured: wrong credentials, TLS or host name; or an evicting
+                maxmemory-policy while ``allow_eviction`` is off.
+        """
+        info = await self.store_info(queue)
+        if info.evicting and not self.settings.allow_eviction:
+            raise StoreMisconfigured(eviction_refusal(info.maxmemory_policy or ""))
+        return info
+
     async def release(self, queue: str | None = None) -> int:
         """Hand every task this consumer holds back to its queue at once (not charged as an
         attempt) and leave the consumer group. ``queue`` None: every queue this instance read."""
@@ -164,14 +201,23 @@ class TaskQueue(AdminOps):
         if len({row.task_id for row in rows}) != len(rows):
             raise InvalidInput("task ids in one batch must be distinct")
         s = self.settings
-        reply = await self._conn.script(
-            "enqueue", queue, codec.enqueue_args(s.priority_threshold, s.max_attempts, rows)
-        )
+        args = codec.enqueue_args(s.priority_threshold, s.max_attempts, rows, s.max_queue_length)
+        reply = codec.enqueue_reply(await self._conn.script("enqueue", queue, args, register=True))
+        if isinstance(reply, codec.Full):
+            raise self._full(queue, reply, len(rows))
         replicas = await self._conn.confirm_replicas(queue)
         return [
             EnqueueResult(row.task_id, got.duplicate, got.status, queue, replicas)
-            for row, got in zip(rows, codec.enqueue_reply(reply), strict=True)
+            for row, got in zip(rows, reply, strict=True)
         ]
+
+    def _full(self, queue: str, full: codec.Full, adding: int) -> QueueFull:
+        limit = self.settings.max_queue_length
+        return QueueFull(
+            f"queue {queue} is full: {full.length} tasks wait (limit {limit}, MCP_QUEUE_MAX_QUEUE_LENGTH), so "
+            f"none of the {adding} new task(s) was enqueued; retry once workers have taken some",
+            full.length,
+        )
 
     def _new_id(self, task_id: str | None) -> str:
         # 128 random bits as 32 hex characters, like uuid4().hex at a fraction of its cost.
@@ -236,8 +282,11 @@ class TaskQueue(AdminOps):
             s.result_ttl_s,
             continuation,
             children,
+            s.max_queue_length,
         )
-        got = codec.fanout_reply(await self._conn.script("fanout", queue, args))
+        got = codec.fanout_reply(await self._conn.script("fanout", queue, args, register=True))
+        if isinstance(got, codec.Full):
+            raise self._full(queue, got, len(children))
         if isinstance(got, Refusal):
             raise_for(got, parent)
         replicas = await self._conn.confirm_replicas(queue)

@@ -6,6 +6,7 @@ table queues the commands and names their replies, so their order cannot drift a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from mcp_queue_server.core.codec import text
 from mcp_queue_server.core.keys import QueueKeys
 from mcp_queue_server.core.models import ConsumerInfo, FanoutState, QueueStats, StreamStats, TaskInfo, TaskStatus
+from mcp_queue_server.limits import HOLDER_STALE_MS
 
 
 def _int(value: Any) -> int | None:
@@ -96,6 +98,8 @@ _STATS: tuple[tuple[str, _Add, Any], ...] = (
     ("dead_letter", lambda p, k, g, t: p.xlen(k.dlq), 0),
     ("overdue", lambda p, k, g, t: p.zcount(k.leases, "-inf", t), 0),
     ("totals", lambda p, k, g, t: p.hgetall(k.stats), {}),
+    # Live holders: seen within HOLDER_STALE_MS (older ones are dropped by the next read or heartbeat).
+    ("holders", lambda p, k, g, t: p.zrangebyscore(k.holders, t - HOLDER_STALE_MS, "+inf", withscores=True), []),
 )
 
 
@@ -111,9 +115,10 @@ def _ok(value: Any, default: Any) -> Any:
     return default if isinstance(value, Exception) else value
 
 
-def queue_stats(queue: str, replies: list[Any], group: str) -> tuple[QueueStats, list[bytes]]:
-    """Statistics from :func:`stats_commands`' replies; also each stream's last-delivered id,
-    after which :func:`oldest_age` looks for the oldest waiting entry."""
+def queue_stats(queue: str, replies: list[Any], group: str, now: int = 0) -> tuple[QueueStats, list[bytes]]:
+    """Statistics from :func:`stats_commands`' replies (``now``: the time they were asked
+    for); also each stream's last-delivered id, after which :func:`oldest_age` looks for the
+    oldest waiting entry. The consumers are the group's members and the live holders."""
     r = {name: _ok(reply, default) for (name, _, default), reply in zip(_STATS, replies, strict=True)}
     hlen, llen = r["high_length"], r["low_length"]
     hp, lp = int(r["high_pending"].get("pending", 0)), int(r["low_pending"].get("pending", 0))
@@ -124,6 +129,15 @@ def queue_stats(queue: str, replies: list[Any], group: str) -> tuple[QueueStats,
         pending = int(row["pending"]) + (seen.pending if seen else 0)
         idle = min(int(row["idle"]), seen.idle_ms if seen else int(row["idle"]))
         consumers[name] = ConsumerInfo(name=name, pending=pending, idle_ms=idle)
+    for member, score in r["holders"]:
+        name = text(member)
+        ago = max(now - int(score), 0)
+        seen = consumers.get(name)
+        consumers[name] = (
+            ConsumerInfo(name=name, pending=0, idle_ms=ago, last_seen_ms=ago)
+            if seen is None
+            else dataclasses.replace(seen, last_seen_ms=ago)
+        )
     stats = QueueStats(
         queue=queue,
         high=StreamStats(length=hlen, pending=hp, available=max(hlen - hp, 0)),

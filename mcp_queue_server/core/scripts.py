@@ -27,6 +27,7 @@ SCRIPT_NAMES = (
     "replay",
     "purge",
     "inspect_dlq",
+    "heartbeat",
 )
 
 
@@ -40,6 +41,7 @@ class Code(IntEnum):
     NOT_HOLDER = -2  #: the caller does not hold the task's lease
     BAD_STATE = -3  #: the task's state does not allow the operation
     CONFLICT = -4  #: a new task's id is already in use
+    FULL = -5  #: the queue holds MCP_QUEUE_MAX_QUEUE_LENGTH tasks; nothing was enqueued
 
 
 class AsyncScript(Protocol):

@@ -5,8 +5,8 @@ reports the same, store-wide numbers): depths, in flight, overdue (expired lease
 reclaimed), delayed, dead letters, the oldest waiting task's age, consumers, and the store's
 running totals as counters. Each refresh also keeps a sample of the totals per queue, in a
 bounded ring (:class:`Sample`), from which the ``/status`` page draws recent rates. This process adds
-its own tool-call latency histogram. Queues reported: ``default`` and every queue a tool call
-named (at most :data:`MAX_QUEUES`).
+its own tool-call latency histogram. Queues reported: ``default``, every queue a tool call
+named and every queue in the store's registry (at most :data:`MAX_QUEUES`).
 
 The store is read over a plain connection of its own: with the embedded Redis it does not
 register as a user (so it neither starts the Redis nor keeps it running), and a scrape while
@@ -137,7 +137,10 @@ class Metrics:
             start = time.perf_counter()
             try:
                 store = await self._store()
-                self.snapshot = [await store.get_queue_stats(name) for name in sorted(self.queues)]
+                # The queues tools named, and every queue in the registry (bounded).
+                known = [name for name in await store.known_queues() if name not in self.queues]
+                names = sorted({*self.queues, *known[: max(MAX_QUEUES - len(self.queues), 0)]})
+                self.snapshot = [await store.get_queue_stats(name) for name in names]
                 self.store_up = True
             except (QueueError, OSError, ValueError):
                 self.snapshot, self.store_up = [], False

@@ -197,15 +197,16 @@ def _figures(s: QueueStats) -> str:
 
 def _consumers(s: QueueStats) -> str:
     if not s.consumers:
-        return "<h3>consumers</h3><small>none: no worker has read from this queue yet</small>"
+        return "<h3>consumers</h3><small>none: no worker or server uses this queue now</small>"
     busiest = sorted(s.consumers, key=lambda c: (-c.pending, c.idle_ms, c.name))
     rows = "".join(
-        f'<tr><td class="id">{escape(c.name)}</td><td>{c.pending}</td><td>{age(c.idle_ms)}</td></tr>'
+        f'<tr><td class="id">{escape(c.name)}</td><td>{c.pending}</td><td>{age(c.idle_ms)}</td>'
+        f"<td>{age(c.last_seen_ms)}</td></tr>"
         for c in busiest[:MAX_CONSUMERS]
     )
     more = len(busiest) - MAX_CONSUMERS
     tail = f"<small>and {more} more</small>" if more > 0 else ""
-    head = "<tr><th>consumer</th><th>holds</th><th>idle</th></tr>"
+    head = "<tr><th>consumer</th><th>holds</th><th>idle</th><th>last seen</th></tr>"
     return f'<h3>consumers</h3><div class="scroll"><table>{head}{rows}</table></div>{tail}'
 
 

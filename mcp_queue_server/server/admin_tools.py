@@ -7,13 +7,20 @@ from typing import Annotated
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from mcp_queue_server.limits import CURSOR_MAX_LENGTH, CURSOR_PATTERN, MAX_MIN_IDLE_MS, MAX_TOOL_PAGE
+from mcp_queue_server.limits import (
+    CURSOR_MAX_LENGTH,
+    CURSOR_PATTERN,
+    MAX_MIN_IDLE_MS,
+    MAX_TOOL_PAGE,
+    MIN_RECOVER_IDLE_MS,
+)
 from mcp_queue_server.server.context import Ctx, ms_left, open_queue, queue_errors
 from mcp_queue_server.server.inputs import QueueName, TaskId, TaskIdList
 from mcp_queue_server.server.outputs import (
     DeadLetterOutput,
     PurgeOutput,
     QueueStatsOutput,
+    QueueStatsRow,
     RecoverOutput,
     ReplayOutput,
     TaskInfoOutput,
@@ -33,10 +40,17 @@ async def get_task(
 
 
 @queue_errors
-async def queue_stats(ctx: Ctx, queue: QueueName = "default") -> QueueStatsOutput:
+async def queue_stats(
+    ctx: Ctx,
+    queue: QueueName = "default",
+    all_queues: Annotated[bool, Field(strict=True, description="Every known queue too.")] = False,
+) -> QueueStatsOutput:
     """Counts of a queue's tasks by state, its workers and totals."""
     q = await open_queue(ctx)
-    return QueueStatsOutput.model_validate(await q.get_queue_stats(queue))
+    out = QueueStatsOutput.model_validate(await q.get_queue_stats(queue))
+    if all_queues:
+        out.queues = [QueueStatsRow.model_validate(s) for s in await q.all_queue_stats()]
+    return out
 
 
 @queue_errors
@@ -95,7 +109,12 @@ async def recover_tasks(
     ctx: Ctx,
     min_idle_ms: Annotated[
         int | None,
-        Field(strict=True, ge=0, le=MAX_MIN_IDLE_MS, description="Also take tasks idle this long, even leased."),
+        Field(
+            strict=True,
+            ge=MIN_RECOVER_IDLE_MS,
+            le=MAX_MIN_IDLE_MS,
+            description="Also take tasks idle this long, even leased.",
+        ),
     ] = None,
     queue: QueueName = "default",
 ) -> RecoverOutput:

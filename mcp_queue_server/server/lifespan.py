@@ -15,9 +15,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import QueueError, QueueUnavailable
-from mcp_queue_server.settings import Settings
+from mcp_queue_server.limits import HEARTBEAT_INTERVAL_S
+from mcp_queue_server.settings import Role, Settings
 from mcp_queue_server.store.open import Store
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class ServerState:
         self._problem: str | None = None
         self._users = 0
         self._lock = anyio.Lock()
+        self._last_beat = -HEARTBEAT_INTERVAL_S
 
     @asynccontextmanager
     async def lifespan(self, _server: Any) -> AsyncIterator[ServerState]:
@@ -44,7 +47,14 @@ class ServerState:
                 await self._open()
             self._users += 1
         try:
-            yield self
+            # Each open lifespan (one per process; one per connection on SSE) beats while it
+            # lasts; the beats are shared, so several lifespans send one per interval.
+            async with anyio.create_task_group() as beats:
+                beats.start_soon(self._heartbeat_periodically)
+                try:
+                    yield self
+                finally:
+                    beats.cancel_scope.cancel()
         finally:
             # Shielded: SIGTERM and client disconnects arrive as cancellation, and the
             # held tasks must still go back to the queue.
@@ -69,9 +79,26 @@ class ServerState:
             raise QueueUnavailable(f"queue store unavailable: {self._problem}")
         return self._queue
 
+    def _heartbeat_queues(self) -> list[str]:
+        """A server with the worker tools holds ``default`` (and every queue it read) while it
+        runs, idle or not: it shows among the queue's consumers."""
+        return [DEFAULT_QUEUE] if self.settings.role in (Role.WORKER, Role.ALL) else []
+
+    async def _heartbeat_periodically(self) -> None:
+        while True:
+            queue = self._queue
+            if queue is not None and anyio.current_time() - self._last_beat >= HEARTBEAT_INTERVAL_S * 0.9:
+                self._last_beat = anyio.current_time()
+                try:
+                    await queue.heartbeat(self._heartbeat_queues())
+                except QueueError as exc:
+                    logger.debug("heartbeat skipped: %s", exc)
+            await anyio.sleep(HEARTBEAT_INTERVAL_S)
+
     async def _open(self) -> None:
         try:
-            # No round trip: the server starts even when Redis is down; tools then say so.
+            # The server starts even when Redis is down or misconfigured: it says so once here,
+            # and every tool call says so until it is fixed.
             self._queue = await self._store.queue()
             self._problem = None
         except QueueError as exc:
@@ -82,7 +109,17 @@ class ServerState:
             self._problem = f"cannot open the queue store ({type(exc).__name__}); check MCP_QUEUE_REDIS_URL"
             logger.error("%s", self._problem)  # noqa: TRY400
         else:
-            logger.info("queue store ready (consumer %s, role %s)", self.settings.consumer, self.settings.role)
+            try:
+                info = await self._queue.check_store()
+            except QueueError as exc:
+                logger.error("queue store unreachable or misconfigured: %s", exc)  # noqa: TRY400 - the message says it all
+            else:
+                logger.info(
+                    "queue store ready (consumer %s, role %s, maxmemory-policy %s)",
+                    self.settings.consumer,
+                    self.settings.role,
+                    info.maxmemory_policy or "not readable",
+                )
 
     async def _close(self) -> None:
         queue, self._queue = self._queue, None

@@ -161,9 +161,10 @@ class ConsumerOut(_Out):
     name: str
     pending: int
     idle_ms: int
+    last_seen_ms: int | None = Field(default=None, description="Since its last heartbeat; null: none live.")
 
 
-class QueueStatsOutput(_Out):
+class QueueStatsRow(_Out):
     queue: str
     high: StreamStatsOut
     low: StreamStatsOut
@@ -176,6 +177,12 @@ class QueueStatsOutput(_Out):
     totals: dict[str, int] = Field(description="enqueued, completed, retried, dead_lettered, replayed.")
     overdue: int = Field(
         description="In-flight tasks whose lease expired and that no read or recover has reclaimed yet."
+    )
+
+
+class QueueStatsOutput(QueueStatsRow):
+    queues: list[QueueStatsRow] | None = Field(
+        default=None, description="With all_queues: one row per known queue; else null."
     )
 
 

@@ -53,7 +53,7 @@ from mcp_queue_server.errors import (
     QueueUnavailable,
     TaskNotFound,
 )
-from mcp_queue_server.limits import MAX_ERROR_LENGTH
+from mcp_queue_server.limits import HEARTBEAT_INTERVAL_S, MAX_ERROR_LENGTH
 from mcp_queue_server.settings import Settings, default_consumer_name
 from mcp_queue_server.store.open import open_queue
 
@@ -278,8 +278,10 @@ class Worker:
                     await self._run(queue)
 
     async def _run(self, queue: TaskQueue) -> None:
+        await self._check_store(queue)
         try:
             async with anyio.create_task_group() as outer:
+                outer.start_soon(self._heartbeat_periodically, queue)
                 if self.recover_interval_s:
                     outer.start_soon(self._recover_periodically, queue, self.recover_interval_s)
                 if self.summary_interval_s:
@@ -487,6 +489,26 @@ class Worker:
         for task in held:
             self._finished(task, "handed back", "at shutdown, not charged as an attempt")
             self._emit("released", task, "handed back at shutdown")
+
+    async def _check_store(self, queue: TaskQueue) -> None:
+        """Say at start whether the store answers; the worker runs on either way (its reads
+        keep trying, and report a store that comes back)."""
+        try:
+            info = await queue.check_store(self.queue_name)
+        except QueueError as exc:
+            logger.error("%s: queue store unreachable or misconfigured: %s", self.name, exc)  # noqa: TRY400
+        else:
+            logger.info("%s: queue store ready (maxmemory-policy %s)", self.name, info.maxmemory_policy or "unknown")
+
+    async def _heartbeat_periodically(self, queue: TaskQueue) -> None:
+        """Show this worker as a holder of its queue even while it is busy or idle (reads say
+        so too, but a long task means no read for a while)."""
+        while True:
+            try:
+                await queue.heartbeat([self.queue_name])
+            except QueueError as exc:
+                logger.debug("%s: heartbeat skipped: %s", self.name, exc)
+            await anyio.sleep(HEARTBEAT_INTERVAL_S)
 
     async def _recover_periodically(self, queue: TaskQueue, interval_s: float) -> None:
         while True:

@@ -33,7 +33,27 @@ end
 
 -- Return codes shared by all scripts (scripts.Code in Python; codec.raise_for maps refusals to errors).
 local OK, DUPLICATE, ALREADY = 1, 2, 3
-local NOT_FOUND, NOT_HOLDER, BAD_STATE, CONFLICT = -1, -2, -3, -4
+local NOT_FOUND, NOT_HOLDER, BAD_STATE, CONFLICT, FULL = -1, -2, -3, -4, -5
+
+-- Scripts that must run when Redis is full (maxmemory reached, noeviction) call this first:
+-- reads, acks, fails, releases, recoveries and purges, which let memory be freed. Redis
+-- (6.2 and 7.x alike, for scripts without a shebang) refuses a script's first command that
+-- may grow memory (HSET, XADD, ZADD...) while over maxmemory, unless the script has already
+-- written; DEL is a write that never needs memory, so after it the script runs to its end
+-- (Redis cannot stop a script half-way once it wrote). Enqueue, fanout, replay and
+-- checkpoint do not call it: they are refused with OOM and change nothing. (The 7.0
+-- shebang flag allow-oom would do the same, but 6.2, the embedded binary, cannot parse it.)
+local function run_even_when_full()
+  redis.call('DEL', base .. 'oom-guard')
+end
+
+-- Waiting plus delayed tasks (backpressure): stream entries not leased, plus delayed ones.
+local function queue_length()
+  local n = redis.call('XLEN', K[1]) + redis.call('XLEN', K[2]) - redis.call('ZCARD', K[4]) +
+    redis.call('ZCARD', K[3])
+  if n < 0 then return 0 end
+  return n
+end
 
 local function tkey(id) return base .. 't:' .. id end
 local function ckey(id) return base .. 'ck:' .. id end

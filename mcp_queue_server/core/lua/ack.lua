@@ -5,6 +5,7 @@
 --   OK (1) completed now; ALREADY (3) completed before (idempotent; stored result kept);
 --   NOT_FOUND (-1); NOT_HOLDER (-2) with the state, holder and lease deadline;
 --   fanout = {parent, completed, failed, total, done, finished_now} for a child.
+run_even_when_full()
 local ttl, n = tonumber(ARGV[5]), tonumber(ARGV[6])
 local out = {}
 -- Stream entries and leases of completed tasks, removed in one command each at the end.

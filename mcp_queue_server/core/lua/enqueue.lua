@@ -1,15 +1,25 @@
 -- enqueue: create tasks (one or a batch) unless their id already exists.
 -- KEYS: the six queue keys (see _lib.lua).
--- ARGV: base, group, consumer, clock, threshold, default_max_attempts, n,
+-- ARGV: base, group, consumer, clock, threshold, default_max_attempts, n, max_length (0: none),
 --       then n x (task_id, type, priority, payload_json, delay_ms, max_attempts or "").
 -- Returns: n x {code, state}: code OK (1) created, DUPLICATE (2) the id exists and
---          nothing changed; state is the task's state after the call.
+--          nothing changed; state is the task's state after the call; or {FULL, length}:
+--          the new tasks would take the queue (waiting + delayed) past max_length, and
+--          none was created (a batch is taken whole or not at all).
+local threshold, default_max, n, max_length = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+if max_length > 0 then
+  local new = 0
+  for i = 0, n - 1 do
+    if redis.call('EXISTS', tkey(ARGV[9 + i * 6])) == 0 then new = new + 1 end
+  end
+  local length = queue_length()
+  if new > 0 and length + new > max_length then return {FULL, length} end
+end
 ensure_groups()
-local threshold, default_max, n = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local out = {}
 local created = 0
 for i = 0, n - 1 do
-  local o = 8 + i * 6
+  local o = 9 + i * 6
   local id, delay = ARGV[o], tonumber(ARGV[o + 4])
   local tk = tkey(id)
   local state = redis.call('HGET', tk, 'state')

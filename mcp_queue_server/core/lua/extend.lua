@@ -2,6 +2,7 @@
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, task_id, lease_ms.
 -- Returns: {OK, lease_until} or the not_held() answer (NOT_FOUND, NOT_HOLDER, ALREADY).
+run_even_when_full()
 local id, lease_ms = ARGV[5], tonumber(ARGV[6])
 local tk = tkey(id)
 local why = not_held(tk)

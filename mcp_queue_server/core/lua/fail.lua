@@ -4,6 +4,7 @@
 --       request_id (a re-sent request gets the first run's answer).
 -- Returns: {OK, state, attempt, run_at, fanout|false} with state queued, delayed or failed
 --          (dead-lettered); or the not_held() answer (NOT_FOUND, NOT_HOLDER, ALREADY).
+run_even_when_full()
 local id, err, retry = ARGV[5], ARGV[6], ARGV[7] == '1'
 local backoff_base, backoff_max = tonumber(ARGV[8]), tonumber(ARGV[9])
 local req = ARGV[10]

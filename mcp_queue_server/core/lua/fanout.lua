@@ -6,10 +6,11 @@
 -- ARGV: base, group, consumer, clock, threshold, default_max_attempts, parent_id,
 --       parent_data_json ("" none), policy ("fail" | "continue"), result_ttl_s,
 --       cont_id ("" = no continuation), cont_type, cont_priority, cont_payload_json, cont_max,
---       n, then n x (task_id, type, priority, payload_json, max_attempts or "").
+--       n, max_length (0: none), then n x (task_id, type, priority, payload_json, max_attempts or "").
 -- Returns: {OK, child_ids, cont_id|false} created; {DUPLICATE, child_ids, cont_id|false} repeated;
 --          {NOT_HOLDER, state, holder, until} / {BAD_STATE, state} the parent can't fan out;
---          {CONFLICT, id} a child id is already in use.
+--          {CONFLICT, id} a child id is already in use; {FULL, length} the children would
+--          take the queue (waiting + delayed) past max_length: nothing was created.
 ensure_groups()
 local threshold, default_max = tonumber(ARGV[5]), ARGV[6]
 local parent, data, policy = ARGV[7], ARGV[8], ARGV[9]
@@ -33,12 +34,17 @@ if pstate then
 end
 local ids = {}
 for i = 0, n - 1 do
-  local id = ARGV[17 + i * 5]
+  local id = ARGV[18 + i * 5]
   if id == parent or redis.call('EXISTS', tkey(id)) == 1 then return {CONFLICT, id} end
   ids[#ids + 1] = id
 end
 if cont_id ~= '' and (cont_id == parent or redis.call('EXISTS', tkey(cont_id)) == 1) then
   return {CONFLICT, cont_id}
+end
+local max_length = tonumber(ARGV[17])
+if max_length > 0 then
+  local length = queue_length()
+  if length + n > max_length then return {FULL, length} end
 end
 
 if pstate then
@@ -55,7 +61,7 @@ if cont_id ~= '' then
     'cont_priority', ARGV[13], 'cont_stream', route(ARGV[13]), 'cont_max', max_or_default(ARGV[15]))
 end
 for i = 0, n - 1 do
-  local o = 17 + i * 5
+  local o = 18 + i * 5
   local tk = tkey(ARGV[o])
   redis.call('HSET', tk, 'type', ARGV[o + 1], 'priority', ARGV[o + 2], 'payload', ARGV[o + 3],
     'stream', route(ARGV[o + 2]), 'attempt', 0, 'max_attempts', max_or_default(ARGV[o + 4]),

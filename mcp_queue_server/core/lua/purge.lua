@@ -4,6 +4,7 @@
 -- ARGV: base, group, consumer, clock, request_id, n, then n task ids; n = 0 purges the
 --       oldest `limit` (ARGV[7]) dead tasks. A re-sent request gets the first run's answer.
 -- Returns: {OK, purged_count, picked_count} or {NOT_FOUND, id} / {BAD_STATE, id, state}.
+run_even_when_full()
 local req = ARGV[5]
 local again = recall('purge', req)
 if again then return again end

@@ -4,14 +4,19 @@
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, count, lease_ms, prefer_high (1/0), promote_limit,
 --       request_id (a re-sent request gets the tasks the first run leased),
---       recall_only (1: only a re-sent request's tasks). Sent behind a blocking XREAD, the
---       script reads the clock when it runs, not when it was sent.
+--       recall_only (1: only a re-sent request's tasks), holder_stale_ms. Sent behind a
+--       blocking XREAD, the script reads the clock when it runs, not when it was sent. Every
+--       read also marks the caller a live holder (zset <base>holders, score now) and drops
+--       holders not seen for holder_stale_ms.
 -- Returns: {next_wake_ms or -1, dead_lettered_count, last_high_id, last_low_id, now, task...};
 --          now is the clock the script ran with (next_wake_ms - now is how long until
 --          something falls due); the last ids ("" when tasks were delivered) let a blocking
 --          reader wait for entries added after this call (XREAD BLOCK). Each task is
 --          {id, type, priority, payload, attempt, lease_until, checkpoint|false, parent|false}.
+run_even_when_full()
 ensure_groups()
+redis.call('ZADD', base .. 'holders', now, consumer)
+redis.call('ZREMRANGEBYSCORE', base .. 'holders', '-inf', now - tonumber(ARGV[11]))
 local count, lease_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 local prefer_high, promote_limit, req = ARGV[7] == '1', tonumber(ARGV[8]), ARGV[9]
 local lease_until = now + lease_ms

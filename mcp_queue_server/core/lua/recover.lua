@@ -1,13 +1,16 @@
 -- recover: requeue stuck tasks, dead-letter those that used their last attempt.
 -- Stuck means the lease expired, or (when min_idle_ms is given) the task was
--- delivered or renewed more than min_idle_ms ago, whatever its lease says.
+-- delivered or renewed more than min_idle_ms ago, whatever its lease says. The
+-- recorded reason says which: a task whose lease still ran was taken back for its idle
+-- time, not because its lease expired.
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, min_idle_ms ("" = by lease), limit, request_id.
 -- Returns: {requeued_ids, dead_lettered_ids}.
+run_even_when_full()
 local min_idle, limit, req = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local again = recall('recover', req)
 if again then return again end
-local ids = {}
+local ids, idle = {}, {}
 if min_idle == '' then
   ids = redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, limit)
 else
@@ -15,7 +18,10 @@ else
     if redis.call('EXISTS', K[i]) == 1 then
       for _, p in ipairs(redis.call('XPENDING', K[i], group, 'IDLE', tonumber(min_idle), '-', '+', limit)) do
         local e = redis.call('XRANGE', K[i], p[1], p[1])
-        if e[1] then ids[#ids + 1] = e[1][2][2] end
+        if e[1] then
+          ids[#ids + 1] = e[1][2][2]
+          idle[e[1][2][2]] = p[3]
+        end
       end
     end
   end
@@ -23,11 +29,17 @@ end
 local requeued, dead = {}, {}
 for _, id in ipairs(ids) do
   local tk = tkey(id)
-  local f = redis.call('HMGET', tk, 'state', 'attempt', 'max_attempts')
+  local f = redis.call('HMGET', tk, 'state', 'attempt', 'max_attempts', 'lease_until')
   if f[1] ~= 'working' then
     redis.call('ZREM', K[4], id)
   elseif tonumber(f[2]) >= tonumber(f[3]) then
-    dead_letter(id, tk, 'stuck on attempt ' .. f[2] .. ' of ' .. f[3] .. ' (lease expired)')
+    local why = 'lease expired'
+    local until_ = tonumber(f[4])
+    if idle[id] and until_ and until_ > now then
+      why = string.format('idle for %.1f s while its lease ran to %d (%.1f s left); taken back by recover ' ..
+        'with min_idle_ms %s', idle[id] / 1000, until_, (until_ - now) / 1000, min_idle)
+    end
+    dead_letter(id, tk, 'stuck on attempt ' .. f[2] .. ' of ' .. f[3] .. ' (' .. why .. ')')
     dead[#dead + 1] = id
   else
     requeue(id, tk)

@@ -3,7 +3,9 @@
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, limit, forget_consumer (1/0), then optional task ids:
 --       with ids, only those (when held by the caller) are released.
+--       Leaving (forget_consumer) also drops the caller from the live holders.
 -- Returns: {released_count, more (1 when another call is needed)}.
+run_even_when_full()
 local limit, forget = tonumber(ARGV[5]), ARGV[6] == '1'
 local released, more = 0, 0
 local function give_back(id, tk)
@@ -38,6 +40,7 @@ for i = 1, 2 do
   end
 end
 if forget and more == 0 then
+  redis.call('ZREM', base .. 'holders', consumer)
   for i = 1, 2 do
     if redis.call('EXISTS', K[i]) == 1 then
       redis.call('XGROUP', 'DELCONSUMER', K[i], group, consumer)
