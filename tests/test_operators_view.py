@@ -11,8 +11,9 @@ import anyio
 import pytest
 import redis
 from mcp import Client
+from pydantic import SecretStr
 
-from mcp_queue_server import NewTask, QueueUnavailable, Settings, StoreMisconfigured, TaskQueue
+from mcp_queue_server import NewTask, QueueError, QueueUnavailable, Settings, StoreMisconfigured, TaskQueue
 from mcp_queue_server.limits import HOLDER_STALE_MS
 from mcp_queue_server.server.app import build_server
 from mcp_queue_server.server.lifespan import ServerState
@@ -148,10 +149,10 @@ def locked_redis(tmp_path: Path) -> Any:
 
 
 def _url_settings(url: str) -> Settings:
-    return Settings(redis_url=url, key_prefix="wrong", data_dir=Path("/nonexistent-test-data-dir"))
+    return Settings(redis_url=SecretStr(url), key_prefix="wrong", data_dir=Path("/nonexistent-test-data-dir"))
 
 
-async def _first_error(url: str) -> QueueUnavailable | StoreMisconfigured:
+async def _first_error(url: str) -> QueueError:
     async with TaskQueue(_url_settings(url)) as q:
         with anyio.fail_after(WAIT_S), pytest.raises((QueueUnavailable, StoreMisconfigured)) as caught:
             await q.enqueue("t", {})

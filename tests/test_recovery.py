@@ -41,6 +41,8 @@ async def _make_idle(queue: TaskQueue, task_id: str, idle_ms: int) -> None:
     own holder, JUSTID: no delivery counted), as if nobody had touched it for ``idle_ms``."""
     k = queue.keys("default")
     stream, entry, holder = await queue.redis.hmget(k.task(task_id), "stream", "entry", "consumer")
+    assert entry is not None
+    assert holder is not None
     key = k.high if stream == b"high" else k.low
     await queue.redis.xclaim(key, queue.settings.group, holder, 0, [entry], idle=idle_ms, justid=True)
 

@@ -416,6 +416,8 @@ async def _recover_as_if_idle(thief: TaskQueue, task_id: str) -> None:
     transaction: the holder renews its short lease every ~100 ms, which resets the idle time."""
     k, group = thief.keys("default"), thief.settings.group
     stream, entry, holder = await thief.redis.hmget(k.task(task_id), "stream", "entry", "consumer")
+    assert entry is not None
+    assert holder is not None
     await thief.redis.script_load(script_source("recover"))
     argv = [k.base, group, thief.consumer, "", *codec.recover_args(30_000, 100, request_id())]
     async with thief.redis.pipeline(transaction=True) as pipe:

@@ -8,6 +8,7 @@ objects and clients, which route each call to its slot's master. The queue's ope
 
 from __future__ import annotations
 
+import copy
 import errno
 import logging
 import os
@@ -53,7 +54,7 @@ _REFUSED = (
 )
 #: getaddrinfo errors that mean "no such name" (EAI_AGAIN, a resolver hiccup, stays transient).
 _NO_SUCH_HOST = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL") if hasattr(socket, name)}
-_OOM = "OOM command not allowed"
+_OOM = "command not allowed when used memory"
 _FULL = (
     "the queue store is full (Redis reached maxmemory) and refused the write; nothing was written. Memory frees "
     "as workers ack or fail their tasks; an operator can purge the dead-letter queue (purge_dlq), shorten "
@@ -108,7 +109,7 @@ def guard() -> Iterator[None]:
         raise StoreMisconfigured(_AUTH) from None
     except redis_errors.ResponseError as exc:
         # Redis 6.2 wraps a script's OOM as "ERR Error running script ... -OOM ...", 7.x passes it on.
-        if _OOM in str(exc):
+        if isinstance(exc, redis_errors.OutOfMemoryError) or _OOM in str(exc):
             raise StoreFull(_FULL) from None
         raise QueueError(f"queue store refused the operation: {str(exc)[:200]}") from None
 
@@ -195,6 +196,9 @@ def connect_redis(url: str, settings: Settings) -> Client:
 class Connection:
     """The clients and scripts of one consumer name, and the key names of its queues."""
 
+    #: A view made by :meth:`for_consumer`: it shares the clients and does not close them.
+    _is_view: bool = False
+
     def __init__(
         self,
         settings: Settings,
@@ -232,7 +236,18 @@ class Connection:
     def opened(self) -> bool:
         return self._redis is not None
 
+    def for_consumer(self, consumer: str) -> Connection:
+        """This connection acting as ``consumer``: the same clients, pool, lane and caches under
+        another consumer name (one holder per MCP session of a server process). Closing the
+        view closes nothing; the connection it came from owns the clients."""
+        view = copy.copy(self)
+        view.consumer = consumer
+        view._is_view = True
+        return view
+
     async def close(self) -> None:
+        if self._is_view:
+            return  # a view from for_consumer(): the clients belong to the connection it came from
         if self.lane is not None:
             await self.lane.aclose()
         for node in self._node_clients.values():

@@ -31,13 +31,17 @@ def shipped_redis_server() -> str | None:
     return str(shipped) if shipped.is_file() else None
 
 
-def server_args(binary: str, directory: Path, *, aof: bool) -> list[str]:
-    """The command line of a redis-server we start: its own directory, no RDB snapshots, and
-    the append-only file with ``everysec`` fsync when ``aof`` (at most ~1 s lost on a crash)."""
+def server_args(binary: str, directory: Path, *, aof: bool, maxmemory: str = "0") -> list[str]:
+    """The command line of a redis-server we start: its own directory, no RDB snapshots, the
+    append-only file with ``everysec`` fsync when ``aof`` (at most ~1 s lost on a crash), and
+    ``noeviction`` with ``maxmemory`` ("0": no limit): when full, Redis refuses writes rather
+    than delete task records."""
     return [
         binary,
         "--dir", str(directory),
         "--save", "",
         "--appendonly", "yes" if aof else "no",
         "--appendfsync", "everysec",
+        "--maxmemory", maxmemory,
+        "--maxmemory-policy", "noeviction",
     ]  # fmt: skip

@@ -65,9 +65,10 @@ class EmbeddedRedisError(QueueUnavailable):
 class EmbeddedRedis:
     """One process's handle on the shared embedded Redis in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, binary: str | None = None) -> None:
+    def __init__(self, data_dir: Path, binary: str | None = None, *, maxmemory: str = "1gb") -> None:
         self.data_dir = Path(data_dir).expanduser().absolute()
         self._binary = binary
+        self.maxmemory = maxmemory  #: of a Redis this handle starts (one already running keeps its own)
         self._presence: redis.Redis | None = None
         self._client_id: int | None = None
         self._guard = threading.Lock()  # the flock serializes processes, this serializes threads
@@ -228,7 +229,7 @@ class EmbeddedRedis:
                 logger.info("removing %s left by a Redis that is no longer running", stale)
                 stale.unlink(missing_ok=True)
         args = [
-            *server_args(binary, self.data_dir, aof=True),
+            *server_args(binary, self.data_dir, aof=True, maxmemory=self.maxmemory),
             "--port", "0",
             "--unixsocket", str(self.socket_path),
             "--unixsocketperm", "700",

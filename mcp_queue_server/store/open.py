@@ -45,7 +45,7 @@ class Store:
             url = EmbeddedRedis(self.settings.data_dir).url
         else:
             if self._embedded is None:
-                self._embedded = EmbeddedRedis(self.settings.data_dir)
+                self._embedded = EmbeddedRedis(self.settings.data_dir, maxmemory=self.settings.embedded_maxmemory)
             url = await anyio.to_thread.run_sync(self._embedded.start_or_join)
         return self.settings.model_copy(update={"redis_url": SecretStr(url)})
 
