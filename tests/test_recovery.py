@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import anyio
 import pytest
+import redis.asyncio
 
-from mcp_queue_server import InvalidInput, NewTask, TaskQueue, TaskStatus
+from mcp_queue_server import InvalidInput, NewTask, Settings, TaskQueue, TaskStatus
+from mcp_queue_server.core.keys import QueueKeys
 from mcp_queue_server.limits import MIN_RECOVER_IDLE_MS
 from tests.conftest import FakeClock, QueueFactory
 
@@ -45,6 +47,16 @@ async def _make_idle(queue: TaskQueue, task_id: str, idle_ms: int) -> None:
     assert holder is not None
     key = k.high if stream == b"high" else k.low
     await queue.redis.xclaim(key, queue.settings.group, holder, 0, [entry], idle=idle_ms, justid=True)
+
+
+async def age_pending_entries(settings: Settings, idle_ms: int, queue: str = "default") -> None:
+    """Make every leased task of ``queue`` look untouched for ``idle_ms`` (see :func:`_make_idle`),
+    for tests that reach the queue only through an MCP client."""
+    k = QueueKeys.for_queue(settings.key_prefix, queue)
+    async with redis.asyncio.Redis.from_url(settings.redis_url_value() or "") as r:
+        for stream in k.streams:
+            for p in await r.xpending_range(stream, settings.group, "-", "+", 1000):
+                await r.xclaim(stream, settings.group, p["consumer"], 0, [p["message_id"]], idle=idle_ms, justid=True)
 
 
 async def test_recover_with_min_idle_takes_tasks_untouched_that_long(make_queue: QueueFactory) -> None:

@@ -122,7 +122,7 @@ ENQUEUE = {"task_type": "t", "payload": {}}
         ("replay_dlq", {}, "pass either task_ids or all=true"),
         ("replay_dlq", {"task_ids": ["a"], "all": True}, "pass either task_ids or all=true"),
         ("purge_dlq", {"all": 1}, "all must be true or false, got an integer"),
-        ("recover_tasks", {"min_idle_ms": -5}, "min_idle_ms is -5, at least 0"),
+        ("recover_tasks", {"min_idle_ms": 999}, "min_idle_ms is 999, at least 1000"),
         ("queue_stats", {"queue": ""}, 'queue "" is not allowed'),
     ],
 )

@@ -14,6 +14,7 @@ from mcp import Client
 
 from mcp_queue_server import Settings
 from mcp_queue_server.server.app import build_server
+from tests.test_recovery import age_pending_entries
 
 
 async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
@@ -287,11 +288,14 @@ async def test_replay_dlq_all_puts_every_dead_task_back(client: Client) -> None:
     assert await call(client, "replay_dlq", all=True) == {"replayed": ["z"]}
 
 
-async def test_recover_tasks_with_min_idle_takes_a_task_back_from_its_holder(client: Client) -> None:
+async def test_recover_tasks_with_min_idle_takes_a_task_back_from_its_holder(
+    client: Client, settings: Settings
+) -> None:
     await call(client, "enqueue_task", task_type="t", payload={}, task_id="h1")
     await call(client, "read_tasks", lease_ms=600_000)
+    await age_pending_entries(settings, 5_000)  # untouched for 5 s
 
-    recovered = await call(client, "recover_tasks", min_idle_ms=0)
+    recovered = await call(client, "recover_tasks", min_idle_ms=1_000)
     nothing = await call(client, "recover_tasks")
 
     assert recovered == {"requeued": ["h1"], "dead_lettered": []}
@@ -299,10 +303,13 @@ async def test_recover_tasks_with_min_idle_takes_a_task_back_from_its_holder(cli
     assert (await call(client, "get_task", task_id="h1"))["status"] == "queued"
 
 
-async def test_a_stale_holders_ack_is_rejected_with_what_to_do(client: Client, other: Client) -> None:
+async def test_a_stale_holders_ack_is_rejected_with_what_to_do(
+    client: Client, other: Client, settings: Settings
+) -> None:
     await call(client, "enqueue_task", task_type="t", payload={}, task_id="stale")
     await call(client, "read_tasks", lease_ms=600_000)
-    await call(client, "recover_tasks", min_idle_ms=0)  # as if the lease had run out
+    await age_pending_entries(settings, 5_000)
+    await call(client, "recover_tasks", min_idle_ms=1_000)  # as if the lease had run out
     [task] = (await call(other, "read_tasks"))["tasks"]
 
     message = await error(client, "ack", task_id="stale", result="late")
