@@ -56,7 +56,9 @@ async def age_pending_entries(settings: Settings, idle_ms: int, queue: str = "de
     async with redis.asyncio.Redis.from_url(settings.redis_url_value() or "") as r:
         for stream in k.streams:
             for p in await r.xpending_range(stream, settings.group, "-", "+", 1000):
-                await r.xclaim(stream, settings.group, p["consumer"], 0, [p["message_id"]], idle=idle_ms, justid=True)
+                holder: bytes = p["consumer"]
+                entry: bytes = p["message_id"]
+                await r.xclaim(stream, settings.group, holder, 0, [entry], idle=idle_ms, justid=True)
 
 
 async def test_recover_with_min_idle_takes_tasks_untouched_that_long(make_queue: QueueFactory) -> None:
