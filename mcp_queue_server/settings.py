@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         "(the HTTP transports always serve /metrics).",
     )
     auth_token: SecretStr | None = Field(default=None, description="Bearer token required on HTTP transports.")
+    auth_tokens_file: Path | None = Field(
+        default=None,
+        description="HTTP transports: a JSON file of named tokens with roles, "
+        '{"<principal>": {"token": "<secret>", "role": "producer|worker|admin|all"}}; '
+        "it must not be readable by group or others (chmod 600). Instead of auth_token.",
+    )
     allowed_hosts: list[str] = Field(default_factory=list, description="Extra Host header values accepted on HTTP.")
     allowed_origins: list[str] = Field(default_factory=list, description="Extra Origin values accepted on HTTP.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

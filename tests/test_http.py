@@ -20,8 +20,8 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
 from mcp_queue_server import Settings
-from tests.conftest import QueueFactory
 from mcp_queue_server.testing import free_port
+from tests.conftest import QueueFactory
 from tests.test_stdio import ROOT, START_S, server_env
 
 TOKEN = "correct-horse-battery-staple"
@@ -150,13 +150,16 @@ async def test_sse_serves_tools_to_the_sdk_client(settings: Settings) -> None:
     assert bad.is_error
 
 
-async def test_sigterm_on_http_hands_held_tasks_back_at_once(settings: Settings, make_queue: QueueFactory) -> None:
+async def test_sigterm_on_http_hands_the_held_tasks_of_open_sessions_back_at_once(
+    settings: Settings, make_queue: QueueFactory
+) -> None:
     async with (
         http_server(settings, "streamable-http") as server,
         httpx2.AsyncClient(headers=BEARER, timeout=30) as http,
     ):
         with anyio.fail_after(30):
-            async with Client(streamable_http_client(server.url, http_client=http)) as client:
+            # "legacy": the initialize handshake, so an MCP session (stateless holders keep theirs).
+            async with Client(streamable_http_client(server.url, http_client=http), mode="legacy") as client:
                 await client.call_tool("enqueue_task", {"task_type": "t", "payload": {}, "task_id": "h"})
                 await client.call_tool("read_tasks", {"lease_ms": 600_000})
                 server.process.send_signal(signal.SIGTERM)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+from contextlib import AsyncExitStack
 from typing import Any
 
 from mcp import Client
 from mcp.server import MCPServer
+from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -165,3 +168,23 @@ async def test_a_queue_tool_speaks_one_line_of_its_own_and_writes_compact_json()
     assert own.content[0].text == "n is 2: try another", moved("a tool's ToolError is wrapped differently")  # type: ignore[union-attr]
     assert good.structured_content == {"n": 3}
     assert good.content[0].text == '{"n":3}', moved("convert_result no longer returns a CallToolResult")  # type: ignore[union-attr]
+
+
+async def test_a_tool_request_reaches_its_connection_with_state_and_an_exit_stack() -> None:
+    seen: list[object] = []
+    server = MCPServer("canary")
+
+    @server.tool()
+    async def where(ctx: Context) -> str:
+        """Report the connection."""
+        seen.append(sdk_compat.request_connection(ctx.request_context))
+        return "ok"
+
+    async with Client(server, mode="legacy") as client:
+        await client.call_tool("where", {})
+
+    assert seen, moved("a tool call never ran")
+    [connection] = seen
+    assert isinstance(connection, Connection), moved("ServerSession._connection is no longer a Connection")
+    assert isinstance(connection.state, dict), moved("Connection.state is gone")
+    assert isinstance(connection.exit_stack, AsyncExitStack), moved("Connection.exit_stack is gone")

@@ -35,6 +35,7 @@ FLAGS: dict[str, tuple[str, Any, str | None]] = {
     "--port": ("port", int, "PORT"),
     "--metrics-port": ("metrics_port", int, "PORT"),
     "--auth-token": ("auth_token", str, "TOKEN"),
+    "--auth-tokens-file": ("auth_tokens_file", Path, "FILE"),
     "--allowed-host": ("allowed_hosts", str, "HOST"),
     "--allowed-origin": ("allowed_origins", str, "ORIGIN"),
     "--log-level": ("log_level", str, None),

@@ -271,10 +271,10 @@ def settings_for(args: argparse.Namespace) -> Settings:
     if serving and settings.transport != "stdio":
         from mcp_queue_server.server.transports import is_loopback  # mcp: only when about to serve HTTP
 
-        if not is_loopback(settings.host) and settings.auth_token is None:
+        if not is_loopback(settings.host) and settings.auth_token is None and settings.auth_tokens_file is None:
             raise UsageError(
                 f"refusing to serve HTTP on non-loopback address {settings.host!r} without authentication: "
-                "set MCP_QUEUE_AUTH_TOKEN (or --auth-token), or bind 127.0.0.1"
+                "set MCP_QUEUE_AUTH_TOKEN (or --auth-token) or MCP_QUEUE_AUTH_TOKENS_FILE, or bind 127.0.0.1"
             )
     return settings
 
@@ -318,12 +318,12 @@ def _runner(args: argparse.Namespace, settings: Settings) -> Callable[[], Corout
 
 
 def _serve(settings: Settings) -> int:
-    from mcp_queue_server.server.run import PortUnavailable  # mcp and the server, only to serve
+    from mcp_queue_server.server.run import StartRefused  # mcp and the server, only to serve
     from mcp_queue_server.server.run import run as serve
 
     try:
         stopped_by = serve(settings)  # configures logging itself, after the SDK has
-    except PortUnavailable as exc:
+    except StartRefused as exc:  # a port taken, an unusable tokens file
         print(f"{PROG}: {exc}", file=sys.stderr)  # the server's wording for configuration errors
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C before the server took over the signals

@@ -8,6 +8,7 @@ arguments and decode its reply, and runs it through the held
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -101,6 +102,19 @@ class TaskQueue(AdminOps):
                     await self.release()
         finally:
             await self._conn.close()
+
+    def for_consumer(self, consumer: str) -> TaskQueue:
+        """This queue acting as another consumer (a holder of its own) over the same clients,
+        pool and lane: what it reads it holds, and only it may ack, fail, extend or checkpoint.
+        Its :meth:`release` hands back only its own tasks; disconnecting it closes nothing.
+        ``consumer`` is any non-empty string Redis takes as a consumer name."""
+        if not isinstance(consumer, str) or not consumer:
+            raise InvalidInput("a consumer name must be a non-empty string")
+        view = copy.copy(self)
+        view._conn = self._conn.for_consumer(consumer)
+        view.consumer = consumer
+        view._touched = set()
+        return view
 
     async def __aenter__(self) -> Self:
         return await self.connect()

@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from urllib.parse import parse_qs
 
 import anyio
@@ -117,18 +117,32 @@ def _host_refused(request: Request, allowed: list[str]) -> Response | None:
     return Response("invalid Host header\n", status_code=421)
 
 
-def authorized(request: Request, settings: Settings, *, session: bool) -> bool:
-    """No token configured, or the request carries it as ``Authorization: Bearer``, or
-    (``session``: the ``/status`` pages) the session cookie. Constant-time comparisons."""
-    token = settings.auth_token
-    if token is None:
+def route_tokens(settings: Settings, tokens: Sequence[str] | None = None) -> list[str] | None:
+    """The tokens that open these routes: ``tokens`` when given (the server passes its admin
+    principals' from the tokens file), else the one auth token; None: no token needed."""
+    if tokens is not None:
+        return list(tokens)
+    return None if settings.auth_token is None else [settings.auth_token.get_secret_value()]
+
+
+def _any_matches(given: str, secrets: Sequence[str]) -> bool:
+    # Every secret is compared (constant time each), whichever matches.
+    return [token_matches(given, secret) for secret in secrets].count(True) > 0
+
+
+def authorized(
+    request: Request, settings: Settings, *, session: bool, tokens: Sequence[str] | None = None
+) -> bool:
+    """No token configured, or the request carries one as ``Authorization: Bearer``, or
+    (``session``: the ``/status`` pages) a session cookie. Constant-time comparisons."""
+    secrets = route_tokens(settings, tokens)
+    if secrets is None:
         return True
-    secret = token.get_secret_value()
     given = request.headers.get("authorization", "").removeprefix("Bearer ")
-    if token_matches(given, secret):
+    if _any_matches(given, secrets):
         return True
     cookie = request.cookies.get(SESSION_COOKIE)
-    return session and cookie is not None and token_matches(cookie, session_value(secret))
+    return session and cookie is not None and _any_matches(cookie, [session_value(s) for s in secrets])
 
 
 def _unauthorized() -> Response:
@@ -155,20 +169,22 @@ async def _form_token(request: Request) -> str | None:
 # -- routes ------------------------------------------------------------------------------------
 
 
-def routes(metrics: Metrics) -> list[Route]:
+def routes(metrics: Metrics, tokens: Sequence[str] | None = None) -> list[Route]:
     """``GET /metrics``, ``GET /status`` (HTML that refreshes itself) and ``POST /status/login``.
 
     With an auth token configured ``/metrics`` needs ``Authorization: Bearer``; ``/status``
     takes that or the session cookie set by the login form, and shows the form otherwise.
+    ``tokens``: the tokens that open them instead of ``settings.auth_token`` (see :func:`route_tokens`).
     """
     settings = metrics.settings
+    secrets = route_tokens(settings, tokens)
     allowed = allowed_hosts(settings)
 
     async def scrape(request: Request) -> Response:
         refused = _host_refused(request, allowed)
         if refused is not None:
             return refused
-        if not authorized(request, settings, session=False):
+        if not authorized(request, settings, session=False, tokens=secrets):
             return _unauthorized()
         return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -176,7 +192,7 @@ def routes(metrics: Metrics) -> list[Route]:
         refused = _host_refused(request, allowed)
         if refused is not None:
             return refused
-        if not authorized(request, settings, session=True):
+        if not authorized(request, settings, session=True, tokens=secrets):
             return _login_form()
         views = await metrics.status_view()
         page = status_page(views, metrics.store_up, settings.key_prefix)
@@ -186,18 +202,17 @@ def routes(metrics: Metrics) -> list[Route]:
         refused = _host_refused(request, allowed)
         if refused is not None:
             return refused
-        token = settings.auth_token
-        if token is None:
+        if secrets is None:
             return RedirectResponse("/status", status_code=303)
         given = await _form_token(request)
         if given is None:
             return Response("request body too large\n", status_code=413)
-        if not token_matches(given, token.get_secret_value()):
+        if not _any_matches(given, secrets):
             return _login_form("Wrong token: try again.")
         response = RedirectResponse("/status", status_code=303, headers=_NO_STORE)
         response.set_cookie(
             SESSION_COOKIE,
-            session_value(token.get_secret_value()),
+            session_value(given),
             path="/status",
             httponly=True,
             samesite="strict",
@@ -220,10 +235,15 @@ class _NoSignalServer(uvicorn.Server):
         yield
 
 
-async def serve_side(metrics: Metrics, host: str, port: int) -> None:
+async def serve_side(metrics: Metrics, host: str, port: int, tokens: Sequence[str] | None = None) -> None:
     """Serve ``/metrics`` and ``/status`` on ``host:port`` until cancelled (stdio's ``--metrics-port``)."""
     config = uvicorn.Config(
-        Starlette(routes=routes(metrics)), host=host, port=port, log_config=None, lifespan="off", access_log=False
+        Starlette(routes=routes(metrics, tokens)),
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="off",
+        access_log=False,
     )
     try:
         await _NoSignalServer(config).serve()

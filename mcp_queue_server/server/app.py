@@ -26,11 +26,13 @@ from mcp_queue_server.observe.http import url_host
 from mcp_queue_server.observe.metrics import Metrics
 from mcp_queue_server.server import admin_tools as admin
 from mcp_queue_server.server import tools
+from mcp_queue_server.server.access import RoleGate
 from mcp_queue_server.server.arg_errors import suggest
+from mcp_queue_server.server.identity import Principals, PrincipalTokenVerifier, load_principals
 from mcp_queue_server.server.lifespan import ServerState
 from mcp_queue_server.server.output_schema import compact_input_schema, compact_schema
 from mcp_queue_server.server.prompts import register_prompts
-from mcp_queue_server.server.resources import register_resources
+from mcp_queue_server.server.resources import RESOURCE_ROLES, register_resources
 from mcp_queue_server.server.sdk_compat import (
     QueueTool,
     arg_model,
@@ -38,7 +40,6 @@ from mcp_queue_server.server.sdk_compat import (
     replace_arg_model,
     replace_output_schema,
 )
-from mcp_queue_server.server.transports import StaticTokenVerifier
 from mcp_queue_server.settings import Role, Settings
 
 INSTRUCTIONS = """\
@@ -204,17 +205,22 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
 
     Nothing connects until the server runs: its lifespan opens one queue per process
     (starting or joining the embedded Redis when no Redis URL is set) and, at shutdown,
-    hands every held task back at once. Note that constructing ``MCPServer`` configures
+    hands every held task back at once. Raises :class:`~mcp_queue_server.server.identity.TokensFileError`
+    when the token settings cannot be used. Note that constructing ``MCPServer`` configures
     the root logger; the entry point configures logging after calling this.
     """
     state = ServerState(settings)
+    tokens = load_principals(settings)
     auth, verifier = None, None
-    if settings.auth_token is not None:
-        # A static bearer token on HTTP; the issuer is a required field the SDK only
+    if tokens:
+        # Static bearer tokens on HTTP; the issuer is a required field the SDK only
         # advertises with an OAuth provider, which this server does not have.
         issuer = AnyHttpUrl(f"http://{url_host(settings.host)}:{settings.port}")
         auth = AuthSettings(issuer_url=issuer, resource_server_url=None)
-        verifier = StaticTokenVerifier(settings.auth_token.get_secret_value())
+        verifier = PrincipalTokenVerifier(tokens)
+    # Named tokens: each principal sees and calls its role's part of the server's tools.
+    gate = RoleGate(Principals(settings, tokens), {spec.fn.__name__: spec.roles for spec in TOOLS}, RESOURCE_ROLES)
+    gates = [gate] if settings.auth_tokens_file is not None else []
     server = QueueServer(
         "mcp-queue-server",
         title="Task queue",
@@ -225,6 +231,8 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
         log_level=settings.log_level,
         auth=auth,
         token_verifier=verifier,
+        extensions=gates,
+        middleware=gates,
     )
     register_resources(server, settings.role)
     register_prompts(server, settings)

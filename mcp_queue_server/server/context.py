@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_queue_server.core.models import NewTask
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import QueueError, QueueUnavailable
 from mcp_queue_server.limits import json_depth_exceeds
+from mcp_queue_server.server.identity import principal_of, session_holder, stateless_holder
 from mcp_queue_server.server.inputs import TaskSpec
 from mcp_queue_server.server.lifespan import ServerState
+from mcp_queue_server.server.sdk_compat import request_connection
 
 logger = logging.getLogger("mcp_queue_server.server.tools")
 
@@ -66,8 +70,39 @@ def ms_left(deadline: int | None) -> int | None:
     return None if deadline is None else max(0, deadline - time.time_ns() // 1_000_000)
 
 
+#: Where a session's holder name is kept in its connection's ``state``.
+_HOLDER_STATE = "mcp_queue_server.holder"
+
+
 async def open_queue(ctx: Ctx) -> TaskQueue:
-    return await ctx.request_context.lifespan_context.queue()
+    """The queue acting as the request's holder (see :mod:`~mcp_queue_server.server.identity`):
+    the process's consumer on stdio, the session's own holder on HTTP with sessions, the
+    principal's (and its ``_meta`` holder name's) on the stateless HTTP revision."""
+    request_ctx = ctx.request_context
+    state = request_ctx.lifespan_context
+    request = request_ctx.request
+    if request is None:  # stdio, or an in-memory client: one holder per process
+        return await state.queue()
+    principal = principal_of(request)
+    if request_ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:  # stateless: no session to end
+        try:
+            holder = stateless_holder(principal, (request_ctx.params or {}).get("_meta"))
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        return await state.holder_queue(holder)
+    connection = request_connection(request_ctx)
+    kept = connection.state.get(_HOLDER_STATE)
+    if isinstance(kept, str):
+        holder = kept
+    else:
+        # Set before any await: concurrent first calls of one session agree on the name. SSE
+        # connections have no session id in the SDK: a random one stands for the stream.
+        holder = session_holder(state.settings.consumer, principal, connection.session_id or secrets.token_hex(16))
+        connection.state[_HOLDER_STATE] = holder
+    queue, opened = await state.session_queue(holder)
+    if opened:
+        connection.exit_stack.push_async_callback(state.end_session, holder)
+    return queue
 
 
 def new_task(ctx: Ctx, where: str, spec: TaskSpec) -> NewTask:

@@ -39,6 +39,8 @@ class ServerState:
         self._users = 0
         self._lock = anyio.Lock()
         self._last_beat = -HEARTBEAT_INTERVAL_S
+        #: The holder of each open MCP session on HTTP (see server/identity.py), by holder name.
+        self._sessions: dict[str, TaskQueue] = {}
 
     @asynccontextmanager
     async def lifespan(self, _server: Any) -> AsyncIterator[ServerState]:
@@ -79,6 +81,33 @@ class ServerState:
             raise QueueUnavailable(f"queue store unavailable: {self._problem}")
         return self._queue
 
+    async def holder_queue(self, holder: str) -> TaskQueue:
+        """The queue acting as ``holder`` (a stateless HTTP client's): same clients, own leases."""
+        return (await self.queue()).for_consumer(holder)
+
+    async def session_queue(self, holder: str) -> tuple[TaskQueue, bool]:
+        """The queue of an MCP session's holder, and whether it was opened by this call; the
+        session must call :meth:`end_session` when it ends."""
+        base = await self.queue()
+        found = self._sessions.get(holder)
+        if found is not None:
+            return found, False
+        found = self._sessions[holder] = base.for_consumer(holder)
+        logger.info("session holder %s opened", holder)
+        return found, True
+
+    async def end_session(self, holder: str) -> None:
+        """Hand back every task the session's holder holds, at once and not charged as an attempt."""
+        queue = self._sessions.pop(holder, None)
+        if queue is None:
+            return
+        try:
+            released = await queue.release()
+        except QueueError as exc:
+            logger.warning("session holder %s ended; its tasks return when their leases expire: %s", holder, exc)
+        else:
+            logger.info("session holder %s ended; %d held task(s) handed back", holder, released)
+
     def _heartbeat_queues(self) -> list[str]:
         """A server with the worker tools holds ``default`` (and every queue it read) while it
         runs, idle or not: it shows among the queue's consumers."""
@@ -91,6 +120,8 @@ class ServerState:
                 self._last_beat = anyio.current_time()
                 try:
                     await queue.heartbeat(self._heartbeat_queues())
+                    for session in list(self._sessions.values()):
+                        await session.heartbeat()  # the queues the session read, if any
                 except QueueError as exc:
                     logger.debug("heartbeat skipped: %s", exc)
             await anyio.sleep(HEARTBEAT_INTERVAL_S)
@@ -122,6 +153,8 @@ class ServerState:
                 )
 
     async def _close(self) -> None:
+        for holder in list(self._sessions):
+            await self.end_session(holder)
         queue, self._queue = self._queue, None
         if queue is not None:
             try:

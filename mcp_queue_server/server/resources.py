@@ -23,6 +23,13 @@ P = ParamSpec("P")
 Ctx = Context[ServerState, Any]
 JSON = "application/json"
 
+#: The roles that may read each resource, by URI scheme (the read-only tools they mirror).
+RESOURCE_ROLES: dict[str, frozenset[Role]] = {
+    "queue": frozenset({Role.PRODUCER, Role.ADMIN, Role.ALL}),
+    "task": frozenset(Role),
+    "dlq": frozenset({Role.ADMIN, Role.ALL}),
+}
+
 
 def _as_json(fn: Callable[P, Awaitable[BaseModel]]) -> Callable[P, Awaitable[str]]:
     """Serialise the model; turn queue errors into resource errors the client can read."""
@@ -65,7 +72,7 @@ async def dlq_resource(queue: str, ctx: Ctx) -> DeadLetterOutput:
 
 def register_resources(server: MCPServer[ServerState], role: Role) -> None:
     """Add the resources the role may read (the same data as its read-only tools)."""
-    if role in (Role.PRODUCER, Role.ADMIN, Role.ALL):
+    if role in RESOURCE_ROLES["queue"]:
         server.resource(
             "queue://{queue}/stats",
             name="queue_stats",
@@ -80,7 +87,7 @@ def register_resources(server: MCPServer[ServerState], role: Role) -> None:
         description="Status, attempt, result, error, checkpoint and fanout progress of one task.",
         mime_type=JSON,
     )(task_resource)
-    if role in (Role.ADMIN, Role.ALL):
+    if role in RESOURCE_ROLES["dlq"]:
         server.resource(
             "dlq://{queue}",
             name="dead_letters",

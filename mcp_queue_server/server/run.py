@@ -14,13 +14,18 @@ from mcp_queue_server.logs import configure_logging
 from mcp_queue_server.observe.http import routes
 from mcp_queue_server.observe.metrics import Metrics
 from mcp_queue_server.server.app import build_server
+from mcp_queue_server.server.identity import TokensFileError, load_principals
 from mcp_queue_server.server.transports import serve_http, serve_stdio_with_metrics
-from mcp_queue_server.settings import Settings
+from mcp_queue_server.settings import Role, Settings
 
 logger = logging.getLogger("mcp_queue_server")
 
 
-class PortUnavailable(Exception):
+class StartRefused(Exception):
+    """A configuration error found before serving (exit status 2); the message, one line, says what to do."""
+
+
+class PortUnavailable(StartRefused):
     """The server cannot listen on its configured port (a configuration error); the message says what to do."""
 
 
@@ -40,7 +45,18 @@ def run(settings: Settings) -> signal.Signals | None:
 
     Raises:
         PortUnavailable: the HTTP port (or the stdio transport's metrics port) is taken or not allowed.
+        StartRefused: the auth token settings cannot be used (e.g. a tokens file open to others).
     """
+    try:
+        tokens = load_principals(settings)
+    except TokensFileError as exc:
+        raise StartRefused(str(exc)) from None
+    # /metrics and /status: the admin (and all) principals' tokens with a tokens file.
+    admin_tokens = (
+        [token for token, p in tokens.items() if p.role in (Role.ADMIN, Role.ALL)]
+        if settings.auth_tokens_file is not None
+        else None
+    )
     if settings.transport == "stdio":
         if settings.metrics_port:
             check_port(settings.host, settings.metrics_port, "--metrics-port or MCP_QUEUE_METRICS_PORT")
@@ -51,12 +67,12 @@ def run(settings: Settings) -> signal.Signals | None:
     configure_logging(settings.log_level)  # after build_server: MCPServer configures the root logger
     logger.info("serving role %s over %s", settings.role.value, settings.transport)
     if settings.transport == "stdio":
-        return anyio.run(serve_stdio_with_metrics, server, settings, metrics)
+        return anyio.run(serve_stdio_with_metrics, server, settings, metrics, admin_tokens)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again: SIGINT's
     # default handler turns it into KeyboardInterrupt, and this handler turns SIGTERM into _Terminated.
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        serve_http(server, settings, routes(metrics))
+        serve_http(server, settings, routes(metrics, admin_tokens))
     except KeyboardInterrupt:
         return signal.SIGINT
     except _Terminated:

@@ -10,6 +10,9 @@ them, only this module changes, and ``tests/test_sdk_compat.py`` names what move
   compact equivalent;
 * the low-level server inside ``MCPServer`` (``MCPServer._lowlevel_server``), to run stdio
   with our own stdin reader;
+* the connection behind a request (``ServerSession._connection``), whose public ``session_id``,
+  ``state`` and ``exit_stack`` make each MCP session a holder of its own, handing its tasks
+  back when the session ends;
 * how ``Tool.run`` reports a call (:class:`QueueTool`): an argument-validation failure as a
   ``ToolError`` caused by the ``ValidationError``, a tool's own ``ToolError`` wrapped in one
   prefixed ``Error executing tool <name>:``, and a structured result as a ``CallToolResult``
@@ -22,6 +25,8 @@ from typing import Any
 
 import pydantic_core
 from mcp.server import MCPServer
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
@@ -68,6 +73,19 @@ def replace_output_schema(tool: Tool, schema: dict[str, Any]) -> None:
 def lowlevel_server(server: MCPServer[Any]) -> Server[Any]:
     """The low-level server ``MCPServer`` wraps, for running it on streams of our own."""
     return server._lowlevel_server
+
+
+def request_connection(ctx: ServerRequestContext[Any, Any]) -> Connection:
+    """The per-client connection a request came on: one per MCP session on Streamable HTTP,
+    one per stream on SSE and stdio, one per request on the stateless HTTP revision.
+
+    The SDK builds the tool context with the ``ServerSession`` only; its connection (public
+    class, public ``exit_stack`` unwound when the session ends) is a private attribute.
+    """
+    connection = ctx.session._connection
+    if not isinstance(connection, Connection):
+        raise TypeError("the request's session carries no Connection")
+    return connection
 
 
 class QueueTool(Tool):

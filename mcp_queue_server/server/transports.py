@@ -20,7 +20,6 @@ import anyio.lowlevel
 import uvicorn
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server import MCPServer
-from mcp.server.auth.provider import AccessToken
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.message import SessionMessage
@@ -28,18 +27,20 @@ from mcp.types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_queue_server.observe.http import (
     allowed_hosts,
     allowed_origins,
     is_loopback,
     serve_side,
-    token_matches,
     url_host,
 )
 from mcp_queue_server.observe.metrics import Metrics
+from mcp_queue_server.server.event_store import RETRY_INTERVAL_MS, SessionEventStores
+from mcp_queue_server.server.identity import BEARER, SESSION_IDLE_TIMEOUT_S, Principal, PrincipalTokenVerifier
 from mcp_queue_server.server.sdk_compat import lowlevel_server
-from mcp_queue_server.settings import Settings
+from mcp_queue_server.settings import Role, Settings
 
 # Re-exported: the entry point refuses a non-loopback bind without a token.
 __all__ = ["StaticTokenVerifier", "is_loopback", "serve_http", "serve_stdio", "transport_security", "url_host"]
@@ -47,16 +48,11 @@ __all__ = ["StaticTokenVerifier", "is_loopback", "serve_http", "serve_stdio", "t
 logger = logging.getLogger(__name__)
 
 
-class StaticTokenVerifier:
-    """Accepts exactly one bearer token, compared in constant time (the SDK's ``TokenVerifier``)."""
+class StaticTokenVerifier(PrincipalTokenVerifier):
+    """Accepts exactly one bearer token (principal ``bearer``), compared in constant time."""
 
     def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        if token_matches(token, self._token):
-            return AccessToken(token="", client_id="bearer", scopes=[])
-        return None
+        super().__init__({token: Principal(BEARER, Role.ALL)})
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
@@ -72,13 +68,113 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
+#: Largest request body :class:`CancelOnDisconnect` reads to find the request id (the SDK's own limit).
+MAX_TRACKED_BODY = 4 * 1024 * 1024
+
+
+class CancelOnDisconnect:
+    """Streamable HTTP sessions: a client that drops a POST before its answer cancels that
+    request, as if it had sent ``notifications/cancelled``.
+
+    The SDK keeps serving a request whose POST is gone (with an event store the client could
+    fetch the answer later; this server has none), so a blocking ``read_tasks`` whose client
+    went away would still lease tasks nobody receives. This ASGI middleware notes the JSON-RPC
+    id of each request POSTed to a session and, when the client disconnects before the answer
+    was sent, POSTs ``notifications/cancelled`` for it to the same session with the same
+    headers (credentials included): the read is cancelled and hands back what it leased.
+    """
+
+    def __init__(self, app: ASGIApp, path: str = "/mcp") -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers") or ()) if scope["type"] == "http" else {}
+        if scope.get("method") != "POST" or scope.get("path") != self.path or b"mcp-session-id" not in headers:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        first: Message = {"type": "http.request", "body": b"", "more_body": True}
+        while first["type"] == "http.request" and first.get("more_body") and sum(map(len, chunks)) <= MAX_TRACKED_BODY:
+            first = await receive()
+            chunks.append(first.get("body", b""))
+        body = b"".join(chunks)
+        whole = first["type"] == "http.request" and not first.get("more_body")
+        request_id = _request_id(body) if whole else None
+        replayed, disconnected, answered = False, False, False
+
+        async def replay() -> Message:
+            nonlocal replayed, disconnected
+            if not replayed:
+                replayed = True
+                if first["type"] != "http.request":
+                    return first
+                return {"type": "http.request", "body": body, "more_body": first.get("more_body", False)}
+            message = await receive()
+            disconnected = disconnected or message["type"] == "http.disconnect"
+            return message
+
+        async def watch(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, replay, watch)
+        finally:
+            if request_id is not None and disconnected and not answered:
+                with anyio.move_on_after(5, shield=True):
+                    await self._cancel(scope, request_id)
+
+    async def _cancel(self, scope: Scope, request_id: int | str) -> None:
+        note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
+        body = json.dumps(note).encode()
+        kept = [(k, v) for k, v in scope.get("headers") or () if k not in (b"content-length", b"content-type")]
+        headers = [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        sent = False
+
+        async def receive() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        async def discard(_message: Message) -> None:
+            return None
+
+        await self.app({**scope, "headers": headers}, receive, discard)
+
+
+def _request_id(body: bytes) -> int | str | None:
+    """The id of the JSON-RPC request in ``body`` (None: not one request)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or "method" not in message:
+        return None
+    found = message.get("id")
+    return found if isinstance(found, int | str) and not isinstance(found, bool) else None
+
+
 def http_app(server: MCPServer[Any], settings: Settings, routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The MCP app for the configured HTTP transport, plus ``routes`` (such as ``/metrics``)."""
     security = transport_security(settings)
     if settings.transport == "sse":
         app = server.sse_app(transport_security=security, host=settings.host)
     else:
-        app = server.streamable_http_app(transport_security=security, host=settings.host)
+        event_stores = SessionEventStores()  # resumable streams: each session's events kept in Redis
+        event_stores.install(server)
+        app = server.streamable_http_app(
+            transport_security=security,
+            host=settings.host,
+            session_idle_timeout=SESSION_IDLE_TIMEOUT_S,
+            retry_interval=RETRY_INTERVAL_MS,
+        )
+        event_stores.serve(server)
+        app.add_middleware(CancelOnDisconnect)
     app.router.routes.extend(routes)
     return app
 
@@ -228,12 +324,13 @@ def _is_json_invalid(exc: Exception) -> bool:
 
 
 async def serve_stdio_with_metrics(
-    server: MCPServer[Any], settings: Settings, metrics: Metrics
+    server: MCPServer[Any], settings: Settings, metrics: Metrics, tokens: Sequence[str] | None = None
 ) -> signal.Signals | None:
-    """The stdio server, plus ``/metrics`` and ``/status`` on ``settings.metrics_port`` when it is set."""
+    """The stdio server, plus ``/metrics`` and ``/status`` on ``settings.metrics_port`` when it is
+    set (opened by ``tokens``, see :func:`~mcp_queue_server.observe.http.route_tokens`)."""
     async with anyio.create_task_group() as tg:
         if settings.metrics_port is not None:
-            tg.start_soon(serve_side, metrics, settings.host, settings.metrics_port)
+            tg.start_soon(serve_side, metrics, settings.host, settings.metrics_port, tokens)
         stopped_by = await serve_stdio(server)
         tg.cancel_scope.cancel()
     return stopped_by
