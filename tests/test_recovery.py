@@ -56,8 +56,9 @@ async def age_pending_entries(settings: Settings, idle_ms: int, queue: str = "de
     async with redis.asyncio.Redis.from_url(settings.redis_url_value() or "") as r:
         for stream in k.streams:
             for p in await r.xpending_range(stream, settings.group, "-", "+", 1000):
-                holder: bytes = p["consumer"]
-                entry: bytes = p["message_id"]
+                holder, entry = p["consumer"], p["message_id"]
+                assert isinstance(holder, bytes)
+                assert isinstance(entry, bytes)
                 await r.xclaim(stream, settings.group, holder, 0, [entry], idle=idle_ms, justid=True)
 
 
