@@ -15,8 +15,8 @@ from mcp_queue_server import ConsumerInfo, NewTask, QueueStats, Settings, Stream
 from mcp_queue_server.core.models import DeadTask
 from mcp_queue_server.observe.metrics import HISTORY_SAMPLES, MIN_SAMPLE_GAP_S, Metrics, QueueView, Sample
 from mcp_queue_server.observe.status_page import status_page
-from tests.conftest import FakeClock
 from mcp_queue_server.testing import free_port
+from tests.conftest import FakeClock
 from tests.test_http import BEARER, TOKEN, http_server
 from tests.test_stdio import START_S, StdioServer, server_env
 

@@ -21,9 +21,9 @@ from starlette.applications import Starlette
 from mcp_queue_server import NewTask, Settings, TaskQueue
 from mcp_queue_server.observe.http import SESSION_COOKIE, routes
 from mcp_queue_server.observe.metrics import Metrics
+from mcp_queue_server.testing import free_port
 from tests.chromium import PNG_MAGIC, Browser, browser, chromium, headless, read_png
 from tests.conftest import FakeClock, QueueFactory
-from mcp_queue_server.testing import free_port
 from tests.test_http import TOKEN
 from tests.test_metrics import scrape_when_up
 from tests.test_stdio import START_S, StdioServer, server_env
