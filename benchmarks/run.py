@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import redis
 
-from benchmarks import memory, scaling, sections
+from benchmarks import memory, runtime, scaling, sections
 from benchmarks.common import Report, load_average, log
 from mcp_queue_server.store.binaries import find_redis_server
 from mcp_queue_server.testing import RedisProc
@@ -28,6 +28,7 @@ SECTIONS = (
     "scaling",
     "latency",
     "fanout",
+    "worker",
     "recovery",
     "aof",
     "memory",
@@ -82,6 +83,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         await step("scaling", lambda: scaling.scaling(report, server, plan))()
         await step("latency", lambda: sections.latency(report, server, plan))()
         await step("fanout", lambda: sections.fanout(report, server, plan))()
+        await step("worker", lambda: runtime.worker(report, server, plan))()
         await step("recovery", lambda: sections.recovery(report, server, plan))()
         await step("mcp", lambda: _mcp(report, server, plan))()
     await step("aof", lambda: _aof(report, args.redis_server, plan))()

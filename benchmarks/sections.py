@@ -38,6 +38,7 @@ class Plan:
     memory_tasks: int
     mcp_calls: int
     mcp_lifecycle: int
+    worker_tasks: int
 
 
 FULL = Plan(
@@ -55,6 +56,7 @@ FULL = Plan(
     memory_tasks=200_000,
     mcp_calls=500,
     mcp_lifecycle=3_000,
+    worker_tasks=20_000,
 )
 QUICK = Plan(
     reps=3,
@@ -71,6 +73,7 @@ QUICK = Plan(
     memory_tasks=2_000,
     mcp_calls=30,
     mcp_lifecycle=300,
+    worker_tasks=1_000,
 )
 
 Measure = Callable[[], Awaitable[float]]
