@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from mcp import Client
@@ -20,6 +21,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.streamable_http import EventStore
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mcp_queue_server.server import sdk_compat
@@ -188,3 +190,53 @@ async def test_a_tool_request_reaches_its_connection_with_state_and_an_exit_stac
     assert isinstance(connection, Connection), moved("ServerSession._connection is no longer a Connection")
     assert isinstance(connection.state, dict), moved("Connection.state is gone")
     assert isinstance(connection.exit_stack, AsyncExitStack), moved("Connection.exit_stack is gone")
+
+
+async def test_the_lowlevel_lifespan_is_what_a_session_enters_so_a_hook_around_it_sees_the_state() -> None:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[str]) -> AsyncIterator[str]:
+        yield "the state"
+
+    seen: list[object] = []
+
+    @asynccontextmanager
+    async def hook(state: object) -> AsyncIterator[None]:
+        seen.append(state)
+        yield
+
+    server: MCPServer[str] = MCPServer("canary", lifespan=lifespan)
+    sdk_compat.around_lifespan(server, hook)
+    async with Client(server, mode="legacy") as client:
+        await client.list_tools()
+
+    assert seen == ["the state"], moved("the low-level server no longer enters its `lifespan` attribute")
+
+
+def test_each_admitted_streamable_http_session_gets_the_event_store_given_for_its_id() -> None:
+    stores: dict[str, EventStore] = {}
+
+    def store_for(session_id: str) -> EventStore:
+        stores[session_id] = _NoEvents()
+        return stores[session_id]
+
+    server = MCPServer("canary")
+    server.streamable_http_app()
+    manager = server.session_manager
+    if not callable(getattr(manager, "_admit_session", None)):
+        raise AssertionError(moved("StreamableHTTPSessionManager._admit_session is gone"))
+    sdk_compat.give_sessions_event_stores(manager, store_for)
+    transport = manager._admit_session(None)
+
+    assert transport is not None
+    assert transport.mcp_session_id in stores, moved("_admit_session no longer mints the session id")
+    assert transport._event_store is stores[transport.mcp_session_id], moved(
+        "StreamableHTTPServerTransport no longer reads its store from _event_store"
+    )
+
+
+class _NoEvents(EventStore):
+    async def store_event(self, stream_id: str, message: object) -> str:
+        return "0"
+
+    async def replay_events_after(self, last_event_id: str, send_callback: object) -> None:
+        return None

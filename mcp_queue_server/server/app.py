@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from mcp_queue_server.server.access import RoleGate
 from mcp_queue_server.server.arg_errors import suggest
 from mcp_queue_server.server.identity import Principals, PrincipalTokenVerifier, load_principals
 from mcp_queue_server.server.lifespan import ServerState
+from mcp_queue_server.server.logging_bridge import install_log_bridge, logged
 from mcp_queue_server.server.output_schema import compact_input_schema, compact_schema
 from mcp_queue_server.server.prompts import register_prompts
 from mcp_queue_server.server.resources import RESOURCE_ROLES, register_resources
@@ -158,6 +160,7 @@ def _strict_model(loose: type[BaseModel], caps: Mapping[str, int]) -> type[BaseM
 def _strict_tool(spec: ToolSpec, settings: Settings, metrics: Metrics | None = None) -> Tool:
     """A tool with a strict arguments model (caps from ``settings``), publishing a compact output schema."""
     fn = spec.fn if metrics is None else metrics.timed(spec.fn)
+    fn = logged(fn, logging.INFO if spec.annotations.destructive_hint else logging.DEBUG)
     description = inspect.cleandoc(spec.fn.__doc__ or "").replace("\n", " ")
     tool = QueueTool.from_function(
         fn, title=spec.title, description=description, annotations=spec.annotations, structured_output=True
@@ -236,4 +239,5 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
     )
     register_resources(server, settings.role)
     register_prompts(server, settings)
+    install_log_bridge(server)
     return server

@@ -16,11 +16,18 @@ them, only this module changes, and ``tests/test_sdk_compat.py`` names what move
 * how ``Tool.run`` reports a call (:class:`QueueTool`): an argument-validation failure as a
   ``ToolError`` caused by the ``ValidationError``, a tool's own ``ToolError`` wrapped in one
   prefixed ``Error executing tool <name>:``, and a structured result as a ``CallToolResult``
-  whose text content is the same JSON indented by 2.
+  whose text content is the same JSON indented by 2;
+* the low-level server's ``lifespan`` (:func:`around_lifespan`), to run the logging bridge and
+  the event store beside the queue;
+* how the Streamable HTTP session manager admits a session and hands its transport the event
+  store (``StreamableHTTPSessionManager._admit_session``, ``StreamableHTTPServerTransport._event_store``),
+  to give each session a store of its own (:func:`give_sessions_event_stores`).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import pydantic_core
@@ -31,6 +38,8 @@ from mcp.server.lowlevel import Server
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.server.streamable_http import EventStore, StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, ValidationError
 
@@ -122,3 +131,44 @@ class QueueTool(Tool):
 def compact_json(value: Any) -> str:
     """``value`` as JSON without indentation or spaces, non-ASCII kept as is."""
     return pydantic_core.to_json(value).decode()
+
+
+# -- added for the logging bridge and the event store (issue 13, part 4) -----------------------
+
+
+def around_lifespan(server: MCPServer[Any], hook: Callable[[Any], AbstractAsyncContextManager[None]]) -> None:
+    """Run ``hook(state)`` inside every entry of the server's lifespan (``state``: what it yields).
+
+    ``MCPServer`` hands its lifespan to the low-level server at construction; the low-level
+    server's ``lifespan`` attribute is what stdio, SSE and the Streamable HTTP session manager
+    enter (once per process; once per connection on SSE).
+    """
+    lowlevel = lowlevel_server(server)
+    inner = lowlevel.lifespan
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with inner(app) as state, hook(state):
+            yield state
+
+    lowlevel.lifespan = lifespan
+
+
+def give_sessions_event_stores(manager: StreamableHTTPSessionManager, store_for: Callable[[str], EventStore]) -> None:
+    """Give each new Streamable HTTP session ``store_for(session_id)`` as its event store.
+
+    The session manager hands every session's transport the one ``event_store`` it was built
+    with, and the transport keys events by stream id only: the JSON-RPC id of the request, which
+    every session reuses (0, 1, 2...). One store per session keeps a session's replay to its own
+    events. The manager admits a session in ``_admit_session`` (session id minted there); the
+    transport reads its store from ``_event_store`` each time it stores or replays an event.
+    """
+    admit = manager._admit_session
+
+    def admit_with_store(requestor: Any) -> StreamableHTTPServerTransport | None:
+        transport = admit(requestor)
+        if transport is not None and transport.mcp_session_id is not None:
+            transport._event_store = store_for(transport.mcp_session_id)
+        return transport
+
+    manager._admit_session = admit_with_store  # type: ignore[method-assign]
