@@ -1,10 +1,12 @@
 """The worker runtime: run async handlers over a queue (the design doc's consumer loop, done once).
 
-A :class:`Worker` leases tasks up to its ``concurrency``, runs the handler registered for
-each task type, renews the lease while the handler runs (every third of the lease), lets
-the handler checkpoint through its :class:`TaskContext`, acks the result, and fails the
-task with the exception text when the handler raises (retries, backoff and dead-lettering
-are the core's). It also runs the design doc's recovery worker (``recover()`` every
+A :class:`Worker` leases tasks up to its ``concurrency`` (each read asks for as many as
+there are free slots), runs the handler registered for each task type, renews the leases of
+running handlers (one loop for the worker: every third of the lease, those due in one pass),
+lets the handler checkpoint through its :class:`TaskContext`, acks the results (finished
+results go out together, one ``ack_many`` per round trip, each task's outcome still its
+own), and fails the task with the exception text when the handler raises (retries, backoff
+and dead-lettering are the core's). It also runs the design doc's recovery worker (``recover()`` every
 ``recover_interval_s``).
 
 Stopping: :meth:`Worker.stop` stops reading, gives running handlers ``grace_period_s``
@@ -37,9 +39,11 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from mcp_queue_server.core.connection import DEFAULT_QUEUE
@@ -70,6 +74,7 @@ EventKind = Literal["started", "acked", "failed", "lease_lost", "handed_off", "r
 _MAX_ERROR = MAX_ERROR_LENGTH  # fail() refuses longer errors: a handler's message is cut to fit
 _OUTCOMES = ("acked", "fanned out", "failed-retry", "dead-lettered", "lease lost", "handed back")
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # a brief Redis outage must not lose an ack
+_ACK_BATCH = 500  # finished results per ack_many (one script call)
 
 
 class PermanentFailure(Exception):
@@ -98,6 +103,7 @@ class TaskContext:
         self.handed_off = False
         self._worker = worker
         self._renewed = anyio.current_time()
+        self._scope: anyio.CancelScope | None = None  # the handler's: cancelled when the lease is lost
 
     @property
     def stopping(self) -> bool:
@@ -213,6 +219,9 @@ class Worker:
         self._read_scope: anyio.CancelScope | None = None
         self._handlers_scope: anyio.CancelScope | None = None
         self._run_scope: anyio.CancelScope | None = None
+        self._contexts: dict[str, TaskContext] = {}  # running handlers' contexts (lease renewal)
+        self._acks: list[tuple[Task, Any]] = []  # finished results not yet sent
+        self._acks_ready = anyio.Event()
 
     @property
     def stopping(self) -> bool:
@@ -286,6 +295,8 @@ class Worker:
                     outer.start_soon(self._recover_periodically, queue, self.recover_interval_s)
                 if self.summary_interval_s:
                     outer.start_soon(self._summarise_periodically, self.summary_interval_s)
+                outer.start_soon(self._renew_leases, queue)
+                outer.start_soon(self._flush_acks, queue)
                 async with anyio.create_task_group() as handlers:
                     self._handlers_scope = handlers.cancel_scope
                     if self._stopping:
@@ -299,6 +310,10 @@ class Worker:
                 outer.cancel_scope.cancel()
         finally:
             if not self._killed:
+                if self._acks:  # finished before the stop: acked, not handed back
+                    acks, self._acks = self._acks, []
+                    with anyio.CancelScope(shield=True):
+                        await self._ack_batch(queue, acks)
                 # Also when nothing is held: releasing removes this consumer from the group,
                 # so stopped workers do not linger in the statistics.
                 await self._hand_back(queue)
@@ -386,16 +401,16 @@ class Worker:
         self._emit("started", task, f"attempt {task.attempt}")
         failure: BaseException | None = None
         result: Any = None
-        async with anyio.create_task_group() as tg:
-            with anyio.CancelScope() as handler_scope:
-                tg.start_soon(self._renew_lease, queue, ctx, handler_scope)
-                try:
-                    result = await handler(task, ctx)
-                except NotLeaseHolder:
-                    ctx.lease_lost = True
-                except Exception as exc:  # the handler boundary: any error fails the task
-                    failure = exc
-            tg.cancel_scope.cancel()
+        with anyio.CancelScope() as ctx._scope:  # the renewal loop cancels it when the lease is lost
+            self._contexts[task.task_id] = ctx
+            try:
+                result = await handler(task, ctx)
+            except NotLeaseHolder:
+                ctx.lease_lost = True
+            except Exception as exc:  # the handler boundary: any error fails the task
+                failure = exc
+            finally:
+                self._contexts.pop(task.task_id, None)
         if ctx.lease_lost:
             self._lost(task, "the lease expired and another worker took the task; its work here was dropped")
         elif ctx.handed_off:
@@ -405,23 +420,67 @@ class Worker:
         elif failure is not None:
             await self._fail(queue, task, _error_text(failure), retry=not isinstance(failure, PermanentFailure))
         else:
-            await self._ack(queue, task, result)
+            self._acks.append((task, result))  # acked with the others that finished meanwhile
+            self._acks_ready.set()
 
-    async def _renew_lease(self, queue: TaskQueue, ctx: TaskContext, handler_scope: anyio.CancelScope) -> None:
+    async def _renew_leases(self, queue: TaskQueue) -> None:
+        """One loop for every running handler: extend the leases due (a third of the lease
+        since the last renewal or checkpoint) together, then sleep until the next is due."""
         interval = self.lease_ms / 3000
         while True:
-            await anyio.sleep_until(ctx._renewed + interval)
-            if anyio.current_time() < ctx._renewed + interval:
-                continue  # a checkpoint renewed it meanwhile
+            now = anyio.current_time()
+            live = [ctx for ctx in self._contexts.values() if not ctx.lease_lost]
+            due = [ctx for ctx in live if now >= ctx._renewed + interval]
+            if due:
+                async with anyio.create_task_group() as tg:
+                    for ctx in due:
+                        tg.start_soon(self._renew_one, ctx, interval)
+            # The next due; a task started meanwhile is due a whole interval from now at the earliest.
+            live = [ctx for ctx in self._contexts.values() if not ctx.lease_lost]
+            await anyio.sleep_until(min((c._renewed + interval for c in live), default=anyio.current_time() + interval))
+
+    async def _renew_one(self, ctx: TaskContext, interval: float) -> None:
+        try:
+            await ctx.extend_lease()
+        except (NotLeaseHolder, TaskNotFound, InvalidState):
+            ctx.lease_lost = True
+            if ctx._scope is not None:
+                ctx._scope.cancel()
+        except QueueUnavailable as exc:
+            logger.warning("%s: could not renew the lease of %s: %s", self.name, ctx.task.task_id, exc)
+            ctx._renewed += interval / 3  # try again soon, before the lease runs out
+
+    async def _flush_acks(self, queue: TaskQueue) -> None:
+        """Send the finished results: whatever finished while the last ack was in flight goes
+        out in the next, one ``ack_many`` (group commit: no added wait when idle)."""
+        while True:
+            await self._acks_ready.wait()
+            self._acks_ready = anyio.Event()
+            await anyio.lowlevel.checkpoint()  # handlers finishing in this same tick join the batch
+            acks, self._acks = self._acks, []
+            if acks:
+                with anyio.CancelScope(shield=True):  # sent acks must be accounted for, not handed back
+                    await self._ack_batch(queue, acks)
+
+    async def _ack_batch(self, queue: TaskQueue, acks: list[tuple[Task, Any]]) -> None:
+        for start in range(0, len(acks), _ACK_BATCH):
+            chunk = acks[start : start + _ACK_BATCH]
             try:
-                await ctx.extend_lease()
-            except (NotLeaseHolder, TaskNotFound, InvalidState):
-                ctx.lease_lost = True
-                handler_scope.cancel()
-                return
+                items = [(t.task_id, r) for t, r in chunk]
+                outcomes: list[Any] = await self._retrying(partial(queue.ack_many, items, queue=self.queue_name))
+            except InvalidInput:  # some result cannot be stored: ack one by one to tell which
+                for task, result in chunk:
+                    await self._ack(queue, task, result)
+                continue
             except QueueUnavailable as exc:
-                logger.warning("%s: could not renew the lease of %s: %s", self.name, ctx.task.task_id, exc)
-                ctx._renewed += interval / 3  # try again soon, before the lease runs out
+                for task, _ in chunk:
+                    self._lost(task, f"could not ack ({exc}); the task will be delivered again when its lease expires")
+                continue
+            for (task, _), outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, QueueError):
+                    self._lost(task, str(outcome))
+                else:
+                    self._acked(task, outcome.status)
 
     async def _ack(self, queue: TaskQueue, task: Task, result: Any) -> None:
         try:
@@ -435,10 +494,13 @@ class Worker:
         except QueueUnavailable as exc:
             self._lost(task, f"could not ack ({exc}); the task will be delivered again when its lease expires")
             return
+        self._acked(task, outcome.status)
+
+    def _acked(self, task: Task, status: str) -> None:
         self._held.pop(task.task_id, None)
         self.processed += 1
         self._finished(task, "acked")
-        self._emit("acked", task, outcome.status)
+        self._emit("acked", task, status)
 
     async def _fail(self, queue: TaskQueue, task: Task, error: str, *, retry: bool) -> None:
         try:
