@@ -310,6 +310,69 @@ class Connection:
                 return await self.lane.script(script_sha(name), script_source(name), k.script_keys, argv)
             return await self._scripts[name](list(k.script_keys), argv)
 
+    async def scripts(self, queue: str, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Run several scripts on ``queue`` in one round trip, in order (each ``(name, args)`` as
+        :meth:`script` takes them). Through the lane they go in one write, so Redis runs them
+        back to back; in a cluster one after the other. A script's error reply is returned in
+        its place, not raised, so the caller can undo what the others did (see
+        :meth:`raise_reply`)."""
+        if queue not in self._writable:
+            await self._check_writable(queue)
+        k = self.keys(queue)
+        head = [k.base, self.settings.group, self.consumer, self.clock_arg()]
+        keys = k.script_keys
+        out: list[Any] = []
+        with guard():
+            if self.lane is None:
+                for name, args in calls:
+                    try:
+                        out.append(await self._scripts[name](list(keys), [*head, *args]))
+                    except redis_errors.ResponseError as exc:
+                        out.append(exc)
+                return out
+            replies = await self.lane.execute(
+                *(("EVALSHA", script_sha(name), len(keys), *keys, *head, *args) for name, args in calls)
+            )
+            for (name, args), reply in zip(calls, replies, strict=True):
+                if isinstance(reply, redis_errors.NoScriptError):  # Redis restarted: this one did not run
+                    try:
+                        reply = await self.lane.script(script_sha(name), script_source(name), keys, [*head, *args])
+                    except redis_errors.ResponseError as exc:
+                        reply = exc
+                out.append(reply)
+        return out
+
+    @staticmethod
+    def raise_reply(reply: Any) -> Any:
+        """``reply`` of :meth:`scripts`, or its error raised as the queue error it maps to."""
+        if isinstance(reply, redis_errors.ResponseError):
+            with guard():
+                raise reply
+        return reply
+
+    async def commands(self, queue: str, *commands: tuple[Any, ...], timeout_s: float | None = None) -> list[Any]:
+        """Plain commands naming only ``queue``'s keys, in one round trip to its node, replies
+        in order (error replies raised; a forced unblock of an XREAD BLOCK comes back None).
+        ``timeout_s`` bounds a blocking one (default: the socket timeout)."""
+        with guard():
+            if self.lane is not None:
+                replies = await self.lane.execute(*commands, timeout_s=timeout_s)
+            else:
+                if isinstance(self.redis, RedisCluster):
+                    await self.redis.initialize()  # learn the slots (a no-op once known)
+                async with self._node_client(self.keys(queue).sync).pipeline(transaction=False) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    replies = await pipe.execute(raise_on_error=False)
+            out: list[Any] = []
+            for reply in replies:
+                if unblocked(reply):
+                    reply = None
+                elif isinstance(reply, redis_errors.ResponseError):
+                    raise reply
+                out.append(reply)
+            return out
+
     async def _script_and_register(self, name: str, queue: str, k: QueueKeys, argv: list[Any]) -> Any:
         sadd = ("SADD", registry_key(self.settings.key_prefix), queue)
         if self.lane is not None:

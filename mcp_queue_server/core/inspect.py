@@ -7,14 +7,16 @@ A mixin of :class:`~mcp_queue_server.core.queue.TaskQueue`: it needs only the qu
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from mcp_queue_server.core import codec, records
+from mcp_queue_server.core import codec, events, records
 from mcp_queue_server.core.codec import Refusal, raise_for
 from mcp_queue_server.core.connection import Connection, guard, request_id
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.models import (
+    TERMINAL_STATES,
     ConsumerInfo,
     DeadLetterPage,
     QueueStats,
@@ -47,22 +49,81 @@ class AdminOps:
 
     _conn: Connection
 
-    async def get_task(self, task_id: str, *, queue: str = DEFAULT_QUEUE) -> TaskInfo:
+    async def get_task(self, task_id: str, *, queue: str = DEFAULT_QUEUE, wait_ms: int = 0) -> TaskInfo:
         """Everything known about a task: status, attempt, result, error, checkpoint, lease, fanout.
+
+        ``wait_ms`` > 0: see :meth:`wait_for_task`.
 
         Raises:
             TaskNotFound: no such task (never created, purged, or its record expired).
         """
+        if wait_ms:
+            return await self.wait_for_task(task_id, wait_ms, queue=queue)
+        return (await self._task_and_last_event(check_task_id(task_id), queue))[0]
+
+    async def wait_for_task(self, task_id: str, wait_ms: int, *, queue: str = DEFAULT_QUEUE) -> TaskInfo:
+        """The task once it is completed or failed, or as it is after ``wait_ms`` (0 to the
+        server's ``max_block_ms``), whichever comes first; as :meth:`get_task` otherwise.
+
+        No polling: it waits in XREAD BLOCK on the queue's events stream (see
+        :mod:`~mcp_queue_server.core.events`), which every script that finishes a task
+        writes to, so a task finished by any process wakes it. The record is read again only
+        when an event names the task.
+        """
         conn = self._conn
         task_id = check_task_id(task_id)
+        wait_ms = check_int("wait_ms", wait_ms, 0, conn.settings.max_block_ms)
+        deadline = time.monotonic() + wait_ms / 1000
+        info, after = await self._task_and_last_event(task_id, queue)
+        k = conn.keys(queue)
+        while info.status not in TERMINAL_STATES:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                break
+            # Cut below the socket timeout, like a blocking read, so one client serves both.
+            block_ms = max(int(min(left_s, conn.settings.socket_timeout_s * 0.8) * 1000), 1)
+            (reply,) = await conn.commands(
+                queue,
+                events.xread_command(k, after, block_ms),
+                timeout_s=block_ms / 1000 + conn.settings.socket_timeout_s,
+            )
+            got = events.entries(reply)
+            if got:
+                after = got[-1].entry_id
+            if reply is None or any(task_id in e.tasks for e in got):  # named, or a slice ended: look again
+                info = (await self._task_and_last_event(task_id, queue))[0]
+        return info
+
+    async def last_event_id(self, queue: str = DEFAULT_QUEUE) -> str:
+        """The id of the newest entry of ``queue``'s events stream (``"0-0"``: none yet)."""
+        (reply,) = await self._conn.commands(queue, events.last_id_command(self._conn.keys(queue)))
+        return events.last_id(reply)
+
+    async def read_events(self, after: str, block_ms: int, *, queue: str = DEFAULT_QUEUE) -> list[events.Finished]:
+        """Entries of ``queue``'s events stream after ``after``, waiting up to ``block_ms``
+        (below the socket timeout) for one; [] when none came."""
+        conn = self._conn
+        (reply,) = await conn.commands(
+            queue,
+            events.xread_command(conn.keys(queue), after, block_ms),
+            timeout_s=block_ms / 1000 + conn.settings.socket_timeout_s,
+        )
+        return events.entries(reply)
+
+    async def _task_and_last_event(self, task_id: str, queue: str) -> tuple[TaskInfo, str]:
+        """The task's record, and the last id of the events stream taken just before it (so an
+        event after that id is one the record may not show yet: no wake-up is lost)."""
+        conn = self._conn
+        k = conn.keys(queue)
         with guard():
             async with conn.redis.pipeline(transaction=False) as pipe:
-                records.task_commands(pipe, conn.keys(queue), task_id)
-                replies = await pipe.execute()
+                pipe.execute_command(*events.last_id_command(k))
+                records.task_commands(pipe, k, task_id)
+                last, *replies = await pipe.execute()
         info = records.task_info(task_id, queue, replies)
         if info is None:
             raise TaskNotFound(f"task {task_id} not found in queue {queue}: check the id and the queue name")
-        return info
+        return info, events.last_id(last)
 
     async def get_queue_stats(self, queue: str = DEFAULT_QUEUE) -> QueueStats:
         """Depths per stream, in flight, overdue, delayed, dead letters, consumers, oldest-task age, totals."""

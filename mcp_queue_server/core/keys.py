@@ -11,6 +11,8 @@ touches several keys of one queue stays in one slot::
     <prefix>:{<queue>}:stats            hash of running totals
     <prefix>:{<queue>}:sync             string written before WAIT (replica confirmation)
     <prefix>:{<queue>}:holders          zset consumer -> last seen (ms, Redis clock): live workers/servers
+    <prefix>:{<queue>}:events           stream, one entry per script call that finished tasks: task id -> state
+                                        (completed, failed), trimmed to ~10,000 entries (waits, subscriptions)
     <prefix>:{<queue>}:t:<task_id>      hash, the task record
     <prefix>:{<queue>}:ck:<task_id>     string, the latest checkpoint (own TTL)
     <prefix>:{<queue>}:fo:<parent_id>   hash, fanout bookkeeping of a parent
@@ -69,6 +71,7 @@ class QueueKeys:
     stats: str
     sync: str
     holders: str
+    events: str
     #: KEYS of every script, in the order ``lua/_lib.lua`` reads them (built once per queue).
     script_keys: tuple[str, str, str, str, str, str]
 
@@ -89,6 +92,7 @@ class QueueKeys:
             stats=stats,
             sync=base + "sync",
             holders=base + "holders",
+            events=base + "events",
             script_keys=(high, low, delayed, leases, dlq, stats),
         )
 

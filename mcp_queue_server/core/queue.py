@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import anyio
 
@@ -408,6 +408,43 @@ class TaskQueue(AdminOps):
         self, items: Iterable[str | tuple[str, Any]], *, queue: str = DEFAULT_QUEUE
     ) -> list[AckResult | QueueError]:
         """Ack many tasks in one round trip; each gets its own outcome (result or error)."""
+        ids, args = self._ack_args(items)
+        return _ack_outcomes(ids, await self._conn.script("ack", queue, args))
+
+    async def ack_and_read(
+        self,
+        items: Iterable[str | tuple[str, Any]],
+        read_next: int,
+        *,
+        lease_ms: int | None = None,
+        prefer_high_priority: bool = True,
+        queue: str = DEFAULT_QUEUE,
+    ) -> AckedAndRead:
+        """Ack like :meth:`ack_many`, then lease up to ``read_next`` new tasks (a read that does
+        not wait), in one round trip: the two scripts go in one write and Redis runs them back
+        to back. ``read_next`` 0 only acks. If the ack fails as a whole (the store refused),
+        what the read leased is handed back before the error is raised."""
+        ids, args = self._ack_args(items)
+        s = self.settings
+        if read_next == 0:
+            return AckedAndRead(_ack_outcomes(ids, await self._conn.script("ack", queue, args)), [])
+        count = check_int("read_next", read_next, 0, s.max_read_count)
+        lease_ms = check_int("lease_ms", s.lease_ms if lease_ms is None else lease_ms, 1, s.max_lease_ms)
+        check_queue_name(queue)
+        self._touched.add(queue)
+        req = ReadRequest(count, lease_ms, int(prefer_high_priority), s.pending_batch_size)
+        # Shielded: once sent, the leased tasks must reach the caller (or be handed back).
+        with anyio.CancelScope(shield=True):
+            acked, read = await self._conn.scripts(queue, [("ack", args), ("read", codec.read_args(req, request_id()))])
+            tasks = [] if isinstance(read, Exception) else codec.read_reply(read, queue).tasks
+            if isinstance(acked, Exception) and tasks:
+                await self._release_ids(queue, [t.task_id for t in tasks])
+        outcomes = _ack_outcomes(ids, self._conn.raise_reply(acked))
+        self._conn.raise_reply(read)
+        await self._checkpoint_or_release(queue, tasks)
+        return AckedAndRead(outcomes, tasks)
+
+    def _ack_args(self, items: Iterable[str | tuple[str, Any]]) -> tuple[list[str], list[Any]]:
         limit = self.settings.max_payload_bytes
         ids: list[str] = []
         results: list[str] = []
@@ -417,17 +454,7 @@ class TaskQueue(AdminOps):
             results.append("null" if result is None else dump_json("result", result, limit))
         if not ids:
             raise InvalidInput("no task ids to ack")
-        reply = await self._conn.script("ack", queue, codec.ack_args(self.settings.result_ttl_s, ids, results))
-        out: list[AckResult | QueueError] = []
-        for task_id, got in zip(ids, codec.ack_reply(reply), strict=True):
-            if isinstance(got, Refusal):
-                try:
-                    raise_for(got, task_id)
-                except QueueError as exc:
-                    out.append(exc)
-            else:
-                out.append(AckResult(task_id, "already_completed" if got.already else "acked", got.fanout))
-        return out
+        return ids, codec.ack_args(self.settings.result_ttl_s, ids, results)
 
     async def fail(self, task_id: str, error: str, *, retry: bool = True, queue: str = DEFAULT_QUEUE) -> FailResult:
         """Give up a held task with ``error``: retried after a backoff until max attempts,
@@ -495,6 +522,26 @@ class TaskQueue(AdminOps):
             return None
         info = await self.get_task(parent_task_id, queue=queue)
         return info.fanout.results if info.fanout else None
+
+
+class AckedAndRead(NamedTuple):
+    """What :meth:`TaskQueue.ack_and_read` did: each ack's outcome, then the tasks it leased."""
+
+    outcomes: list[AckResult | QueueError]
+    tasks: list[Task]
+
+
+def _ack_outcomes(ids: list[str], reply: Any) -> list[AckResult | QueueError]:
+    out: list[AckResult | QueueError] = []
+    for task_id, got in zip(ids, codec.ack_reply(reply), strict=True):
+        if isinstance(got, Refusal):
+            try:
+                raise_for(got, task_id)
+            except QueueError as exc:
+                out.append(exc)
+        else:
+            out.append(AckResult(task_id, "already_completed" if got.already else "acked", got.fanout))
+    return out
 
 
 def _max_attempts(value: int | None) -> int | str:

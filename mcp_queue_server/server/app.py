@@ -119,6 +119,8 @@ SETTING_CAPS: dict[tuple[str, str], str] = {
     ("read_tasks", "block_ms"): "max_block_ms",
     ("read_tasks", "lease_ms"): "max_lease_ms",
     ("extend_lease", "lease_ms"): "max_lease_ms",
+    ("ack", "read_next"): "max_read_count",
+    ("get_task", "wait_ms"): "max_block_ms",
 }
 
 

@@ -28,19 +28,17 @@ LEASE_MS_CAP: int = Settings.model_fields["max_lease_ms"].default
 #: Every tool takes a queue: described once, in the server's instructions, not in 14 schemas.
 QueueName = Annotated[str, Field(strict=True, pattern=NAME_PATTERN)]
 TaskId = Annotated[str, Field(strict=True, pattern=TASK_ID_PATTERN)]
-TaskType = Annotated[
-    str, Field(strict=True, pattern=TASK_TYPE_PATTERN, description="Kind of work, e.g. summarize or code/review.")
-]
+TaskType = Annotated[str, Field(strict=True, pattern=TASK_TYPE_PATTERN, description="Kind of work, e.g. code/review.")]
 Priority = Annotated[
     int, Field(strict=True, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1], description="Higher runs first.")
 ]
-Payload = Annotated[dict[str, Any], Field(description="JSON for the worker; pass references to large data.")]
+Payload = Annotated[dict[str, Any], Field(description="For the worker; refer to large data.")]
 OptionalTaskId = Annotated[
     str | None,
     Field(
         strict=True,
         pattern=TASK_ID_PATTERN,
-        description="Your id, making retries safe: an id is never enqueued twice.",
+        description="Your id: retries never enqueue it twice.",
     ),
 ]
 HeldTaskId = Annotated[str, Field(strict=True, pattern=TASK_ID_PATTERN, description="A task you read and hold.")]

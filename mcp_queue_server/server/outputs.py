@@ -86,6 +86,9 @@ class AckOutput(_Out):
     fanout: FanoutProgressOut | None = Field(default=None, description="The parent's progress for a subtask.")
     tasks: list[AckedTask] = Field(description="Every task of the call with its own outcome.")
     note: str | None = Field(default=None, exclude_if=lambda v: v is None, description="Set when already_completed.")
+    next_tasks: list[LeasedTask] | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="With read_next: the tasks leased after the ack."
+    )
 
 
 class FailOutput(_Out):

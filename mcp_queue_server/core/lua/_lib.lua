@@ -8,6 +8,8 @@
 -- clock (the chaos negative control only). Per-task keys are derived from the base
 -- (same hash tag, so same slot) with the prefixes keys.py names: t: ck: fo: fp: fr: rq:.
 -- Task states: queued delayed working waiting_children completed failed.
+-- Tasks that reach completed or failed are announced on the queue's events stream
+-- (<base>events, see announce()).
 
 local K = KEYS
 local base, group, consumer = ARGV[1], ARGV[2], ARGV[3]
@@ -53,6 +55,23 @@ local function queue_length()
     redis.call('ZCARD', K[3])
   if n < 0 then return 0 end
   return n
+end
+
+-- Tasks that reached a final state (completed, failed) in this call, announced at its end
+-- by publish_finished(): one XADD to <base>events per call, fields task id -> state, the
+-- stream trimmed to about events_maxlen entries (MAXLEN ~, trimmed by whole nodes). It is
+-- what get_task(wait_ms) and resource subscriptions wait on, in any server process.
+local events_maxlen = 10000
+local finished = {}
+local function announce(id, state)
+  finished[#finished + 1] = id
+  finished[#finished + 1] = state
+end
+local function publish_finished()
+  if #finished > 0 then
+    redis.call('XADD', base .. 'events', 'MAXLEN', '~', events_maxlen, '*', unpack(finished))
+    finished = {}
+  end
 end
 
 local function tkey(id) return base .. 't:' .. id end
@@ -135,12 +154,14 @@ local function child_finished(parent, child, result, ok)
       redis.call('HSET', fk, 'done', 1, 'failed_child', child)
       redis.call('HSET', pk, 'state', 'failed', 'error', 'child ' .. child .. ' was dead-lettered',
         'finished_at', now)
+      announce(parent, 'failed')
       finished_now = 1
       expire_fanout(parent, pk, fk)
     elseif redis.call('SCARD', base .. 'fp:' .. parent) == 0 and pstate == 'waiting_children' then
       redis.call('HSET', fk, 'done', 1)
       redis.call('HSET', pk, 'state', 'completed', 'finished_at', now)
       redis.call('HINCRBY', K[6], 'completed', 1)
+      announce(parent, 'completed')
       enqueue_continuation(fk, parent)
       finished_now = 1
       expire_fanout(parent, pk, fk)
@@ -158,6 +179,7 @@ local function dead_letter(id, tk, err)
   redis.call('HSET', tk, 'state', 'failed', 'error', err, 'dead_at', now, 'dlq_entry', dentry,
     'source_stream', src)
   redis.call('HINCRBY', K[6], 'dead_lettered', 1)
+  announce(id, 'failed')
   local parent = redis.call('HGET', tk, 'parent')
   if parent then
     return child_finished(parent, id, cjson.encode({error = err}), false)

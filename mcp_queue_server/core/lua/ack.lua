@@ -1,4 +1,5 @@
--- ack: complete tasks held by the caller, store their results, finish fanout parents.
+-- ack: complete tasks held by the caller, store their results, finish fanout parents;
+-- announce the completed tasks on the events stream (one XADD, see _lib.lua).
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, result_ttl_s, n, then n x (task_id, result_json).
 -- Returns: n x {code, state_or_holder, lease_until, fanout|false}:
@@ -25,6 +26,7 @@ for i = 0, n - 1 do
     local stream_entries = entries[f[4]]
     stream_entries[#stream_entries + 1] = f[5]
     done[#done + 1] = id
+    announce(id, 'completed')
     -- Rewritten rather than trimmed: a hash keeps the space its payload took, and a
     -- completed record lives for result_ttl_s.
     local record = {'state', 'completed', 'result', result, 'finished_at', now, 'type', f[8],
@@ -53,4 +55,5 @@ if #done > 0 then
   redis.call('ZREM', K[4], unpack(done))
   redis.call('HINCRBY', K[6], 'completed', #done)
 end
+publish_finished()
 return out

@@ -1,4 +1,5 @@
--- fail: the holder gives a task up with an error; retry with backoff or dead-letter.
+-- fail: the holder gives a task up with an error; retry with backoff or dead-letter (announced
+-- on the events stream, see _lib.lua).
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, task_id, error, retry (1/0), backoff_base_ms, backoff_max_ms,
 --       request_id (a re-sent request gets the first run's answer).
@@ -18,7 +19,9 @@ local attempt, max = tonumber(f[1]), tonumber(f[2])
 if not retry or attempt >= max then
   local reason = err
   if retry then reason = err .. ' (attempt ' .. attempt .. ' of ' .. max .. ')' end
-  return remember('fail', req, {id, {OK, 'failed', attempt, 0, dead_letter(id, tk, reason)}})[2]
+  local fan = dead_letter(id, tk, reason)
+  publish_finished()
+  return remember('fail', req, {id, {OK, 'failed', attempt, 0, fan}})[2]
 end
 redis.call('HSET', tk, 'error', err)
 redis.call('HINCRBY', K[6], 'retried', 1)

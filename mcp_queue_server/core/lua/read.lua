@@ -1,6 +1,7 @@
 -- read: deliver up to `count` tasks to the caller, leased until now + lease_ms.
 -- First promotes due delayed tasks, then re-delivers tasks whose lease expired (or
--- dead-letters them when they used their last attempt), then reads new entries.
+-- dead-letters them when they used their last attempt, announced on the events stream),
+-- then reads new entries.
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, count, lease_ms, prefer_high (1/0), promote_limit,
 --       request_id (a re-sent request gets the tasks the first run leased),
@@ -127,6 +128,7 @@ for _, z in ipairs({K[3], K[4]}) do
   end
 end
 if wake then out[1] = wake end
+publish_finished()
 if delivered > 0 then remember('read', req, ids) end
 if delivered == 0 then
   for i = 1, 2 do

@@ -1,4 +1,5 @@
--- recover: requeue stuck tasks, dead-letter those that used their last attempt.
+-- recover: requeue stuck tasks, dead-letter those that used their last attempt (announced on
+-- the events stream).
 -- Stuck means the lease expired, or (when min_idle_ms is given) the task was
 -- delivered or renewed more than min_idle_ms ago, whatever its lease says. The
 -- recorded reason says which: a task whose lease still ran was taken back for its idle
@@ -46,4 +47,5 @@ for _, id in ipairs(ids) do
     requeued[#requeued + 1] = id
   end
 end
+publish_finished()
 return remember('recover', req, {requeued, dead})
