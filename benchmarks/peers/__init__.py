@@ -26,12 +26,23 @@ from mcp_queue_server.store.binaries import find_redis_server
 from mcp_queue_server.testing import RedisProc
 
 HERE = Path(__file__).resolve().parent
+WORKER_CONCURRENCIES = (50, 100)
 VENVS = HERE.parent / ".peers"
-WORKLOADS = ("enqueue_one", "enqueue_batch", "process")
+WORKLOADS = ("enqueue_one", "enqueue_batch", "process", "drain")
 LABELS = {
     "enqueue_one": "enqueue one at a time",
     "enqueue_batch": "batch enqueue, 100 per call",
-    "process": "process no-op, 1 worker process",
+    # Like with like: our Worker runtime against their worker runtimes (a handler per job) ...
+    "process": "process no-op, worker runtime, 1 process",
+    # ... and our library drain against their lowest-level consume API, where they have one.
+    "drain": "process no-op, lowest-level consume API, 1 process",
+}
+#: What runs on our side of each workload.
+OURS = {
+    "enqueue_one": "TaskQueue.enqueue",
+    "enqueue_batch": "TaskQueue.enqueue_batch (100)",
+    "process": f"Worker, no-op handler, best of concurrency {'/'.join(map(str, WORKER_CONCURRENCIES))}",
+    "drain": "read_messages(100) + ack_many",
 }
 
 
@@ -78,8 +89,9 @@ def install(peer: Peer) -> None:
     marker.write_text(wanted)
 
 
-def drive(peer: Peer, workload: str, url: str, n: int) -> float | None:
-    """Run one workload in the peer's venv; tasks/s, or None when the peer has no such API."""
+def drive(peer: Peer, workload: str, url: str, n: int) -> tuple[float | None, str]:
+    """Run one workload in the peer's venv; tasks/s (None when the peer has no such API, with
+    the driver's reason)."""
     out = subprocess.run(
         [str(peer.python), str(peer.driver), workload, "--url", url, "--n", str(n)],
         check=True,
@@ -89,7 +101,7 @@ def drive(peer: Peer, workload: str, url: str, n: int) -> float | None:
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     rate = result.get("rate")
-    return None if rate is None else float(rate)
+    return (None if rate is None else float(rate)), str(result.get("unsupported", ""))
 
 
 async def ours(workload: str, url: str, n: int) -> float:
@@ -100,15 +112,24 @@ async def ours(workload: str, url: str, n: int) -> float:
             rate = await library.enqueue_one(q, n)
         elif workload == "enqueue_batch":
             rate = await library.enqueue_batches(q, n)
-        else:
+        elif workload == "drain":
             await library.drain_batched(q)
             await library.prefill(q, n)
             rate = await library.drain_rate(q, batch=100)
+        else:
+            from benchmarks.runtime import worker_rate
+
+            rate = 0.0
+            for concurrency in WORKER_CONCURRENCIES:  # the best setting, as each peer's driver uses its best
+                await library.prefill(q, 200)
+                await worker_rate(q, 200, concurrency)  # warm-up
+                await library.prefill(q, n)
+                rate = max(rate, await worker_rate(q, n, concurrency))
         await q.disconnect(release=False)
     return rate
 
 
-SIZES = {"enqueue_one": 5_000, "enqueue_batch": 20_000, "process": 10_000}
+SIZES = {"enqueue_one": 5_000, "enqueue_batch": 20_000, "process": 10_000, "drain": 10_000}
 
 
 async def compare(
@@ -125,6 +146,7 @@ async def compare(
             n = max(int(SIZES[workload] * scale), 200)
             mine: list[float] = []
             theirs: dict[str, list[float | None]] = {p.name: [] for p in peers}
+            unsupported: dict[str, str] = {}
             for _ in range(reps):
                 server.flush()
                 mine.append(await ours(workload, server.url, n))
@@ -133,12 +155,19 @@ async def compare(
                         theirs[peer.name].append(None)
                         continue
                     server.flush()
-                    theirs[peer.name].append(await anyio.to_thread.run_sync(drive, peer, workload, server.url, n))
+                    rate, why = await anyio.to_thread.run_sync(drive, peer, workload, server.url, n)
+                    theirs[peer.name].append(rate)
+                    if why:
+                        unsupported[peer.name] = why
             server.flush()
             for peer in peers:
                 rates = [r for r in theirs[peer.name] if r is not None]
                 if not rates:
-                    log(f"  {peer.name}: no {LABELS[workload]} (not supported)")
+                    why = f": {unsupported[peer.name]}" if peer.name in unsupported else ""
+                    log(f"  {peer.name}: no {LABELS[workload]} (not supported{why})")
+                    report.meta.setdefault("peers_unsupported", {})[f"{peer.name}: {workload}"] = (
+                        unsupported.get(peer.name) or "not supported"
+                    )
                     continue
                 report.add(
                     make_figure(
@@ -150,6 +179,7 @@ async def compare(
                         target=Target(ratio=1.0, text="ahead of the peer"),
                         tasks_per_rep=n,
                         peer_median=round(statistics.median(rates), 1),
+                        ours=OURS[workload],
                     )
                 )
 

@@ -1,8 +1,10 @@
 """Shared by the peer drivers, which run inside each peer's own venv (stdlib only here).
 
 Every driver is ``python DRIVER.py MODE --url URL --n N [--concurrency C]`` with MODE one of
-``enqueue_one``, ``enqueue_batch`` and ``process`` (prefill untimed, then one worker in this
-process until all N are done). It prints one JSON line: ``{"rate": tasks_per_s, ...}``.
+``enqueue_one``, ``enqueue_batch``, ``process`` (prefill untimed, then one worker in this
+process until all N are done) and ``drain`` (prefill untimed, then the peer's lowest-level
+consume API below its worker, one job at a time where that is all it offers; ``rate`` None
+with ``unsupported`` saying why where it has none). It prints one JSON line: ``{"rate": tasks_per_s, ...}``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def payload(i: int = 0) -> dict[str, Any]:
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["enqueue_one", "enqueue_batch", "process"])
+    p.add_argument("mode", choices=["enqueue_one", "enqueue_batch", "process", "drain"])
     p.add_argument("--url", required=True)
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=0, help="0: the driver's chosen best setting")

@@ -28,6 +28,20 @@ async def main() -> None:
         for start in range(0, args.n, 100):
             await queue.addBulk([{"name": "noop", "data": payload(i)} for i in range(start, start + 100)])
         emit(rate=args.n / (time.perf_counter() - t0))
+    elif args.mode == "drain":
+        for start in range(0, args.n, 100):
+            await queue.addBulk([{"name": "noop", "data": payload(i)} for i in range(start, start + 100)])
+        # Below the worker loop: manual processing, Worker.getNextJob + Job.moveToCompleted.
+        worker = Worker(NAME, None, {"connection": args.url, "autorun": False})
+        token = "bench-token"
+        t0 = time.perf_counter()
+        for _ in range(args.n):
+            job = await worker.getNextJob(token)
+            assert job is not None, "bullmq: a prefilled job is missing"
+            await job.moveToCompleted(None, token, False)
+        rate = args.n / (time.perf_counter() - t0)
+        await worker.close()
+        emit(rate=rate, api="Worker.getNextJob + Job.moveToCompleted (manual processing)")
     else:
         for start in range(0, args.n, 100):
             await queue.addBulk([{"name": "noop", "data": payload(i)} for i in range(start, start + 100)])

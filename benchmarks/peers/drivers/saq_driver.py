@@ -8,6 +8,7 @@ from typing import Any
 
 from _driver import Finish, emit, parse, payload
 from saq import Queue, Worker
+from saq.job import Status
 
 BEST_CONCURRENCY = 10  # its default; 1, 20, 50 were no faster here
 FINISH = Finish(0)
@@ -30,6 +31,16 @@ async def main() -> None:
         emit(rate=args.n / (time.perf_counter() - t0))
     elif args.mode == "enqueue_batch":
         emit(rate=None, unsupported="saq has no batch enqueue")
+    elif args.mode == "drain":
+        for i in range(args.n):
+            await queue.enqueue("noop", payload=payload(i))
+        # Below the Worker: Queue.dequeue (one job per call) + Queue.finish.
+        t0 = time.perf_counter()
+        for _ in range(args.n):
+            job = await queue.dequeue(timeout=5)
+            assert job is not None, "saq: a prefilled job is missing"
+            await queue.finish(job, Status.COMPLETE, result=None)
+        emit(rate=args.n / (time.perf_counter() - t0), api="Queue.dequeue + Queue.finish")
     else:
         for i in range(args.n):
             await queue.enqueue("noop", payload=payload(i))

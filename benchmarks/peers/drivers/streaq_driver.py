@@ -22,6 +22,9 @@ async def main() -> None:
     async def noop(payload: dict[str, Any]) -> None:
         finish.started()
 
+    if args.mode == "drain":
+        emit(rate=None, unsupported="streaq has no public consume API below its Worker")
+        return
     async with worker:
         if args.mode == "enqueue_one":
             await noop.enqueue(payload(0))

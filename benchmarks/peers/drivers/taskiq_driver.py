@@ -49,6 +49,18 @@ async def main() -> None:
         emit(rate=args.n / (time.perf_counter() - t0))
     elif args.mode == "enqueue_batch":
         emit(rate=None, unsupported="taskiq has no batch enqueue")
+    elif args.mode == "drain":
+        for i in range(args.n):
+            await noop.kiq(payload(i))
+        # Below the Receiver: the broker's own stream, broker.listen() + message.ack().
+        t0 = time.perf_counter()
+        got = 0
+        async for message in broker.listen():
+            await message.ack()  # type: ignore[union-attr]
+            got += 1
+            if got == args.n:
+                break
+        emit(rate=args.n / (time.perf_counter() - t0), api="RedisStreamBroker.listen + AckableMessage.ack")
     else:
         for i in range(args.n):
             await noop.kiq(payload(i))
