@@ -11,10 +11,12 @@ import time
 from typing import Any
 
 import anyio
+import pytest
 from mcp import Client
 
 from mcp_queue_server import Settings, TaskQueue
 from mcp_queue_server.core.models import NewTask, TaskInfo
+from mcp_queue_server.server import keepalive
 from mcp_queue_server.server.app import build_server
 from tests.conftest import FakeClock, QueueFactory
 from tests.test_server_holders import until_a_client_blocks
@@ -234,3 +236,58 @@ async def test_get_task_tool_refuses_a_wait_longer_than_the_server_s_cap(setting
         text = await error(client, "get_task", task_id="x", wait_ms=1_001)
 
     assert "wait_ms" in text
+
+
+# -- progress while waiting -----------------------------------------------------------------
+
+
+async def test_a_blocking_read_with_a_progress_token_reports_progress_while_it_waits(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keepalive, "PROGRESS_EVERY_S", 0.2)  # two slices and more within block_ms
+    seen: list[tuple[float, float | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total))
+
+    async with Client(build_server(settings)) as client:
+        with anyio.fail_after(10):
+            result = await client.call_tool("read_tasks", {"block_ms": 700}, progress_callback=on_progress)
+
+    assert result.structured_content == {"queue": "default", "tasks": []}
+    assert seen, "no progress notification arrived before the read returned"
+    assert all(total == 700 and 0 < progress <= 700 for progress, total in seen)
+    assert [p for p, _ in seen] == sorted(p for p, _ in seen)
+
+
+async def test_a_blocking_read_without_a_progress_callback_still_waits_its_whole_block_ms(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keepalive, "PROGRESS_EVERY_S", 0.1)
+    async with Client(build_server(settings)) as client:
+        started = time.monotonic()
+        result = await client.call_tool("read_tasks", {"block_ms": 300})
+
+    assert result.structured_content == {"queue": "default", "tasks": []}
+    assert time.monotonic() - started >= 0.25
+
+
+async def test_get_task_waiting_with_a_progress_token_reports_progress(
+    settings: Settings, queue: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keepalive, "PROGRESS_EVERY_S", 0.2)
+    task_id = (await queue.enqueue("t", {})).task_id
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with Client(build_server(settings)) as client:
+        with anyio.fail_after(10):
+            result = await client.call_tool(
+                "get_task", {"task_id": task_id, "wait_ms": 500}, progress_callback=on_progress
+            )
+
+    assert result.structured_content is not None
+    assert result.structured_content["status"] == "queued"
+    assert seen

@@ -7,6 +7,7 @@ from typing import Annotated
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from mcp_queue_server.core.models import TERMINAL_STATES, TaskInfo
 from mcp_queue_server.limits import (
     CURSOR_MAX_LENGTH,
     CURSOR_PATTERN,
@@ -16,6 +17,7 @@ from mcp_queue_server.limits import (
 )
 from mcp_queue_server.server.context import Ctx, ms_left, open_queue, queue_errors
 from mcp_queue_server.server.inputs import BLOCK_MS_CAP, QueueName, TaskId, TaskIdList
+from mcp_queue_server.server.keepalive import wait_in_slices
 from mcp_queue_server.server.outputs import (
     DeadLetterOutput,
     PurgeOutput,
@@ -36,7 +38,12 @@ async def get_task(
 ) -> TaskInfoOutput:
     """A task's status, result or error, checkpoint, and a fanout parent's subtask results."""
     q = await open_queue(ctx)
-    info = TaskInfoOutput.model_validate(await q.get_task(task_id, queue=queue, wait_ms=wait_ms))
+
+    async def look(ms: int) -> TaskInfo:
+        return await q.get_task(task_id, queue=queue, wait_ms=ms)
+
+    got = await wait_in_slices(ctx, wait_ms, look, lambda t: t.status in TERMINAL_STATES, "waiting for the task")
+    info = TaskInfoOutput.model_validate(got)
     if info.status == "working":
         info.lease_ms_left = ms_left(info.lease_expires_at)
     return info
