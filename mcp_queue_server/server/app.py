@@ -42,6 +42,7 @@ from mcp_queue_server.server.sdk_compat import (
     replace_arg_model,
     replace_output_schema,
 )
+from mcp_queue_server.server.subscriptions import RedisSubscriptionBus
 from mcp_queue_server.settings import Role, Settings
 
 INSTRUCTIONS = """\
@@ -238,6 +239,7 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
         token_verifier=verifier,
         extensions=gates,
         middleware=gates,
+        subscriptions=RedisSubscriptionBus(state),  # task:// and queue:// updates from any process
     )
     register_resources(server, settings.role)
     register_prompts(server, settings)
