@@ -25,7 +25,6 @@ from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from mcp_queue_server.core.keys import DEFAULT_QUEUE as DEFAULT_QUEUE  # re-exported: worker/ imports it here
 from mcp_queue_server.core.keys import QueueKeys, registry_key
 from mcp_queue_server.core.lane import Lane
 from mcp_queue_server.core.models import StoreInfo

@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 from anyio.abc import Process
 
-from mcp_queue_server.core.connection import DEFAULT_QUEUE
+from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.models import QueueStats
 from mcp_queue_server.errors import InvalidInput, QueueError
 from mcp_queue_server.settings import Settings

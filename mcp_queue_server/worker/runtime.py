@@ -46,7 +46,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from mcp_queue_server.core.connection import DEFAULT_QUEUE
+from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.models import FanoutResult, NewTask, Task
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import (
