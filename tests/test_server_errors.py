@@ -136,7 +136,7 @@ async def test_unknown_arguments_are_refused_and_the_schema_says_so(client: Clie
     tools = (await client.list_tools()).tools
 
     assert all(t.input_schema.get("additionalProperties") is False for t in tools)
-    assert "unknown argument verbose: the valid ones are task_id, queue" in await error(
+    assert "unknown argument verbose: the valid ones are task_id, wait_ms, queue" in await error(
         client, "get_task", {"task_id": "x", "verbose": True}
     )
 
