@@ -130,9 +130,7 @@ def _any_matches(given: str, secrets: Sequence[str]) -> bool:
     return [token_matches(given, secret) for secret in secrets].count(True) > 0
 
 
-def authorized(
-    request: Request, settings: Settings, *, session: bool, tokens: Sequence[str] | None = None
-) -> bool:
+def authorized(request: Request, settings: Settings, *, session: bool, tokens: Sequence[str] | None = None) -> bool:
     """No token configured, or the request carries one as ``Authorization: Bearer``, or
     (``session``: the ``/status`` pages) a session cookie. Constant-time comparisons."""
     secrets = route_tokens(settings, tokens)

@@ -186,7 +186,5 @@ def stateless_holder(principal: str | None, meta: object) -> str:
     """
     name = meta.get(HOLDER_META_KEY, DEFAULT_HOLDER) if isinstance(meta, Mapping) else DEFAULT_HOLDER
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(
-            f"_meta[{HOLDER_META_KEY!r}] must name the holder with 1-64 characters from A-Z a-z 0-9 _ . -"
-        )
+        raise ValueError(f"_meta[{HOLDER_META_KEY!r}] must name the holder with 1-64 characters from A-Z a-z 0-9 _ . -")
     return f"{principal or ANONYMOUS}/{name}"
