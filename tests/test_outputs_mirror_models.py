@@ -20,7 +20,8 @@ from mcp_queue_server.server import outputs
 #: Record -> the tool result built from it, and how the result differs (on purpose).
 #: "dropped": the record's fields the result leaves out; "added": the result's own fields.
 MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
-    (models.EnqueueResult, outputs.EnqueueOutput, {}),
+    # A tool called as an MCP task ends with the worker's result or error (server/tasks.py).
+    (models.EnqueueResult, outputs.EnqueueOutput, {"added": {"result", "error"}}),
     # One of a batch: the queue and the replica count are said once, in EnqueueBatchOutput.
     (models.EnqueueResult, outputs.EnqueuedTask, {"dropped": {"queue", "replicas_confirmed"}}),
     # The queue is said once, in ReadOutput; the time left on the lease is counted at the reply.
@@ -29,7 +30,7 @@ MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
     # A bulk ack reports a task it could not ack with its error instead of failing the call.
     (models.AckResult, outputs.AckedTask, {"added": {"error"}}),
     (models.FailResult, outputs.FailOutput, {}),
-    (models.FanoutResult, outputs.FanoutOutput, {}),
+    (models.FanoutResult, outputs.FanoutOutput, {"added": {"status", "results", "error"}}),
     (models.FanoutState, outputs.FanoutStateOut, {}),
     (models.TaskInfo, outputs.TaskInfoOutput, {"added": {"lease_ms_left"}}),
     # The stream a dead task came from is the store's business, not the model's.

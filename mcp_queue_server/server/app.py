@@ -43,6 +43,7 @@ from mcp_queue_server.server.sdk_compat import (
     replace_output_schema,
 )
 from mcp_queue_server.server.subscriptions import RedisSubscriptionBus
+from mcp_queue_server.server.tasks_ext import QueueTasks
 from mcp_queue_server.settings import Role, Settings
 
 INSTRUCTIONS = """\
@@ -227,6 +228,8 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
     # Named tokens: each principal sees and calls its role's part of the server's tools.
     gate = RoleGate(Principals(settings, tokens), {spec.fn.__name__: spec.roles for spec in TOOLS}, RESOURCE_ROLES)
     gates = [gate] if settings.auth_tokens_file is not None else []
+    # MCP Tasks over the queue, both lanes (tasks_ext.py): an extension and a middleware.
+    tasks = QueueTasks(Principals(settings, tokens))
     server = QueueServer(
         "mcp-queue-server",
         title="Task queue",
@@ -237,8 +240,8 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
         log_level=settings.log_level,
         auth=auth,
         token_verifier=verifier,
-        extensions=gates,
-        middleware=gates,
+        extensions=[*gates, tasks],
+        middleware=[*gates, tasks],
         subscriptions=RedisSubscriptionBus(state),  # task:// and queue:// updates from any process
     )
     register_resources(server, settings.role)

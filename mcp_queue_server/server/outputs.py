@@ -28,9 +28,18 @@ _REPLICAS = Field(
 )
 
 
+#: Fields only the final result of a tool called as an MCP task carries (server/tasks.py).
+_TASK_RESULT = Field(
+    default=None, exclude_if=lambda v: v is None, description="As an MCP task: the worker's ack result."
+)
+_TASK_ERROR = Field(default=None, exclude_if=lambda v: v is None, description="As an MCP task: why it failed.")
+
+
 class EnqueueOutput(EnqueuedTask):
     queue: str
     replicas_confirmed: int | None = _REPLICAS
+    result: Any = _TASK_RESULT
+    error: str | None = _TASK_ERROR
 
 
 class EnqueueBatchOutput(_Out):
@@ -120,6 +129,13 @@ class FanoutOutput(_Out):
         default=None, description="The on_complete task's id (follow it with get_task once the subtasks are done)."
     )
     replicas_confirmed: int | None = _REPLICAS
+    status: TaskStatus | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="As an MCP task: the parent's final status."
+    )
+    results: dict[str, Any] | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="As an MCP task: subtask id -> result."
+    )
+    error: str | None = _TASK_ERROR
 
 
 class FanoutStateOut(_Out):
