@@ -19,6 +19,10 @@ TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"
 #: next_cursor of inspect_dlq: a stream entry id ("<ms>-<seq>", at most 20 + 1 + 20 digits).
 CURSOR_PATTERN = r"^[0-9-]{1,41}$"
 CURSOR_MAX_LENGTH = 41
+#: next_cursor of list_tasks: "<state>:<a>:<b>", an index position (a stream entry id, or a
+#: zset score and member); opaque to callers, checked against the state by check_list_cursor.
+LIST_CURSOR_PATTERN = r"^[a-z_]{1,16}:[A-Za-z0-9-]{1,41}:[A-Za-z0-9_.-]{0,128}$"
+LIST_CURSOR_MAX_LENGTH = 187
 
 DAY_MS = 86_400_000
 MAX_DELAY_MS = 365 * DAY_MS  #: longest delay of an enqueue
@@ -42,11 +46,15 @@ MAX_BATCH = 100  #: tasks of one enqueue_batch tool call
 MAX_IDS = 1000  #: task ids of one bulk ack, replay or purge tool call
 MAX_DLQ_PAGE = 1000  #: inspect_dlq page size (the tool allows MAX_TOOL_PAGE)
 MAX_TOOL_PAGE = 100  #: a page returned to a model
+MAX_CANCEL_IDS = 100  #: task ids of one cancel_task call
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 _TASK_TYPE_RE = re.compile(TASK_TYPE_PATTERN)
 _CURSOR_RE = re.compile(CURSOR_PATTERN)
+_LIST_CURSOR_RE = re.compile(LIST_CURSOR_PATTERN)
+_ENTRY_ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+_SCORE_RE = re.compile(r"^-?[0-9]{1,19}$")
 
 
 def _describe(value: object) -> str:
@@ -96,6 +104,26 @@ def check_cursor(cursor: object) -> str:
     if not isinstance(cursor, str) or not _CURSOR_RE.fullmatch(cursor):
         raise InvalidInput("cursor must be a next_cursor value returned by an earlier inspect_dlq call")
     return cursor
+
+
+def check_list_cursor(state: str, cursor: object) -> tuple[str, str]:
+    """The index position a list_tasks ``next_cursor`` of ``state`` names: (a, b) as list_tasks.lua
+    reads them. Refuses anything an earlier page of the same state did not return."""
+    bad = InvalidInput(f"cursor must be a next_cursor value returned by an earlier list_tasks call for state {state}")
+    if not isinstance(cursor, str) or len(cursor) > LIST_CURSOR_MAX_LENGTH or not _LIST_CURSOR_RE.fullmatch(cursor):
+        raise bad
+    kind, a, b = cursor.split(":", 2)
+    if kind != state:
+        raise bad
+    if state == "queued":
+        ok = a in ("high", "low") and bool(_ENTRY_ID_RE.fullmatch(b))
+    elif state == "failed":
+        ok = bool(_ENTRY_ID_RE.fullmatch(a)) and b == ""
+    else:
+        ok = bool(_SCORE_RE.fullmatch(a) and _TASK_ID_RE.fullmatch(b))
+    if not ok:
+        raise bad
+    return a, b
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:

@@ -16,10 +16,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, NoReturn
 
 from mcp_queue_server.core.models import (
+    CancelResult,
     DeadLetterPage,
     DeadTask,
     FanoutProgress,
+    ListedTask,
     Task,
+    TaskPage,
     TaskStatus,
 )
 from mcp_queue_server.core.scripts import Code
@@ -88,6 +91,8 @@ def raise_for(why: Refusal, task_id: str) -> NoReturn:
                 f"task {task_id} is leased by another worker ({why.holder}) for {left_s} s more; "
                 "your lease expired or you never held it, so nothing was changed: drop this task and read again"
             )
+        if state == TaskStatus.CANCELLED:
+            raise NotLeaseHolder(f"task {task_id} was cancelled: drop it; nothing changed")
         raise NotLeaseHolder(
             f"task {task_id} is {state}, not leased to you: only the worker that read it may do this; nothing changed"
         )
@@ -315,12 +320,13 @@ def fail_reply(reply: Any) -> Failed | Refusal:
     if reply[0] != Code.OK:
         return refusal(reply)
     status = TaskStatus(text(reply[1]))
-    retry_at = int(reply[3]) if status != TaskStatus.FAILED else None
+    retry_at = int(reply[3]) if status in (TaskStatus.QUEUED, TaskStatus.DELAYED) else None
     return Failed(status, int(reply[2]), retry_at, fanout_progress(reply[4]))
 
 
 class Extended(NamedTuple):
     lease_until: int
+    cancel_requested: bool
 
 
 def extend_args(task_id: str, lease_ms: int) -> list[Any]:
@@ -328,11 +334,12 @@ def extend_args(task_id: str, lease_ms: int) -> list[Any]:
 
 
 def extend_reply(reply: Any) -> Extended | Refusal:
-    return Extended(int(reply[1])) if reply[0] == Code.OK else refusal(reply)
+    return Extended(int(reply[1]), bool(int(reply[2]))) if reply[0] == Code.OK else refusal(reply)
 
 
 class Checkpointed(NamedTuple):
     lease_until: int | None  #: None: the caller does not hold the task (a seed before delivery)
+    cancel_requested: bool
 
 
 def checkpoint_args(task_id: str, data: str, ttl_s: int) -> list[Any]:
@@ -341,7 +348,7 @@ def checkpoint_args(task_id: str, data: str, ttl_s: int) -> list[Any]:
 
 
 def checkpoint_reply(reply: Any) -> Checkpointed | Refusal:
-    return Checkpointed(int(reply[1]) or None) if reply[0] == Code.OK else refusal(reply)
+    return Checkpointed(int(reply[1]) or None, bool(int(reply[2]))) if reply[0] == Code.OK else refusal(reply)
 
 
 class Released(NamedTuple):
@@ -364,6 +371,7 @@ def release_reply(reply: Any) -> Released:
 class Recovered(NamedTuple):
     requeued: list[str]
     dead_lettered: list[str]
+    cancelled: list[str]  #: their cancellation was requested
 
 
 def recover_args(min_idle_ms: int | None, limit: int, request_id: str) -> list[Any]:
@@ -371,8 +379,8 @@ def recover_args(min_idle_ms: int | None, limit: int, request_id: str) -> list[A
 
 
 def recover_reply(reply: Any) -> Recovered:
-    again, gone = reply
-    return Recovered(_texts(again), _texts(gone))
+    again, gone, cancelled = reply
+    return Recovered(_texts(again), _texts(gone), _texts(cancelled))
 
 
 class Replayed(NamedTuple):
@@ -423,3 +431,47 @@ def _dead_task(row: Any) -> DeadTask:
         replays=_int(row[11]) or 0,
         parent_task_id=text(row[12]) if row[12] else None,
     )
+
+
+# -- cancel.lua, list_tasks.lua ---------------------------------------------------------
+
+
+def cancel_args(result_ttl_s: int, reason: str, task_ids: Sequence[str]) -> list[Any]:
+    return [result_ttl_s, reason, len(task_ids), *task_ids]
+
+
+def cancel_reply(task_ids: Sequence[str], reply: Any) -> list[CancelResult | Refusal]:
+    out: list[CancelResult | Refusal] = []
+    for task_id, row in zip(task_ids, reply, strict=True):
+        if row[0] == Code.OK:
+            out.append(CancelResult(task_id, text(row[1]), bool(int(row[2]))))
+        else:
+            out.append(refusal(row))
+    return out
+
+
+def list_args(state: str, count: int, task_type: str | None, cursor: tuple[str, str] | None) -> list[Any]:
+    return [state, count, task_type or "", *(cursor or ("", ""))]
+
+
+def list_reply(state: str, reply: Any) -> TaskPage:
+    a, b, now = text(reply[0]), text(reply[1]), int(reply[2])
+    tasks = []
+    for row in reply[3:]:
+        lease_until = _int(row[7])
+        status = TaskStatus(text(row[2]))
+        tasks.append(
+            ListedTask(
+                task_id=text(row[0]),
+                task_type=text(row[1]) if row[1] else None,
+                status=status,
+                priority=_int(row[3]),
+                attempt=_int(row[4]) or 0,
+                holder=text(row[5]) if row[5] else None,
+                created_at=_int(row[6]),
+                lease_ms_left=max(lease_until - now, 0)
+                if lease_until is not None and status == TaskStatus.WORKING
+                else None,
+            )
+        )
+    return TaskPage(tasks, f"{state}:{a}:{b}" if a else None)

@@ -296,7 +296,7 @@ class Connection:
         before it. It is idempotent, so it is sent once per queue per process (again after
         ``REGISTRY_REFRESH_S``, in case an operator forgot the queue meanwhile), not per call.
         """
-        if queue not in self._writable and name != "inspect_dlq":
+        if queue not in self._writable and name not in ("inspect_dlq", "list_tasks"):
             await self._check_writable(queue)
         k = self.keys(queue)
         argv = [k.base, self.settings.group, self.consumer, self.clock_arg(), *args]

@@ -16,6 +16,7 @@ from mcp_queue_server.core.codec import Refusal, raise_for
 from mcp_queue_server.core.connection import Connection, guard, request_id
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.models import (
+    LISTABLE_STATES,
     TERMINAL_STATES,
     ConsumerInfo,
     DeadLetterPage,
@@ -23,6 +24,7 @@ from mcp_queue_server.core.models import (
     RecoveryReport,
     StoreInfo,
     TaskInfo,
+    TaskPage,
 )
 from mcp_queue_server.errors import InvalidInput, TaskNotFound
 from mcp_queue_server.limits import (
@@ -31,8 +33,10 @@ from mcp_queue_server.limits import (
     MIN_RECOVER_IDLE_MS,
     check_cursor,
     check_int,
+    check_list_cursor,
     check_queue_name,
     check_task_id,
+    check_task_type,
 )
 
 
@@ -180,7 +184,7 @@ class AdminOps:
             )
             requeued += got.requeued
             dead += got.dead_lettered
-            if len(got.requeued) + len(got.dead_lettered) < limit:
+            if len(got.requeued) + len(got.dead_lettered) + len(got.cancelled) < limit:
                 return RecoveryReport(requeued, dead)
 
     async def inspect_dlq(
@@ -192,6 +196,34 @@ class AdminOps:
             check_cursor(cursor)
         reply = await self._conn.script("inspect_dlq", queue, codec.inspect_dlq_args(count, cursor, newest_first))
         return codec.inspect_dlq_reply(reply)
+
+    async def list_tasks(
+        self,
+        state: str,
+        task_type: str | None = None,
+        count: int = 20,
+        cursor: str | None = None,
+        *,
+        queue: str = DEFAULT_QUEUE,
+    ) -> TaskPage:
+        """One page of the tasks in ``state`` (queued, delayed, working, waiting_children, failed,
+        cancelled), in the order of that state's index (queued: stream order, high priority
+        first; delayed: by run-at; working: by lease deadline; waiting_children and cancelled:
+        by when they got there; failed: the dead-letter queue, oldest first). Pass
+        ``next_cursor`` back for the next page (None: the last one).
+
+        Read-only, one script per page, so a page is consistent. Each page looks at ``count``
+        index entries at most: with ``task_type`` a page may hold fewer tasks (even none) and
+        still have a next one. Across pages, a task that moves meanwhile (a working task whose
+        lease was renewed moves on in the leases index) may show twice or not at all.
+        """
+        if state not in LISTABLE_STATES:
+            raise InvalidInput(f"state must be one of {', '.join(LISTABLE_STATES)}, got {state!r}")
+        count = check_int("count", count, 1, MAX_DLQ_PAGE)
+        position = None if cursor is None else check_list_cursor(state, cursor)
+        wanted = None if task_type is None else check_task_type(task_type)
+        reply = await self._conn.script("list_tasks", queue, codec.list_args(state, count, wanted, position))
+        return codec.list_reply(state, reply)
 
     async def replay_dlq(self, task_ids: list[str] | None = None, *, queue: str = DEFAULT_QUEUE) -> list[str]:
         """Put dead tasks back in their stream with a fresh attempt budget (``None``: all of them).

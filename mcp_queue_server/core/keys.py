@@ -12,7 +12,10 @@ touches several keys of one queue stays in one slot::
     <prefix>:{<queue>}:sync             string written before WAIT (replica confirmation)
     <prefix>:{<queue>}:holders          zset consumer -> last seen (ms, Redis clock): live workers/servers
     <prefix>:{<queue>}:events           stream, one entry per script call that finished tasks: task id -> state
-                                        (completed, failed), trimmed to ~10,000 entries (waits, subscriptions)
+                                        (completed, failed, cancelled), trimmed to ~10,000 entries (waits,
+                                        subscriptions)
+    <prefix>:{<queue>}:waiting          zset fanout parent id -> when it began waiting_children (list_tasks)
+    <prefix>:{<queue>}:cancelled        zset cancelled task id -> when (list_tasks; trimmed past result_ttl_s)
     <prefix>:{<queue>}:t:<task_id>      hash, the task record
     <prefix>:{<queue>}:ck:<task_id>     string, the latest checkpoint (own TTL)
     <prefix>:{<queue>}:fo:<parent_id>   hash, fanout bookkeeping of a parent
@@ -72,6 +75,8 @@ class QueueKeys:
     sync: str
     holders: str
     events: str
+    waiting: str
+    cancelled: str
     #: KEYS of every script, in the order ``lua/_lib.lua`` reads them (built once per queue).
     script_keys: tuple[str, str, str, str, str, str]
 
@@ -93,6 +98,8 @@ class QueueKeys:
             sync=base + "sync",
             holders=base + "holders",
             events=base + "events",
+            waiting=base + "waiting",
+            cancelled=base + "cancelled",
             script_keys=(high, low, delayed, leases, dlq, stats),
         )
 

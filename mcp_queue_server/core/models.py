@@ -17,10 +17,20 @@ class TaskStatus(StrEnum):
     WAITING_CHILDREN = "waiting_children"  #: a fanout parent waiting for its children
     COMPLETED = "completed"  #: acknowledged; the result is kept for result_ttl_s
     FAILED = "failed"  #: dead-lettered (or a fanout parent whose child was)
+    CANCELLED = "cancelled"  #: cancelled; the reason is its error; the record is kept for result_ttl_s
 
 
 #: States a task never leaves (except a dead-lettered task replayed by an operator).
-TERMINAL_STATES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+TERMINAL_STATES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+#: States list_tasks can list (each has an index; completed tasks have none).
+LISTABLE_STATES = (
+    TaskStatus.QUEUED,
+    TaskStatus.DELAYED,
+    TaskStatus.WORKING,
+    TaskStatus.WAITING_CHILDREN,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELLED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +93,54 @@ class AckResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelResult:
+    """The outcome of cancelling one task."""
+
+    task_id: str
+    #: cancelled, cancel_requested (working: it ends cancelled when its worker stops or its lease
+    #: expires; an ack still completes it); or, when refused, completed / failed / not_found.
+    status: str
+    changed: bool  #: this call changed it (false: an earlier cancel did, or refused)
+    error: str | None = None  #: why it was refused
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A renewed lease (extend_lease, checkpoint)."""
+
+    task_id: str
+    lease_expires_at: int  #: ms since the epoch
+    cancel_requested: bool  #: the task was cancelled: stop, then fail or release it (it ends cancelled)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedTask:
+    """One task of a list_tasks page."""
+
+    task_id: str
+    task_type: str | None
+    status: TaskStatus
+    priority: int | None
+    attempt: int
+    holder: str | None  #: the worker holding it (working)
+    created_at: int | None
+    lease_ms_left: int | None  #: working: until its lease runs out (the queue's clock)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """A page of list_tasks; pass ``next_cursor`` back for the next page."""
+
+    tasks: list[ListedTask]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class FailResult:
     """The outcome of failing one task."""
 
     task_id: str
-    status: TaskStatus  #: queued / delayed (will retry) or failed (dead-lettered)
+    status: TaskStatus  #: queued / delayed (will retry), failed (dead-lettered) or cancelled
     attempt: int
     retry_at: int | None  #: ms since the epoch when it becomes available again
     fanout: FanoutProgress | None = None

@@ -32,13 +32,16 @@ from mcp_queue_server.core.inspect import AdminOps
 from mcp_queue_server.core.keys import DEFAULT_QUEUE, QueueKeys
 from mcp_queue_server.core.models import (
     AckResult,
+    CancelResult,
     EnqueueResult,
     FailResult,
     FanoutResult,
+    Lease,
     NewTask,
     StoreInfo,
     Task,
 )
+from mcp_queue_server.core.scripts import Code
 from mcp_queue_server.errors import InvalidInput, QueueError, QueueFull, StoreMisconfigured
 from mcp_queue_server.limits import (
     MAX_ATTEMPTS,
@@ -469,6 +472,11 @@ class TaskQueue(AdminOps):
 
     async def extend_lease(self, task_id: str, lease_ms: int | None = None, *, queue: str = DEFAULT_QUEUE) -> int:
         """Extend a held task's lease to now + ``lease_ms``; returns the new deadline (ms)."""
+        return (await self.renew_lease(task_id, lease_ms, queue=queue)).lease_expires_at
+
+    async def renew_lease(self, task_id: str, lease_ms: int | None = None, *, queue: str = DEFAULT_QUEUE) -> Lease:
+        """:meth:`extend_lease`, also telling whether the task's cancellation was requested
+        (then stop, and fail or release it: it ends cancelled)."""
         s = self.settings
         lease = check_int("lease_ms", s.lease_ms if lease_ms is None else lease_ms, 1, s.max_lease_ms)
         got = codec.extend_reply(
@@ -476,7 +484,41 @@ class TaskQueue(AdminOps):
         )
         if isinstance(got, Refusal):
             raise_for(got, task_id)
-        return got.lease_until
+        return Lease(task_id, got.lease_until, got.cancel_requested)
+
+    # -- cancelling ------------------------------------------------------------------
+
+    async def cancel(self, task_id: str, reason: str | None = None, *, queue: str = DEFAULT_QUEUE) -> CancelResult:
+        """Cancel a task: queued or delayed, at once (status ``cancelled``); working, on request
+        (``cancel_requested``: its worker learns it when renewing the lease; the task ends
+        cancelled when the worker fails or releases it or the lease expires, and an ack still
+        completes it); a fanout parent waiting for its children, at once with its unfinished
+        children, and its on_complete task is never enqueued. Repeating it changes nothing
+        (``changed`` false). The reason is kept as the task's error.
+
+        Raises:
+            TaskNotFound: no such task. InvalidState: it is completed or failed already.
+        """
+        (got,) = await self._cancel([task_id], reason, queue)
+        if isinstance(got, Refusal):
+            raise_for(got, task_id)
+        return got
+
+    async def cancel_many(
+        self, task_ids: Sequence[str], reason: str | None = None, *, queue: str = DEFAULT_QUEUE
+    ) -> list[CancelResult]:
+        """:meth:`cancel` for many tasks in one script; a task that cannot be cancelled gets its
+        current status (completed, failed, not_found) and ``error`` instead of failing the call."""
+        got = await self._cancel(task_ids, reason, queue)
+        return [_refused_cancel(i, r) if isinstance(r, Refusal) else r for i, r in zip(task_ids, got, strict=True)]
+
+    async def _cancel(self, task_ids: Sequence[str], reason: str | None, queue: str) -> list[CancelResult | Refusal]:
+        ids = [check_task_id(i) for i in task_ids]
+        if not ids:
+            raise InvalidInput("no task ids to cancel")
+        why = "cancelled" if reason is None else check_error(reason)
+        args = codec.cancel_args(self.settings.result_ttl_s, why, ids)
+        return codec.cancel_reply(ids, await self._conn.script("cancel", queue, args))
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -496,12 +538,28 @@ class TaskQueue(AdminOps):
         """Delete a task's checkpoint (refused while another worker holds the task)."""
         await self._checkpoint(task_id, "", 1, queue)
 
+    async def checkpoint_lease(
+        self, task_id: str, data: dict[str, Any], ttl_seconds: int | None = None, *, queue: str = DEFAULT_QUEUE
+    ) -> Lease | None:
+        """:meth:`checkpoint`, also telling whether the task's cancellation was requested
+        (None: this consumer does not hold the task)."""
+        if not isinstance(data, dict):
+            raise InvalidInput("checkpoint data must be a JSON object")
+        ttl = self.settings.checkpoint_ttl_s if ttl_seconds is None else ttl_seconds
+        ttl = check_int("ttl_seconds", ttl, 1, MAX_CHECKPOINT_TTL_S)
+        body = dump_json("checkpoint data", data, self.settings.max_payload_bytes)
+        got = await self._checkpointed(task_id, body, ttl, queue)
+        return None if got.lease_until is None else Lease(task_id, got.lease_until, got.cancel_requested)
+
     async def _checkpoint(self, task_id: str, body: str, ttl: int, queue: str) -> int | None:
+        return (await self._checkpointed(task_id, body, ttl, queue)).lease_until
+
+    async def _checkpointed(self, task_id: str, body: str, ttl: int, queue: str) -> codec.Checkpointed:
         args = codec.checkpoint_args(check_task_id(task_id), body, ttl)
         got = codec.checkpoint_reply(await self._conn.script("checkpoint", queue, args))
         if isinstance(got, Refusal):
             raise_for(got, task_id)
-        return got.lease_until
+        return got
 
     async def get_checkpoint(self, task_id: str, *, queue: str = DEFAULT_QUEUE) -> dict[str, Any] | None:
         """The latest checkpoint of a task, or None."""
@@ -542,6 +600,14 @@ def _ack_outcomes(ids: list[str], reply: Any) -> list[AckResult | QueueError]:
         else:
             out.append(AckResult(task_id, "already_completed" if got.already else "acked", got.fanout))
     return out
+
+
+def _refused_cancel(task_id: str, why: Refusal) -> CancelResult:
+    try:
+        raise_for(why, task_id)
+    except QueueError as exc:
+        status = why.state if why.code in (Code.ALREADY, Code.BAD_STATE) else "not_found"
+        return CancelResult(task_id, status, False, str(exc))
 
 
 def _max_attempts(value: int | None) -> int | str:

@@ -28,6 +28,8 @@ SCRIPT_NAMES = (
     "purge",
     "inspect_dlq",
     "heartbeat",
+    "cancel",
+    "list_tasks",
 )
 
 

@@ -7,9 +7,11 @@
 -- ARGV[4] = clock: "" in production; a test clock's offset in ms; "@<ms>" a client's own
 -- clock (the chaos negative control only). Per-task keys are derived from the base
 -- (same hash tag, so same slot) with the prefixes keys.py names: t: ck: fo: fp: fr: rq:.
--- Task states: queued delayed working waiting_children completed failed.
--- Tasks that reach completed or failed are announced on the queue's events stream
--- (<base>events, see announce()).
+-- Task states: queued delayed working waiting_children completed failed cancelled.
+-- Tasks that reach completed, failed or cancelled are announced on the queue's events stream
+-- (<base>events, see announce()). Two per-queue zsets index states no other key lists:
+-- <base>waiting (fanout parents waiting_children -> when they began waiting) and
+-- <base>cancelled (cancelled tasks -> when; trimmed past the records' ttl) for list_tasks.
 
 local K = KEYS
 local base, group, consumer = ARGV[1], ARGV[2], ARGV[3]
@@ -57,7 +59,7 @@ local function queue_length()
   return n
 end
 
--- Tasks that reached a final state (completed, failed) in this call, announced at its end
+-- Tasks that reached a final state (completed, failed, cancelled) in this call, announced at its end
 -- by publish_finished(): one XADD to <base>events per call, fields task id -> state, the
 -- stream trimmed to about events_maxlen entries (MAXLEN ~, trimmed by whole nodes). It is
 -- what get_task(wait_ms) and resource subscriptions wait on, in any server process.
@@ -134,10 +136,11 @@ local function expire_fanout(parent, pk, fk)
   end
 end
 
--- Record that a fanout child finished (ok = true) or was dead-lettered (ok = false).
+-- Record that a fanout child finished (ok = true) or was dead-lettered or cancelled (ok = false;
+-- `why` says which in a failed parent's error, default 'was dead-lettered').
 -- Returns {parent, completed, failed, total, done, finished_now}. SREM on the pending
 -- set makes a second report of the same child a no-op, so the parent finishes once.
-local function child_finished(parent, child, result, ok)
+local function child_finished(parent, child, result, ok, why)
   local fk = base .. 'fo:' .. parent
   local first = redis.call('SREM', base .. 'fp:' .. parent, child) == 1
   local finished_now = 0
@@ -152,9 +155,10 @@ local function child_finished(parent, child, result, ok)
     local pstate = redis.call('HGET', pk, 'state')
     if not ok and redis.call('HGET', fk, 'policy') == 'fail' and pstate == 'waiting_children' then
       redis.call('HSET', fk, 'done', 1, 'failed_child', child)
-      redis.call('HSET', pk, 'state', 'failed', 'error', 'child ' .. child .. ' was dead-lettered',
+      redis.call('HSET', pk, 'state', 'failed', 'error', 'child ' .. child .. ' ' .. (why or 'was dead-lettered'),
         'finished_at', now)
       announce(parent, 'failed')
+      redis.call('ZREM', base .. 'waiting', parent)
       finished_now = 1
       expire_fanout(parent, pk, fk)
     elseif redis.call('SCARD', base .. 'fp:' .. parent) == 0 and pstate == 'waiting_children' then
@@ -162,6 +166,7 @@ local function child_finished(parent, child, result, ok)
       redis.call('HSET', pk, 'state', 'completed', 'finished_at', now)
       redis.call('HINCRBY', K[6], 'completed', 1)
       announce(parent, 'completed')
+      redis.call('ZREM', base .. 'waiting', parent)
       enqueue_continuation(fk, parent)
       finished_now = 1
       expire_fanout(parent, pk, fk)
@@ -184,6 +189,30 @@ local function dead_letter(id, tk, err)
   if parent then
     return child_finished(parent, id, cjson.encode({error = err}), false)
   end
+  return false
+end
+
+-- End a task cancelled (cancel.lua saved the reason as cancel_reason and the records' ttl as
+-- cancel_ttl): out of its stream, the leases and the delayed set; the reason becomes its error;
+-- the record lives for the ttl like a completed one. A working task flagged cancel_reason ends
+-- here when its holder fails or releases it or its lease expires (read, recover): it is never
+-- retried nor dead-lettered. Announced; a fanout child counts as a failed one ('was cancelled').
+-- Returns the fanout report or false.
+local function cancel_now(id, tk)
+  local f = redis.call('HMGET', tk, 'cancel_reason', 'cancel_ttl', 'parent')
+  local ttl = tonumber(f[2])
+  unlink(id, tk)
+  redis.call('ZREM', K[3], id)
+  redis.call('DEL', ckey(id))
+  redis.call('HDEL', tk, 'run_at', 'ck', 'cancel_reason', 'cancel_ttl')
+  redis.call('HSET', tk, 'state', 'cancelled', 'error', f[1], 'finished_at', now)
+  redis.call('EXPIRE', tk, ttl)
+  local index = base .. 'cancelled'
+  redis.call('ZADD', index, now, id)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now - ttl * 1000)
+  redis.call('HINCRBY', K[6], 'cancelled', 1)
+  announce(id, 'cancelled')
+  if f[3] then return child_finished(f[3], id, cjson.encode({error = f[1]}), false, 'was cancelled') end
   return false
 end
 

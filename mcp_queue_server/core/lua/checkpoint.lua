@@ -3,7 +3,7 @@
 -- delivery (to seed it); a late write by a former holder is refused (fencing).
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, task_id, data_json ("" = delete), ttl_s.
--- Returns: {OK, lease_until or 0 when not held}, or {NOT_FOUND} / {NOT_HOLDER, state, holder, until}
+-- Returns: {OK, lease_until or 0 when not held, cancel_requested (1/0)}, or {NOT_FOUND} / {NOT_HOLDER, state, holder, until}
 --          / {ALREADY, 'completed'}.
 local id, data, ttl = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local tk = tkey(id)
@@ -24,4 +24,4 @@ else
   redis.call('SET', ckey(id), data, 'EX', ttl)
   redis.call('HSET', tk, 'ck', 1)
 end
-return {OK, lease_until}
+return {OK, lease_until, redis.call('HEXISTS', tk, 'cancel_reason')}

@@ -3,8 +3,9 @@
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, task_id, error, retry (1/0), backoff_base_ms, backoff_max_ms,
 --       request_id (a re-sent request gets the first run's answer).
--- Returns: {OK, state, attempt, run_at, fanout|false} with state queued, delayed or failed
---          (dead-lettered); or the not_held() answer (NOT_FOUND, NOT_HOLDER, ALREADY).
+-- A task whose cancellation was requested ends cancelled instead (see cancel_now in _lib.lua).
+-- Returns: {OK, state, attempt, run_at, fanout|false} with state queued, delayed, failed
+--          (dead-lettered) or cancelled; or the not_held() answer (NOT_FOUND, NOT_HOLDER, ALREADY).
 run_even_when_full()
 local id, err, retry = ARGV[5], ARGV[6], ARGV[7] == '1'
 local backoff_base, backoff_max = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -14,8 +15,13 @@ local again = recall('fail', req)
 if again and again[1] == id then return again[2] end
 local why = not_held(tk)
 if why then return why end
-local f = redis.call('HMGET', tk, 'attempt', 'max_attempts')
+local f = redis.call('HMGET', tk, 'attempt', 'max_attempts', 'cancel_reason')
 local attempt, max = tonumber(f[1]), tonumber(f[2])
+if f[3] then
+  local fan = cancel_now(id, tk)
+  publish_finished()
+  return remember('fail', req, {id, {OK, 'cancelled', attempt, 0, fan}})[2]
+end
 if not retry or attempt >= max then
   local reason = err
   if retry then reason = err .. ' (attempt ' .. attempt .. ' of ' .. max .. ')' end

@@ -1,14 +1,16 @@
 -- fanout: make a parent wait on new child tasks, all enqueued in one step.
 -- A parent that does not exist is created waiting; a parent the caller holds
 -- (state working) leaves its stream and waits. Repeating a fanout returns the
--- children of the first one and changes nothing.
+-- children of the first one and changes nothing. A parent whose cancellation was requested
+-- cannot fan out. The parent joins the <base>waiting index (list_tasks).
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, threshold, default_max_attempts, parent_id,
 --       parent_data_json ("" none), policy ("fail" | "continue"), result_ttl_s,
 --       cont_id ("" = no continuation), cont_type, cont_priority, cont_payload_json, cont_max,
 --       n, max_length (0: none), then n x (task_id, type, priority, payload_json, max_attempts or "").
 -- Returns: {OK, child_ids, cont_id|false} created; {DUPLICATE, child_ids, cont_id|false} repeated;
---          {NOT_HOLDER, state, holder, until} / {BAD_STATE, state} the parent can't fan out;
+--          {NOT_HOLDER, state, holder, until} / {BAD_STATE, state} the parent can't fan out
+--          (state cancel_requested: its cancellation was requested);
 --          {CONFLICT, id} a child id is already in use; {FULL, length} the children would
 --          take the queue (waiting + delayed) past max_length: nothing was created.
 ensure_groups()
@@ -31,6 +33,7 @@ if pstate then
     if why[1] == NOT_HOLDER and why[2] == 'working' then return why end
     return {BAD_STATE, pstate}
   end
+  if redis.call('HEXISTS', pk, 'cancel_reason') == 1 then return {BAD_STATE, 'cancel_requested'} end
 end
 local ids = {}
 for i = 0, n - 1 do
@@ -53,6 +56,7 @@ else
   redis.call('HSET', pk, 'type', 'fanout', 'attempt', 0, 'max_attempts', default_max, 'created_at', now)
 end
 redis.call('HSET', pk, 'state', 'waiting_children')
+redis.call('ZADD', base .. 'waiting', now, parent)
 redis.call('HSET', fk, 'total', n, 'completed', 0, 'failed', 0, 'done', 0, 'policy', policy,
   'children', cjson.encode(ids), 'ttl', ttl)
 if data ~= '' then redis.call('HSET', fk, 'data', data) end

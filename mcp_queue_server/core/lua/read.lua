@@ -1,7 +1,7 @@
 -- read: deliver up to `count` tasks to the caller, leased until now + lease_ms.
 -- First promotes due delayed tasks, then re-delivers tasks whose lease expired (or
 -- dead-letters them when they used their last attempt, announced on the events stream),
--- then reads new entries.
+-- then reads new entries. An expired task whose cancellation was requested ends cancelled.
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, count, lease_ms, prefer_high (1/0), promote_limit,
 --       request_id (a re-sent request gets the tasks the first run leased),
@@ -70,7 +70,7 @@ end
 --    consumer) or dead-letter those that used their last attempt. One HMGET per task reads
 --    FIELDS plus stream and max_attempts.
 local RECLAIM = {unpack(FIELDS)}
-RECLAIM[11], RECLAIM[12] = 'stream', 'max_attempts'
+RECLAIM[11], RECLAIM[12], RECLAIM[13] = 'stream', 'max_attempts', 'cancel_reason'
 local claims = {{'XCLAIM', K[1], group, consumer, 0}, {'XCLAIM', K[2], group, consumer, 0}}
 local reclaimed = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, count)) do
@@ -78,6 +78,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, c
   local f = redis.call('HMGET', tk, unpack(RECLAIM))
   if f[9] ~= 'working' or not f[8] then
     redis.call('ZREM', K[4], id)
+  elseif f[13] then
+    cancel_now(id, tk)
   elseif tonumber(f[5]) >= tonumber(f[12]) then
     dead_letter(id, tk, 'lease expired on attempt ' .. f[5] .. ' of ' .. f[12])
     out[2] = out[2] + 1

@@ -6,7 +6,8 @@
 -- time, not because its lease expired.
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, min_idle_ms ("" = by lease), limit, request_id.
--- Returns: {requeued_ids, dead_lettered_ids}.
+-- A stuck task whose cancellation was requested ends cancelled (see cancel_now in _lib.lua).
+-- Returns: {requeued_ids, dead_lettered_ids, cancelled_ids}.
 run_even_when_full()
 local min_idle, limit, req = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local again = recall('recover', req)
@@ -27,12 +28,15 @@ else
     end
   end
 end
-local requeued, dead = {}, {}
+local requeued, dead, cancelled = {}, {}, {}
 for _, id in ipairs(ids) do
   local tk = tkey(id)
-  local f = redis.call('HMGET', tk, 'state', 'attempt', 'max_attempts', 'lease_until')
+  local f = redis.call('HMGET', tk, 'state', 'attempt', 'max_attempts', 'lease_until', 'cancel_reason')
   if f[1] ~= 'working' then
     redis.call('ZREM', K[4], id)
+  elseif f[5] then
+    cancel_now(id, tk)
+    cancelled[#cancelled + 1] = id
   elseif tonumber(f[2]) >= tonumber(f[3]) then
     local why = 'lease expired'
     local until_ = tonumber(f[4])
@@ -48,4 +52,4 @@ for _, id in ipairs(ids) do
   end
 end
 publish_finished()
-return remember('recover', req, {requeued, dead})
+return remember('recover', req, {requeued, dead, cancelled})

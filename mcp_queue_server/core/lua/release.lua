@@ -1,5 +1,6 @@
 -- release: hand every task the caller holds back to the queue at once (graceful
--- shutdown). The delivery is not charged: the attempt counter goes back by one.
+-- shutdown). The delivery is not charged: the attempt counter goes back by one. A task whose
+-- cancellation was requested ends cancelled instead (announced, see cancel_now in _lib.lua).
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, limit, forget_consumer (1/0), then optional task ids:
 --       with ids, only those (when held by the caller) are released.
@@ -9,8 +10,12 @@ run_even_when_full()
 local limit, forget = tonumber(ARGV[5]), ARGV[6] == '1'
 local released, more = 0, 0
 local function give_back(id, tk)
-  redis.call('HINCRBY', tk, 'attempt', -1)
-  requeue(id, tk)
+  if redis.call('HEXISTS', tk, 'cancel_reason') == 1 then
+    cancel_now(id, tk)
+  else
+    redis.call('HINCRBY', tk, 'attempt', -1)
+    requeue(id, tk)
+  end
   released = released + 1
 end
 if #ARGV > 6 then
@@ -20,6 +25,7 @@ if #ARGV > 6 then
       give_back(ARGV[i], tk)
     end
   end
+  publish_finished()
   return {released, 0}
 end
 for i = 1, 2 do
@@ -47,4 +53,5 @@ if forget and more == 0 then
     end
   end
 end
+publish_finished()
 return {released, more}
