@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from mcp_queue_server import Settings
 from mcp_queue_server.core.queue import TaskQueue
 from tests.conftest import QueueFactory
-from tests.test_http import ACCEPT, BEARER, http_server
+from tests.test_http import ACCEPT, BEARER, TOKEN, http_server
 from tests.test_server_principals import bearer, tokens_file
 
 CORE = "2025-11-25"
@@ -278,3 +282,47 @@ async def test_a_2026_07_28_request_declaring_the_tasks_extension_gets_a_task_ha
     assert direct["structuredContent"]["status"] == "queued"
     assert "not supported" in update["error"]["message"]
     assert unknown["error"]["code"] == -32602
+
+
+TS_MODULES = Path(__file__).resolve().parent.parent / ".cache" / "ts-tasks" / "node_modules"
+TS_CLIENT = Path(__file__).resolve().parent / "ts" / "tasks_client.cjs"
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (TS_MODULES / "@modelcontextprotocol" / "sdk").is_dir(),
+    reason="npm install @modelcontextprotocol/sdk@1 into .cache/ts-tasks first",
+)
+async def test_the_typescript_sdk_s_call_tool_stream_delegates_enqueue_task_and_gets_the_workers_result(
+    settings: Settings, make_queue: QueueFactory
+) -> None:
+    worker = await make_queue("w", real_clock=True)
+    async with http_server(settings, "streamable-http") as server:
+        with anyio.fail_after(60):
+            node = await anyio.open_process(
+                ["node", str(TS_CLIENT), server.url, TOKEN, "ts1"],
+                env={"PATH": os.environ.get("PATH", ""), "NODE_PATH": str(TS_MODULES)},
+            )
+            async with node:
+                assert node.stdout is not None
+                lines = BufferedByteReceiveStream(node.stdout)
+                messages = [json.loads(await lines.receive_until(b"\n", 1 << 20)) for _ in range(2)]
+                got = await worker.read_messages(1, 0, True, queue="default")  # created: it is queued
+                assert [t.task_id for t in got] == ["ts1"]
+                assert got[0].payload == {"from": "typescript"}
+                await worker.acknowledge("ts1", {"answer": "from a worker"})
+                rest = b"".join([chunk async for chunk in lines])
+                assert await node.wait() == 0
+    messages += [json.loads(line) for line in rest.decode().splitlines()]
+    print("\n".join(json.dumps(m) for m in messages))
+
+    assert messages[0] == {
+        "type": "protocol",
+        "version": "2025-11-25",
+        "tasks": {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}},
+    }
+    assert messages[1] == {"type": "taskCreated", "taskId": "ts1", "status": "working"}
+    final = messages[-1]
+    assert final["type"] == "result"
+    assert final["isError"] is False
+    assert final["structuredContent"]["result"] == {"answer": "from a worker"}
+    assert final["structuredContent"]["status"] == "completed"
