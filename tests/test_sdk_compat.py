@@ -240,3 +240,29 @@ class _NoEvents(EventStore):
 
     async def replay_events_after(self, last_event_id: str, send_callback: object) -> None:
         return None
+
+
+# -- MCP Tasks (server/tasks_ext.py): public hooks, but SDK behaviours the design rests on ---------
+
+
+def test_the_sdk_routes_no_tasks_method_so_an_extension_may_bind_them() -> None:
+    from mcp.server.extension import MethodBinding
+    from mcp_types.methods import SPEC_CLIENT_METHODS
+
+    from mcp_queue_server.server.tasks_ext import QueueTasks, TaskIdParams
+
+    bound = {m.method for m in QueueTasks.methods(QueueTasks.__new__(QueueTasks))}
+    assert bound == {"tasks/get", "tasks/result", "tasks/list", "tasks/cancel", "tasks/update"}, SDK
+    assert not bound & SPEC_CLIENT_METHODS, f"mcp {SDK} now routes {bound & SPEC_CLIENT_METHODS} itself"
+    MethodBinding("tasks/get", TaskIdParams, lambda ctx, params: None)  # type: ignore[arg-type,return-value]
+
+
+def test_the_2025_11_25_tools_call_sieve_drops_a_create_task_result_so_the_middleware_answers_above_it() -> None:
+    from mcp_types.methods import serialize_server_result
+
+    task = {"taskId": "t", "status": "working", "createdAt": "x", "lastUpdatedAt": "x", "ttl": 1}
+    try:
+        sieved = serialize_server_result("tools/call", "2025-11-25", {"task": task})
+    except ValidationError:
+        return  # refused outright: the middleware is still needed
+    assert "task" not in sieved, f"mcp {SDK} keeps CreateTaskResult through the sieve: the interceptor could answer"
