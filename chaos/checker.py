@@ -17,21 +17,29 @@ loops' own clocks, which are not faked and share Redis's host, so a server runni
 skewed clock cannot hide a steal behind the times it reports: the lease of attempt n lasts
 at least until (read sent + lease) and (checkpoint sent + lease), and attempt n+1 was
 delivered by the time its read returned.
+
+Holders: stdio workers hold as their process's consumer name (the log's worker name); each
+HTTP agent incarnation holds one MCP session on the shared server, ``http/<principal>/<sid>``,
+and logs it. Every session must be a holder of its own: one holder logged by two agent
+incarnations is a finding (``holders_shared``), as is a holder not of that shape.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.common import QUEUE, Config, read_logs
+from chaos.common import HTTP_PRINCIPAL, QUEUE, Config, read_logs
 from mcp_queue_server import QueueError, TaskQueue, TaskStatus
 from mcp_queue_server.core.models import DeadTask, QueueStats, TaskInfo
 
 TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED}
 SAMPLE = 10  #: ids listed per finding in the report
+#: An HTTP agent's holder: the shared server's consumer name, the principal, 12 hex digits of the session.
+SESSION_HOLDER = re.compile(rf"http/{HTTP_PRINCIPAL}/[0-9a-f]{{12}}")
 
 
 @dataclass
@@ -137,6 +145,10 @@ class WorkerView:
     timed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     renewed: dict[tuple[str, int, str], int] = field(default_factory=dict)  #: (id, attempt, worker) -> last ck sent
     failed: set[tuple[str, int]] = field(default_factory=set)  #: (id, attempt) given up by its holder
+    holders: dict[str, str] = field(default_factory=dict)  #: HTTP agent incarnation -> its session's holder
+    http_started: int = 0  #: HTTP agent incarnations whose session came up
+    http_deliveries: int = 0
+    http_acked: int = 0
 
 
 def _note_times(view: WorkerView, rec: dict[str, Any]) -> None:
@@ -148,13 +160,23 @@ def _note_times(view: WorkerView, rec: dict[str, Any]) -> None:
         view.renewed[key] = max(rec["ck_sent"], view.renewed.get(key, 0))
 
 
+def _note_session(view: WorkerView, rec: dict[str, Any]) -> None:
+    """An HTTP agent's session: up (op start), and the holder it leases as (op holder)."""
+    if rec["op"] == "start":
+        view.http_started += 1
+    else:
+        view.holders[rec["worker"]] = str(rec.get("holder"))
+
+
 def worker_view(cfg: Config) -> WorkerView:
     view = WorkerView()
     for rec in read_logs(cfg.logs, "worker-"):
         op = rec["op"]
         if "id" in rec:
             view.touched.add(rec["id"])
+        http = rec.get("worker", "").startswith("h")
         if op == "deliver":
+            view.http_deliveries += http
             view.deliveries[rec["id"], rec["attempt"]] += 1
             view.delivered.setdefault(rec["id"], []).append((rec["attempt"], rec.get("checkpoint", False)))
             _note_times(view, rec)
@@ -168,6 +190,7 @@ def worker_view(cfg: Config) -> WorkerView:
             view.ack_outcomes[rec["outcome"]] += 1
             if rec["outcome"] == "acked":
                 view.acked[rec["id"]] += 1
+                view.http_acked += http
             elif rec["outcome"] == "error":
                 view.ack_errors.append(f"{rec['id']}: {rec.get('error')}")
             if rec.get("finished_parent"):
@@ -177,6 +200,8 @@ def worker_view(cfg: Config) -> WorkerView:
             view.fail_outcomes[f"{rec['outcome']}:{rec.get('status')}"] += 1
         elif op == "self_crash":
             view.self_crashes += 1
+        elif op in ("start", "holder") and http:
+            _note_session(view, rec)
     return view
 
 
@@ -278,6 +303,11 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
     repeated = {i: n for i, n in workers.effects.items() if n > 1}
     leases = check_leases(workers, tasks)
     leases["stolen_leases"] = stolen_leases(workers, cfg.lease_ms)
+    by_holder = Counter(workers.holders.values())
+    holders = {
+        "holders_shared": {h for h, n in by_holder.items() if n > 1},
+        "holders_malformed": {h for h in by_holder if not SESSION_HOLDER.fullmatch(h)},
+    }
     findings = {
         "lost": len(lost),
         "unexpected": len(unexpected),
@@ -292,6 +322,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
         "not_drained": int(not extra.get("drained", False)),
         "producers_unfinished": int(not extra.get("producers_finished", False)),
         **{k: len(v) for k, v in leases.items()},
+        **{k: len(v) for k, v in holders.items()},
     }
     return {
         "valid": not any(findings.values()),
@@ -317,6 +348,12 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
         "acks": dict(sorted(workers.ack_outcomes.items())),
         "fails": dict(sorted(workers.fail_outcomes.items())),
         "self_crashes": workers.self_crashes,
+        "http_agents": {
+            "sessions": workers.http_started,
+            "holders_seen": len(by_holder),
+            "deliveries": workers.http_deliveries,
+            "acked": workers.http_acked,
+        },
         "poison": {"total": len(poison), "dead_lettered_at_max_attempts": len(poison_ok)},
         "healthy_dead_lettered": len(healthy_dead),
         "fanouts": {"total": len(producers.fanouts), "ok": len(producers.fanouts) - len(fan_bad) - len(fan_lost)},
@@ -333,6 +370,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
             "ack_errors": workers.ack_errors[:SAMPLE],
             "pending": _sample(pending),
             **{k: _sample(v) for k, v in leases.items()},
+            **{k: _sample(v) for k, v in holders.items()},
         },
     }
 

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_ID_ENV = "CHAOS_RUN_ID"
 
 QUEUE = "default"
+#: The tokens file's principal the HTTP agents call as (role worker).
+HTTP_PRINCIPAL = "crew"
 #: A file in the run's workdir while the nemesis injects faults: producers keep producing
 #: until it is gone (a slow restart must not leave a fault with no tasks to act on).
 FAULTS_RUNNING = "faults.running"
@@ -47,6 +49,13 @@ class Config:
     rate: float = 10.0  #: producer operations per second, per producer
     skew_s: int = 120  #: the clock_skew fault runs one worker's MCP server this far off (s, signed)
     client_clock: bool = False  #: negative control: MCP servers run their scripts on their own clock
+    http_workers: int = 0  #: HTTP agents, each an MCP session on one shared Streamable HTTP server
+    http_port: int = 0
+    tokens_file: str = ""  #: MCP_QUEUE_AUTH_TOKENS_FILE of the shared HTTP server (mode 600)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/mcp"
 
     @property
     def logs(self) -> Path:

@@ -1,16 +1,20 @@
-"""Child processes: process groups, signals, the worker supervisor and the final sweep.
+"""Child processes: process groups, signals, the worker supervisor, the shared HTTP
+server and the final sweep.
 
 Every child runs in its own session (so its process group id is its pid) and an MCP
-server started by a worker runs in another one (the SDK spawns it with
-``start_new_session``). A worker's "tree" is therefore two groups: the worker loop's and
-its server's; faults signal both.
+server started by a stdio worker runs in another one (the SDK spawns it with
+``start_new_session``). A stdio worker's "tree" is therefore two groups: the worker loop's
+and its server's; faults signal both. An HTTP agent is one process (its MCP server is the
+shared :class:`HttpServer`, one MCP session per agent).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +25,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from chaos.common import ROOT, RUN_ID_ENV, Config
+from chaos.common import HTTP_PRINCIPAL, ROOT, RUN_ID_ENV, Config
 
 
 def _ppid(pid: int) -> int | None:
@@ -87,7 +91,9 @@ def sweep(run_id: str) -> list[int]:
     return killed
 
 
-async def spawn(cfg: Config, module: str, args: list[str], log_name: str) -> anyio.abc.Process:
+async def spawn(
+    cfg: Config, module: str, args: list[str], log_name: str, env: dict[str, str] | None = None
+) -> anyio.abc.Process:
     """Start ``python -m module args`` in a new session, stdout and stderr to a log file."""
     with (cfg.logs / f"{log_name}.stderr").open("ab") as out:
         return await anyio.open_process(
@@ -96,9 +102,65 @@ async def spawn(cfg: Config, module: str, args: list[str], log_name: str) -> any
             stdout=out,
             stderr=out,
             cwd=ROOT,
-            env=cfg.child_env(),
+            env=env or cfg.child_env(),
             start_new_session=True,
         )
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class HttpServer:
+    """The one ``mcp-queue-server --transport streamable-http`` the HTTP agents share: named
+    tokens (a worker principal, file mode 600), a fixed port across restarts."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.proc: anyio.abc.Process | None = None
+        self.starts = 0
+
+    def env(self) -> dict[str, str]:
+        from chaos.worker import server_env  # the stdio workers' server settings, minus the transport
+
+        env = server_env(self.cfg, "http")
+        env.update(
+            MCP_QUEUE_TRANSPORT="streamable-http",
+            MCP_QUEUE_PORT=str(self.cfg.http_port),
+            MCP_QUEUE_AUTH_TOKENS_FILE=self.cfg.tokens_file,
+        )
+        return env
+
+    async def start(self, within: float) -> None:
+        """Start it and wait (at most ``within`` s) until it accepts connections."""
+        self.starts += 1
+        module = "chaos.client_clock_server" if self.cfg.client_clock else "mcp_queue_server"
+        self.proc = await spawn(self.cfg, module, [], "http-server", self.env())
+        with anyio.fail_after(within):
+            await wait_until(lambda: listening(self.cfg.http_port), 0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            signal_group(self.proc.pid, signal.SIGKILL)
+
+    async def stop(self, grace: float) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(grace):
+            await self.proc.wait()
+        self.kill()
+
+
+def write_tokens_file(cfg: Config) -> None:
+    """The tokens file: the HTTP agents' worker principal (the server refuses a file others may read)."""
+    path = Path(cfg.tokens_file)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({HTTP_PRINCIPAL: {"token": f"chaos-{cfg.run_id}-worker-token", "role": "worker"}}, f)
+    path.chmod(0o600)
 
 
 @dataclass
@@ -106,6 +168,7 @@ class Slot:
     """One worker position; each restart is a new incarnation with a new consumer name."""
 
     index: int
+    http: bool = False  #: an HTTP agent (a session on the shared server), else a stdio worker
     gen: int = 0
     proc: anyio.abc.Process | None = None
     started: float = 0.0  #: monotonic time of the last start
@@ -114,7 +177,7 @@ class Slot:
 
     @property
     def name(self) -> str:
-        return f"w{self.index}-g{self.gen}"
+        return f"{'h' if self.http else 'w'}{self.index}-g{self.gen}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
@@ -126,7 +189,7 @@ class Supervisor:
     def __init__(self, cfg: Config, config_path: Path) -> None:
         self.cfg = cfg
         self.config_path = config_path
-        self.slots = [Slot(i) for i in range(cfg.workers)]
+        self.slots = [Slot(i) for i in range(cfg.workers)] + [Slot(i, http=True) for i in range(cfg.http_workers)]
         self.stopping = False
         self.restarts = 0
 

@@ -1,9 +1,13 @@
 """One command, bounded time: start Redis, workers and producers, inject faults, heal,
 drain, stop everything and check. Exit status 0 when the checker finds the run valid.
 
-    python -m chaos.run --seed 7 --duration 20 [--workers 3] [--producers 2]
+    python -m chaos.run --seed 7 --duration 20 [--workers 3] [--http-workers 2] [--producers 2]
                         [--no-persistence] [--faults kill_redis,...] [--json report.json]
                         [--client-clock] [--skew-s 120]
+
+Workers: ``--workers`` stdio agents (each its own ``mcp-queue-server`` subprocess) and
+``--http-workers`` HTTP agents, each an MCP session on one shared
+``mcp-queue-server --transport streamable-http`` (named tokens file, a worker principal).
 
 ``--client-clock`` is the clock_skew negative control: MCP servers run their scripts on
 their own clock (as before issue 12), so the skewed one steals leases (with a negative
@@ -33,10 +37,10 @@ from pydantic import SecretStr
 from chaos import nemesis
 from chaos.checker import check, group_by_kind, read_final_state
 from chaos.common import FAULTS_RUNNING, QUEUE, Config, Jsonl, faketime_lib, read_jsonl
-from chaos.procs import Supervisor, signal_group, spawn, sweep, wait_until
+from chaos.procs import HttpServer, Supervisor, signal_group, spawn, sweep, wait_until, write_tokens_file
 from chaos.producer import SETTLE_S
 from mcp_queue_server import QueueUnavailable, Settings, TaskQueue
-from mcp_queue_server.testing import RedisProc
+from mcp_queue_server.testing import RedisProc, free_port
 
 STARTUP_S = 90.0  #: workers' MCP sessions up (a cold start costs ~0.5 s CPU each)
 DRAIN_S = 60.0  #: from heal to an empty queue (plus half the fault window for long runs)
@@ -47,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m chaos.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--duration", type=float, default=20.0, help="fault window, seconds")
-    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--workers", type=int, default=3, help="stdio workers")
+    p.add_argument("--http-workers", type=int, default=2, help="HTTP agents on one shared Streamable HTTP server")
     p.add_argument("--producers", type=int, default=2)
     p.add_argument("--rate", type=float, default=10.0, help="operations per second per producer")
     p.add_argument("--no-persistence", action="store_true", help="Redis without AOF (negative control)")
@@ -63,9 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--faults takes kinds from {', '.join(nemesis.KINDS)}")
     # clock_skew needs libfaketime (Debian's faketime); without it the fault is left out.
     args.unavailable = ["clock_skew"] if "clock_skew" in kinds and faketime_lib() is None else []
+    if args.http_workers == 0:
+        args.unavailable += [k for k in nemesis.HTTP_KINDS if k in kinds]  # no HTTP agents
     args.kinds = tuple(k for k in kinds if k not in args.unavailable)
     if not args.kinds:
-        p.error("no selected fault kind is available here (clock_skew needs libfaketime)")
+        p.error("no selected fault kind is available (clock_skew needs libfaketime, the HTTP kinds HTTP agents)")
     return args
 
 
@@ -126,7 +133,9 @@ class Run:
         self.redis = RedisProc(self.workdir / "redis", aof=not args.no_persistence)
         self.producers: list[anyio.abc.Process] = []
         self.supervisor: Supervisor | None = None
+        self.http: HttpServer | None = None
         self.run_id = uuid.uuid4().hex[:16]
+        self.http_port = free_port() if args.http_workers else 0
 
     def config(self, window: float) -> Config:
         a = self.args
@@ -134,7 +143,8 @@ class Run:
             seed=a.seed, duration=a.duration, produce_for=window + 0.5, workers=a.workers,
             producers=a.producers, persistence=not a.no_persistence, workdir=str(self.workdir),
             redis_url=self.redis.url, run_id=self.run_id, t0=time.time(), rate=a.rate,
-            skew_s=a.skew_s, client_clock=a.client_clock,
+            skew_s=a.skew_s, client_clock=a.client_clock, http_workers=a.http_workers,
+            http_port=self.http_port, tokens_file=str(self.workdir / "tokens.json") if a.http_workers else "",
         )  # fmt: skip
 
     async def main(self) -> dict[str, Any]:
@@ -153,6 +163,10 @@ class Run:
             data_dir=self.workdir / "unused",
         )
         q = await TaskQueue(settings, consumer="chaos-checker").connect()
+        if cfg.http_workers:
+            write_tokens_file(cfg)
+            self.http = HttpServer(cfg)
+            await self.http.start(STARTUP_S)
         try:
             async with anyio.create_task_group() as tg:
                 self.supervisor = supervisor = Supervisor(cfg, path)
@@ -167,7 +181,7 @@ class Run:
                 ]
                 # Faults start once producers are producing (a kill before any enqueue proves nothing).
                 await wait_started(cfg)
-                nem = nemesis.Nemesis(cfg, supervisor, self.redis, fault_log)
+                nem = nemesis.Nemesis(cfg, supervisor, self.redis, self.http, fault_log)
                 started = time.monotonic()
                 running = self.workdir / FAULTS_RUNNING
                 running.touch()
@@ -180,6 +194,8 @@ class Run:
                 producers_done = await wait_producers(self.producers, window + SETTLE_S + 15)
                 drained = await drain(cfg, q)
                 await supervisor.stop(STOP_S)
+                if self.http is not None:
+                    await self.http.stop(STOP_S)
             state = await read_final_state(q, [])
         finally:
             await q.disconnect(release=False)
@@ -193,6 +209,8 @@ class Run:
             "fault_window_s": fault_window,
             "persistence": cfg.persistence,
             "workers": cfg.workers,
+            "http_workers": cfg.http_workers,
+            "http_server_starts": self.http.starts if self.http else 0,
             "producers": cfg.producers,
             "faults": group_by_kind(faults_logged),
             "faults_total": len(faults_logged),
@@ -211,6 +229,8 @@ class Run:
         """Kill every child (process groups first, then anything left with our run id)."""
         if self.supervisor is not None:
             self.supervisor.kill_all()
+        if self.http is not None:
+            self.http.kill()
         for proc in self.producers:
             if proc.returncode is None:
                 signal_group(proc.pid, signal.SIGKILL)

@@ -10,10 +10,17 @@ effect the worker SIGKILLs its server and itself, before acking.
 
 Usage (started by ``chaos.run``): ``python -m chaos.worker CONFIG NAME [SKEW]``; SKEW (e.g.
 "+120s") runs the MCP server under libfaketime with its clock that far off (clock_skew fault).
+
+A NAME starting with "h" is an HTTP agent: instead of a server subprocess it holds one MCP
+session (SDK client, ``mode="legacy"``) on the run's shared Streamable HTTP server, with the
+tokens file's worker principal; its holder is ``http/crew/<hash of its session>``, which it
+logs once (op "holder", from ``get_task``). When the server goes away (killed and restarted
+by the nemesis) the agent exits and the supervisor starts a new one: a new session.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -23,16 +30,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import httpx2
 from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CONNECTION_CLOSED, TextContent
 
-from chaos.common import ROOT, Config, Jsonl, faketime_lib, wall_ms
-from chaos.procs import children
+from chaos.common import HTTP_PRINCIPAL, ROOT, Config, Jsonl, faketime_lib, wall_ms
+from chaos.procs import children, listening, wait_until
 
 CALL_TIMEOUT_S = 10.0  #: longer than any pause the nemesis injects
 ACK_RETRY_S = 3.0  #: how long an ack with an unknown outcome is retried
 READ_COUNT = 3
 READ_BLOCK_MS = 200
+HTTP_CONNECT_S = 30.0  #: how long an HTTP agent waits for the shared server to listen (a restart)
 
 Kind = Literal["ok", "rejected", "error", "unknown"]
 
@@ -95,6 +105,7 @@ class Worker:
     def __init__(self, cfg: Config, name: str, client: Client, log: Jsonl) -> None:
         self.cfg, self.name, self.client, self.log = cfg, name, client, log
         self.rng = random.Random(f"{cfg.seed}/{name}")
+        self.holder_logged = not name.startswith("h")  #: HTTP agents log their session's holder once
 
     async def call(self, tool: str, args: dict[str, Any]) -> Reply:
         try:
@@ -179,6 +190,10 @@ class Worker:
             return
         self.log.write(op="work", id=tid, attempt=attempt, worker=self.name, t=self.now(), ck_sent=ck_sent,
                        lease=reply.data.get("lease_expires_at"))  # fmt: skip
+        if not self.holder_logged:
+            self.holder_logged = True
+            info = await self.call("get_task", {"task_id": tid})
+            self.log.write(op="holder", worker=self.name, id=tid, holder=info.data.get("lease_holder"), t=self.now())
         await anyio.sleep(int(payload.get("work_ms", 20)) / 1000)  # the "work"
         self.log.write(op="effect", id=tid, attempt=attempt, worker=self.name, t=self.now())
         if Flags.crash:
@@ -213,8 +228,30 @@ class Worker:
                            first=first, tries=tries, bulk=True, error=error, t=self.now())  # fmt: skip
 
 
+def http_token(cfg: Config) -> str:
+    with open(cfg.tokens_file) as f:
+        return str(json.load(f)[HTTP_PRINCIPAL]["token"])
+
+
+async def work_http(cfg: Config, name: str, log: Jsonl) -> None:
+    """An HTTP agent: one MCP session on the shared server, as the tokens file's worker principal."""
+    token = http_token(cfg)
+    with anyio.fail_after(HTTP_CONNECT_S):
+        await wait_until(lambda: listening(cfg.http_port), 0.1)  # the server may be restarting
+    # The SDK's own timeouts: 30 s, and 5 minutes between events of an SSE stream.
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=timeout) as http:
+        transport = streamable_http_client(cfg.http_url, http_client=http)
+        async with Client(transport, mode="legacy", read_timeout_seconds=30.0) as client:
+            log.write(op="start", worker=name, pid=os.getpid(), http=True, t=cfg.since_start())
+            await Worker(cfg, name, client, log).run()
+    log.write(op="stop", worker=name, t=cfg.since_start())
+
+
 async def work(cfg: Config, name: str, skew: str) -> None:
     log = Jsonl(cfg.logs / f"worker-{name}.jsonl")
+    if name.startswith("h"):
+        return await work_http(cfg, name, log)
     # The negative control's servers run their scripts on their own (possibly skewed) clock.
     module = "chaos.client_clock_server" if cfg.client_clock else "mcp_queue_server"
     env = server_env(cfg, name, skew)

@@ -1,4 +1,5 @@
-"""The fault-injection harness end to end: real Redis, workers over MCP stdio, a seeded nemesis.
+"""The fault-injection harness end to end: real Redis, workers over MCP stdio and HTTP agents
+(each an MCP session on one shared Streamable HTTP server), a seeded nemesis.
 
 Each test runs ``python -m chaos.run`` as a subprocess (it starts and cleans up its own
 process groups) and reads the JSON report it writes.
@@ -57,6 +58,15 @@ def test_a_short_seeded_run_with_every_fault_kind_loses_nothing_and_completes_ea
     assert report["fanouts"]["ok"] == report["fanouts"]["total"] > 0
     assert report["pending"] == {"records": 0, "available": 0, "in_flight": 0, "delayed": 0}
     assert report["tasks"]["enqueued_ok"] > 50
+    # HTTP agents worked beside the stdio workers, each session a holder of its own; the shared
+    # server's restart cost them their sessions and they came back on new ones.
+    http = report["http_agents"]
+    assert report["http_workers"] == 2
+    assert http["acked"] > 0
+    assert http["sessions"] >= 4  # two agents, then two new sessions after restart_http (and one after a kill)
+    assert http["holders_seen"] >= 3
+    assert report["findings"]["holders_shared"] == report["findings"]["holders_malformed"] == 0
+    assert report["http_server_starts"] >= 2
 
 
 def test_negative_controls_a_redis_kill_without_persistence_loses_tasks_and_a_skewed_client_clock_steals_leases(
