@@ -37,6 +37,8 @@ VALID: dict[str, dict[str, Any]] = {
     "replay_dlq": {"task_ids": ["dead"]},
     "purge_dlq": {"task_ids": ["dead"]},
     "recover_tasks": {},
+    "cancel_task": {"task_id": "waiting"},
+    "list_tasks": {"state": "queued"},
 }
 HUGE = 10**15
 BAD_NAMES = ["", "a b", "new\nline", "q*", "q?", "[q]", "{q}", "a:b", "x" * 129, "\u00e9t\u00e9"]

@@ -38,6 +38,11 @@ MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
     # The page names the queue it was read from (the core's page does not know it).
     (models.DeadLetterPage, outputs.DeadLetterOutput, {"added": {"queue"}}),
     (models.RecoveryReport, outputs.RecoverOutput, {}),
+    (models.CancelResult, outputs.CancelledTask, {}),
+    # The time left on the lease is counted at the reply.
+    (models.Lease, outputs.LeaseOutput, {"added": {"lease_ms_left"}}),
+    (models.ListedTask, outputs.ListedTaskOut, {}),
+    (models.TaskPage, outputs.TaskListOutput, {}),
     (models.StreamStats, outputs.StreamStatsOut, {}),
     (models.ConsumerInfo, outputs.ConsumerOut, {}),
     # With all_queues the one queue's result also lists every known queue.
@@ -53,8 +58,8 @@ TOOL_ONLY = {
     outputs.EnqueueBatchOutput,
     outputs.ReadOutput,
     outputs.AckOutput,
-    outputs.LeaseOutput,
     outputs.CheckpointOutput,
+    outputs.CancelOutput,
     outputs.ReplayOutput,
     outputs.PurgeOutput,
 }

@@ -9,9 +9,18 @@ from mcp_queue_server import Role, Settings
 from mcp_queue_server.server.app import build_server, tool_names
 
 EXPECTED = {
-    Role.PRODUCER: {"enqueue_task", "enqueue_batch", "fanout", "get_task", "queue_stats"},
+    Role.PRODUCER: {"enqueue_task", "enqueue_batch", "fanout", "get_task", "queue_stats", "cancel_task", "list_tasks"},
     Role.WORKER: {"read_tasks", "ack", "fail_task", "extend_lease", "checkpoint", "get_task"},
-    Role.ADMIN: {"queue_stats", "inspect_dlq", "replay_dlq", "purge_dlq", "recover_tasks", "get_task"},
+    Role.ADMIN: {
+        "queue_stats",
+        "inspect_dlq",
+        "replay_dlq",
+        "purge_dlq",
+        "recover_tasks",
+        "get_task",
+        "cancel_task",
+        "list_tasks",
+    },
 }
 EVERY_TOOL = set().union(*EXPECTED.values())
 
@@ -73,10 +82,10 @@ async def test_every_tool_has_a_title_a_description_hints_and_an_output_schema(s
     read_only = {n for n, t in tools.items() if t.annotations and t.annotations.read_only_hint}
     destructive = {n for n, t in tools.items() if t.annotations and t.annotations.destructive_hint}
     idempotent = {n for n, t in tools.items() if t.annotations and t.annotations.idempotent_hint}
-    assert read_only == {"get_task", "queue_stats", "inspect_dlq"}
-    assert destructive == {"purge_dlq", "recover_tasks"}
+    assert read_only == {"get_task", "queue_stats", "inspect_dlq", "list_tasks"}
+    assert destructive == {"purge_dlq", "recover_tasks", "cancel_task"}
     # enqueue_task makes a second task unless given a task_id: not idempotent as such.
-    assert idempotent == read_only | {"ack", "checkpoint", "fanout"}
+    assert idempotent == read_only | {"ack", "checkpoint", "fanout", "cancel_task"}
 
 
 async def test_descriptions_tell_a_worker_what_to_do_next_and_that_payloads_are_data(settings: Settings) -> None:

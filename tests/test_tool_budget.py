@@ -17,14 +17,19 @@ from mcp_queue_server import Settings
 from mcp_queue_server.server.app import INSTRUCTIONS, build_server
 
 #: Name, title, description and inputSchema of every tool of role "all", as compact JSON. The
-#: hard limit leaves room for the ~8 tools other issues add (cancel_task, list_tasks,
-#: schedule_task, list_schedules, remove_schedule, start_saga, ...); the lean figure holds the 14
-#: tools of today to ~690 characters each, so 22 tools of that size still fit the hard limit.
+#: hard limit leaves room for the tools other issues add (schedule_task, list_schedules,
+#: remove_schedule, start_saga, ...); the lean figure holds the 16 tools of today (the 14 of
+#: issue 13, 9,799 characters, plus cancel_task and list_tasks) to ~710 characters each, leaving
+#: over 4,000 characters of the hard limit to the rest of the wave.
 #: Before issue 13: 19,224 characters (31,305 for the whole tools/list result).
 MODEL_BUDGET = 16_000
-LEAN_BUDGET = 9_800
-#: The whole tools/list result (with output schemas and annotations), as compact JSON.
-LIST_BUDGET = 26_000
+LEAN_BUDGET = 11_400
+TOOL_COUNT = 16
+#: The whole tools/list result (with output schemas and annotations), as compact JSON. 26,000
+#: held the 14 tools of issue 13 (24,998); cancel_task and list_tasks add ~3,900 (their input and
+#: output schemas, annotations, "cancelled" in every status enum, cancel_requested on leases).
+#: Raised to 29,000 pending a decision: the rest of the wave needs more, or output schemas trimmed.
+LIST_BUDGET = 29_000
 
 
 def compact(value: Any) -> str:
@@ -48,7 +53,7 @@ async def test_the_tool_list_fits_its_budget_with_room_for_the_tools_to_come(lis
     whole = compact(listed.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     print(f"\n{len(tools)} tools: {len(seen)} characters the model reads, {len(whole)} in tools/list")
-    assert len(tools) == 14
+    assert len(tools) == TOOL_COUNT
     assert len(seen) <= LEAN_BUDGET <= MODEL_BUDGET
     assert len(whole) <= LIST_BUDGET
 

@@ -26,7 +26,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict
 from mcp_queue_server.observe.http import url_host
 from mcp_queue_server.observe.metrics import Metrics
 from mcp_queue_server.server import admin_tools as admin
-from mcp_queue_server.server import tools
+from mcp_queue_server.server import task_tools, tools
 from mcp_queue_server.server.access import RoleGate
 from mcp_queue_server.server.arg_errors import suggest
 from mcp_queue_server.server.identity import Principals, PrincipalTokenVerifier, load_principals
@@ -106,6 +106,8 @@ TOOLS: list[ToolSpec] = [
     _spec(admin.replay_dlq, _hints("Replay dead letters"), _A),
     _spec(admin.purge_dlq, _hints("Purge dead letters", destructive=True), _A),
     _spec(admin.recover_tasks, _hints("Recover expired tasks", destructive=True), _A),
+    _spec(task_tools.cancel_task, _hints("Cancel tasks", idempotent=True, destructive=True), _P, _A),
+    _spec(task_tools.list_tasks, _hints("List tasks by state", read_only=True), _P, _A),
 ]
 
 
@@ -132,6 +134,11 @@ SETTING_CAPS: dict[tuple[str, str], str] = {
 INPUT_RULES: dict[str, dict[str, Any]] = {
     # ack: task_id (with an optional result) or task_ids, exactly one of them.
     "ack": {
+        "if": {"required": ["task_id"]},
+        "then": {"not": {"required": ["task_ids"]}},
+        "else": {"required": ["task_ids"]},
+    },
+    "cancel_task": {
         "if": {"required": ["task_id"]},
         "then": {"not": {"required": ["task_ids"]}},
         "else": {"required": ["task_ids"]},

@@ -108,10 +108,14 @@ class FailOutput(_Out):
     fanout: FanoutProgressOut | None = None
 
 
+_CANCEL = "The task was cancelled: stop, then fail_task it."
+
+
 class LeaseOutput(_Out):
     task_id: str
     lease_expires_at: int
     lease_ms_left: int = Field(default=0, description=_LEFT)
+    cancel_requested: bool = Field(default=False, exclude_if=lambda v: not v, description=_CANCEL)
 
 
 class CheckpointOutput(_Out):
@@ -119,6 +123,34 @@ class CheckpointOutput(_Out):
     saved: bool
     lease_expires_at: int | None = Field(description="The renewed lease when you hold the task, else null.")
     lease_ms_left: int | None = Field(default=None, description=_LEFT)
+    cancel_requested: bool = Field(default=False, exclude_if=lambda v: not v, description=_CANCEL)
+
+
+class CancelledTask(_Out):
+    task_id: str
+    status: str = Field(description="cancelled, cancel_requested (stops soon), or as it was: see error.")
+    changed: bool
+    error: str | None = None
+
+
+class CancelOutput(_Out):
+    tasks: list[CancelledTask]
+
+
+class ListedTaskOut(_Out):
+    task_id: str
+    task_type: str | None
+    status: TaskStatus
+    priority: int | None
+    attempt: int
+    holder: str | None
+    created_at: int | None
+    lease_ms_left: int | None
+
+
+class TaskListOutput(_Out):
+    tasks: list[ListedTaskOut]
+    next_cursor: str | None
 
 
 class FanoutOutput(_Out):

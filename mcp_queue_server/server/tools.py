@@ -259,8 +259,8 @@ async def extend_lease(
 ) -> LeaseOutput:
     """Keep a task you hold longer: lease until now + lease_ms."""
     q = await open_queue(ctx)
-    deadline = await q.extend_lease(task_id, lease_ms, queue=queue)
-    return LeaseOutput(task_id=task_id, lease_expires_at=deadline, lease_ms_left=ms_left(deadline) or 0)
+    lease = await q.renew_lease(task_id, lease_ms, queue=queue)
+    return LeaseOutput.model_validate(lease).model_copy(update={"lease_ms_left": ms_left(lease.lease_expires_at) or 0})
 
 
 @queue_errors
@@ -276,5 +276,12 @@ async def checkpoint(
     """Save progress on a task you hold, renewing its lease; the next worker resumes from it."""
     check_json(ctx, "data", data)
     q = await open_queue(ctx)
-    deadline = await q.checkpoint(task_id, data, ttl_seconds, queue=queue)
-    return CheckpointOutput(task_id=task_id, saved=True, lease_expires_at=deadline, lease_ms_left=ms_left(deadline))
+    lease = await q.checkpoint_lease(task_id, data, ttl_seconds, queue=queue)
+    deadline = None if lease is None else lease.lease_expires_at
+    return CheckpointOutput(
+        task_id=task_id,
+        saved=True,
+        lease_expires_at=deadline,
+        lease_ms_left=ms_left(deadline),
+        cancel_requested=lease is not None and lease.cancel_requested,
+    )

@@ -1,17 +1,17 @@
--- list_tasks: one page of the tasks in one state (read-only), in the order of the state's index:
---   queued: the high then the low stream, after the group's last-delivered id (not yet read);
---   delayed: the delayed zset (by run-at); working: the leases zset (by lease deadline);
---   waiting_children: <base>waiting (by when the fanout began); cancelled: <base>cancelled
---   (by when cancelled); failed: the dead-letter stream (oldest first).
--- At most `count` index entries are looked at per page (bounded work); an entry whose record
--- is gone or in another state, or (with a task type) of another type, is skipped, so a page
--- may hold fewer than `count` tasks and still have a next one.
+-- list_tasks: one page of the tasks in one state (read-only), in its index's order (see below).
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, state, count, task_type ("" = any), cursor_a, cursor_b
 --       ("", "" = from the start): queued: "high"/"low" and an entry id; failed: an entry id
 --       and ""; the zsets: a score and a member.
 -- Returns: {next_a, next_b, now, task...}; next_a "" on the last page. Each task is
 --          {id, type, state, priority, attempt, consumer, created_at, lease_until} (false when absent).
+-- Indexes: queued: the high then the low stream, after the group's last-delivered id (not yet
+-- read); delayed: the delayed zset (by run-at); working: the leases zset (by lease deadline);
+-- waiting_children: <base>waiting (by when the fanout began); cancelled: <base>cancelled (by
+-- when cancelled); failed: the dead-letter stream (oldest first).
+-- At most `count` index entries are looked at per page (bounded work); an entry whose record
+-- is gone or in another state, or (with a task type) of another type, is skipped, so a page
+-- may hold fewer than `count` tasks and still have a next one.
 local state, count, want = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local ca, cb = ARGV[8], ARGV[9]
 local out = {'', '', now}
