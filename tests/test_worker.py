@@ -481,3 +481,28 @@ def test_a_worker_needs_handlers_and_a_positive_concurrency(settings: Settings) 
         Worker(settings, {})
     with pytest.raises(InvalidInput, match="concurrency"):
         Worker(settings, {"*": blocking_handler(anyio.Event())}, concurrency=0)
+
+
+async def test_a_cancelled_task_s_handler_is_cancelled_and_the_task_ends_cancelled(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    producer: TaskQueue = await make_queue("producer", real_clock=True)
+    await queue.enqueue("t", {}, task_id="long")
+    events = Events()
+    cancelled = anyio.Event()
+
+    async def handle(task: Task, ctx: TaskContext) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with running(Worker(queue, {"t": handle}, lease_ms=300, on_event=events)):
+        await events.wait_for("started")
+        assert (await producer.cancel("long", "no longer needed")).status == "cancel_requested"
+        with anyio.fail_after(WAIT_S):
+            await cancelled.wait()  # the next lease renewal (within 100 ms) says so
+        [ended] = await events.wait_for("failed")
+
+    info = await queue.get_task("long")
+    assert (info.status, info.error) == (TaskStatus.CANCELLED, "no longer needed")
+    assert ended.detail == "cancelled: cancelled"

@@ -47,7 +47,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
-from mcp_queue_server.core.models import FanoutResult, NewTask, Task
+from mcp_queue_server.core.models import FanoutResult, Lease, NewTask, Task, TaskStatus
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import (
     InvalidInput,
@@ -72,7 +72,7 @@ ANY_TYPE = "*"
 EventKind = Literal["started", "acked", "failed", "lease_lost", "handed_off", "released"]
 
 _MAX_ERROR = MAX_ERROR_LENGTH  # fail() refuses longer errors: a handler's message is cut to fit
-_OUTCOMES = ("acked", "fanned out", "failed-retry", "dead-lettered", "lease lost", "handed back")
+_OUTCOMES = ("acked", "fanned out", "failed-retry", "dead-lettered", "cancelled", "lease lost", "handed back")
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # a brief Redis outage must not lose an ack
 _ACK_BATCH = 500  # finished results per ack_many (one script call)
 
@@ -101,8 +101,10 @@ class TaskContext:
         self.lease_expires_at = task.lease_expires_at
         self.lease_lost = False
         self.handed_off = False
+        #: The task was cancelled (cancel_task): the handler is cancelled and the task ends cancelled.
+        self.cancel_requested = False
         self._worker = worker
-        self._renewed = anyio.current_time()
+        self._renewed_at = anyio.current_time()
         self._scope: anyio.CancelScope | None = None  # the handler's: cancelled when the lease is lost
 
     @property
@@ -117,9 +119,9 @@ class TaskContext:
         Raises:
             NotLeaseHolder: the lease was lost; stop working on this task.
         """
-        deadline = await self.queue.checkpoint(self.task.task_id, data, ttl_seconds, queue=self._worker.queue_name)
-        if deadline is not None:
-            self._renewed_until(deadline)
+        lease = await self.queue.checkpoint_lease(self.task.task_id, data, ttl_seconds, queue=self._worker.queue_name)
+        if lease is not None:
+            self._renewed(lease)
 
     async def extend_lease(self, lease_ms: int | None = None) -> int:
         """Extend the lease now (the worker also renews it by itself); returns the new deadline.
@@ -127,11 +129,11 @@ class TaskContext:
         Raises:
             NotLeaseHolder: the lease was lost; stop working on this task.
         """
-        deadline = await self.queue.extend_lease(
+        lease = await self.queue.renew_lease(
             self.task.task_id, lease_ms or self._worker.lease_ms, queue=self._worker.queue_name
         )
-        self._renewed_until(deadline)
-        return deadline
+        self._renewed(lease)
+        return lease.lease_expires_at
 
     async def fanout(
         self,
@@ -154,9 +156,13 @@ class TaskContext:
         self.handed_off = True
         return result
 
-    def _renewed_until(self, deadline: int) -> None:
-        self.lease_expires_at = deadline
-        self._renewed = anyio.current_time()
+    def _renewed(self, lease: Lease) -> None:
+        self.lease_expires_at = lease.lease_expires_at
+        self._renewed_at = anyio.current_time()
+        if lease.cancel_requested and not self.cancel_requested:
+            self.cancel_requested = True
+            if self._scope is not None:
+                self._scope.cancel()
 
 
 class Worker:
@@ -411,8 +417,11 @@ class Worker:
                 failure = exc
             finally:
                 self._contexts.pop(task.task_id, None)
+        cancelled = ctx._scope.cancelled_caught or failure is not None
         if ctx.lease_lost:
             self._lost(task, "the lease expired and another worker took the task; its work here was dropped")
+        elif ctx.cancel_requested and cancelled and not ctx.handed_off:
+            await self._fail(queue, task, "cancelled", retry=False)  # fail.lua ends it cancelled
         elif ctx.handed_off:
             self._held.pop(task.task_id, None)
             self._finished(task, "fanned out", "waits for its subtasks")
@@ -430,14 +439,16 @@ class Worker:
         while True:
             now = anyio.current_time()
             live = [ctx for ctx in self._contexts.values() if not ctx.lease_lost]
-            due = [ctx for ctx in live if now >= ctx._renewed + interval]
+            due = [ctx for ctx in live if now >= ctx._renewed_at + interval]
             if due:
                 async with anyio.create_task_group() as tg:
                     for ctx in due:
                         tg.start_soon(self._renew_one, ctx, interval)
             # The next due; a task started meanwhile is due a whole interval from now at the earliest.
             live = [ctx for ctx in self._contexts.values() if not ctx.lease_lost]
-            await anyio.sleep_until(min((c._renewed + interval for c in live), default=anyio.current_time() + interval))
+            await anyio.sleep_until(
+                min((c._renewed_at + interval for c in live), default=anyio.current_time() + interval)
+            )
 
     async def _renew_one(self, ctx: TaskContext, interval: float) -> None:
         try:
@@ -448,7 +459,7 @@ class Worker:
                 ctx._scope.cancel()
         except QueueUnavailable as exc:
             logger.warning("%s: could not renew the lease of %s: %s", self.name, ctx.task.task_id, exc)
-            ctx._renewed += interval / 3  # try again soon, before the lease runs out
+            ctx._renewed_at += interval / 3  # try again soon, before the lease runs out
 
     async def _flush_acks(self, queue: TaskQueue) -> None:
         """Send the finished results: whatever finished while the last ack was in flight goes
@@ -514,6 +525,10 @@ class Worker:
             self._lost(task, f"could not fail it ({exc}); it will be delivered again when its lease expires")
             return
         self._held.pop(task.task_id, None)
+        if outcome.status == TaskStatus.CANCELLED:  # its cancellation was requested: not a failure
+            self._finished(task, "cancelled", error)
+            self._emit("failed", task, f"cancelled: {error}")
+            return
         self.failed += 1
         status = "dead-lettered" if outcome.retry_at is None else f"{outcome.status.value}, will retry"
         self._finished(task, "dead-lettered" if outcome.retry_at is None else "failed-retry", error)
