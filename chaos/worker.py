@@ -191,9 +191,12 @@ class Worker:
         self.log.write(op="work", id=tid, attempt=attempt, worker=self.name, t=self.now(), ck_sent=ck_sent,
                        lease=reply.data.get("lease_expires_at"))  # fmt: skip
         if not self.holder_logged:
-            self.holder_logged = True
             info = await self.call("get_task", {"task_id": tid})
-            self.log.write(op="holder", worker=self.name, id=tid, holder=info.data.get("lease_holder"), t=self.now())
+            holder = info.data.get("lease_holder") if info.kind == "ok" else None
+            # None: the call failed (Redis paused) or the lease moved on meanwhile; ask on the next task.
+            if holder is not None:
+                self.holder_logged = True
+                self.log.write(op="holder", worker=self.name, id=tid, holder=holder, t=self.now())
         await anyio.sleep(int(payload.get("work_ms", 20)) / 1000)  # the "work"
         self.log.write(op="effect", id=tid, attempt=attempt, worker=self.name, t=self.now())
         if Flags.crash:
