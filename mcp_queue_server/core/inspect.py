@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from mcp_queue_server.core import codec, events, records
+from mcp_queue_server.core import codec, events, reads
 from mcp_queue_server.core.codec import Refusal, raise_for
 from mcp_queue_server.core.connection import Connection, guard, request_id
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
@@ -122,9 +122,9 @@ class AdminOps:
         with guard():
             async with conn.redis.pipeline(transaction=False) as pipe:
                 pipe.execute_command(*events.last_id_command(k))
-                records.task_commands(pipe, k, task_id)
+                reads.task_commands(pipe, k, task_id)
                 last, *replies = await pipe.execute()
-        info = records.task_info(task_id, queue, replies)
+        info = reads.task_info(task_id, queue, replies)
         if info is None:
             raise TaskNotFound(f"task {task_id} not found in queue {queue}: check the id and the queue name")
         return info, events.last_id(last)
@@ -137,14 +137,14 @@ class AdminOps:
         now = await conn.server_now(queue)  # the queue's clock: overdue leases, the oldest age
         with guard():
             async with conn.redis.pipeline(transaction=False) as pipe:
-                records.stats_commands(pipe, k, group, now)
+                reads.stats_commands(pipe, k, group, now)
                 replies = await pipe.execute(raise_on_error=False)
-            stats, last_ids = records.queue_stats(queue, replies, group, now)
+            stats, last_ids = reads.queue_stats(queue, replies, group, now)
             async with conn.redis.pipeline(transaction=False) as pipe:
                 for stream, last in zip(k.streams, last_ids, strict=True):
                     pipe.xrange(stream, b"(" + last, "+", count=1)
                 firsts = await pipe.execute(raise_on_error=False)
-        age = records.oldest_age(now, firsts)
+        age = reads.oldest_age(now, firsts)
         return dataclasses.replace(stats, oldest_waiting_age_ms=age)
 
     async def known_queues(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Records read straight from Redis, not through a script: a task's keys and the stats pipeline.
+"""What is read straight from Redis, not through a script: a task's keys and the stats pipeline.
 
 The stats pipeline is declared once (:data:`_STATS`: name, command, default): the same
 table queues the commands and names their replies, so their order cannot drift apart.
