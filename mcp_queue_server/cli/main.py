@@ -44,6 +44,7 @@ from mcp_queue_server.cli.common import (
     error,
 )
 from mcp_queue_server.cli.flags import FLAGS, STORE_FIELDS, SettingsError, add_setting_flags, settings_from
+from mcp_queue_server.core.models import LISTABLE_STATES
 from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable
 from mcp_queue_server.logs import configure_logging
 from mcp_queue_server.settings import Settings
@@ -51,7 +52,13 @@ from mcp_queue_server.settings import Settings
 SERVE = "serve"
 COMMANDS = (SERVE, "stats", "top", "queues", "tasks", "dlq", "recover", "enqueue", "worker", "demo")
 #: Words that are actions of a command, so `mcp-queue-server replay` can point at `dlq replay`.
-ACTIONS = {"get": "tasks get", "list": "dlq list", "replay": "dlq replay", "purge": "dlq purge"}
+ACTIONS = {
+    "get": "tasks get",
+    "cancel": "tasks cancel",
+    "list": "dlq list",
+    "replay": "dlq replay",
+    "purge": "dlq purge",
+}
 
 EPILOG = (
     "Exit codes: 0 ok, 1 operation failed, 2 usage or configuration error, 3 queue store unavailable, 130 interrupted."
@@ -141,11 +148,37 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("forget", "Take queues out of the registry (their tasks stay; an enqueue adds them back).", actions)
     c.add_argument("names", nargs="+", metavar="NAME")
 
-    tasks = command("tasks", "Look at tasks: `tasks get TASK_ID`.")
+    tasks = command("tasks", "Look at and cancel tasks: `tasks get|list|cancel`.")
     actions = tasks.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = command("get", "Everything known about one task, as JSON.", actions)
     c.add_argument("task_id", metavar="TASK_ID")
     _queue_flag(c)
+    c = command(
+        "list",
+        "List the tasks in one state, a page at a time (queued: stream order, high priority first; delayed: "
+        "by run-at; working: by lease deadline; failed: the dead-letter queue, oldest first).",
+        actions,
+        summary="List the tasks in one state, a page at a time.",
+    )
+    c.add_argument("--state", required=True, choices=[s.value for s in LISTABLE_STATES], metavar="STATE",
+                   help=f"one of {', '.join(s.value for s in LISTABLE_STATES)}")  # fmt: skip
+    c.add_argument("--type", dest="task_type", metavar="TYPE", help="only tasks of this type")
+    c.add_argument("--count", type=int, default=20, metavar="N", help="index entries per page (default 20)")
+    c.add_argument("--cursor", metavar="CURSOR", help="the next-page cursor a previous list printed")
+    _queue_flag(c)
+    _json_flag(c)
+    c = command(
+        "cancel",
+        "Cancel tasks: queued or delayed at once; working on request (its worker stops at its next lease "
+        "renewal); a fanout parent with its unfinished children. Cancelling again changes nothing. Exits 1 "
+        "when a task could not be cancelled (unknown, completed or failed), one line on stderr for each.",
+        actions,
+        summary="Cancel tasks by id.",
+    )
+    c.add_argument("task_ids", nargs="+", metavar="TASK_ID")
+    c.add_argument("--reason", metavar="TEXT", help="why: kept as the task's error (default: cancelled)")
+    _queue_flag(c)
+    _json_flag(c)
 
     dlq = command("dlq", "Inspect and repair the dead-letter queue: `dlq list|replay|purge`.")
     actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -1,4 +1,4 @@
-"""The operator commands: stats, tasks get, dlq list/replay/purge, recover, enqueue.
+"""The operator commands: stats, tasks get/list/cancel, dlq list/replay/purge, recover, enqueue.
 
 Each takes the parsed arguments and a connected queue, writes its result to stdout (a table,
 or JSON with ``--json``) and progress to stderr, and returns the exit status; queue errors
@@ -19,12 +19,14 @@ from mcp_queue_server.cli.common import (
     EXIT_OK,
     STATS_HEADERS,
     UsageError,
+    age_text,
+    error,
     is_terminal,
     print_table,
     stats_row,
     totals,
 )
-from mcp_queue_server.core.models import DeadTask, NewTask, StoreInfo
+from mcp_queue_server.core.models import DeadTask, ListedTask, NewTask, StoreInfo
 from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import InvalidState, QueueError, TaskNotFound
 from mcp_queue_server.settings import Settings
@@ -46,7 +48,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "queues":
             return await queues(queue, args)
         if args.command == "tasks":
-            return await get_task(queue, args)
+            return await TASK_ACTIONS[args.action](queue, args)
         if args.command == "dlq":
             return await (dlq_list if args.action == "list" else dlq_repair)(queue, args)
         if args.command == "recover":
@@ -118,6 +120,49 @@ async def queues(queue: TaskQueue, args: argparse.Namespace) -> int:
 async def get_task(queue: TaskQueue, args: argparse.Namespace) -> int:
     emit_json(dataclasses.asdict(await queue.get_task(args.task_id, queue=args.queue)))
     return EXIT_OK
+
+
+def _listed_row(t: ListedTask) -> list[str]:
+    priority = "-" if t.priority is None else str(t.priority)
+    return [t.task_id, t.task_type or "-", t.status.value, priority, str(t.attempt), t.holder or "-",
+            age_text(t.lease_ms_left)]  # fmt: skip
+
+
+async def list_tasks(queue: TaskQueue, args: argparse.Namespace) -> int:
+    page = await queue.list_tasks(args.state, args.task_type, args.count, args.cursor, queue=args.queue)
+    if args.json:
+        emit_json(dataclasses.asdict(page))
+        return EXIT_OK
+    if page.tasks:
+        headers = ["TASK ID", "TYPE", "STATUS", "PRIORITY", "ATTEMPT", "HOLDER", "LEASE LEFT"]
+        print_table(headers, [_listed_row(t) for t in page.tasks], 3)
+    else:
+        # With --type a page may hold none of the type and still have a next one.
+        print(f"no {args.state} task{' of type ' + args.task_type if args.task_type else ''} on this page")
+    if page.next_cursor:
+        print(f"more: mcp-queue-server tasks list --queue {args.queue} --state {args.state}"
+              f"{' --type ' + args.task_type if args.task_type else ''} --cursor {page.next_cursor}")  # fmt: skip
+    return EXIT_OK
+
+
+async def cancel_tasks(queue: TaskQueue, args: argparse.Namespace) -> int:
+    """Cancel the given ids in one call; each that could not be cancelled (unknown, completed,
+    failed) is one line on stderr and makes the exit status 1."""
+    results = await queue.cancel_many(args.task_ids, args.reason, queue=args.queue)
+    refused = [r for r in results if r.error is not None]
+    if args.json:
+        emit_json([dataclasses.asdict(r) for r in results])
+    else:
+        done = [r for r in results if r.error is None]
+        if done:
+            rows = [[r.task_id, r.status, "changed" if r.changed else "unchanged"] for r in done]
+            print_table(["TASK ID", "STATUS", "CHANGE"], rows, 3)
+    for r in refused:
+        error(f"cannot cancel {r.task_id}: {r.error}")
+    return EXIT_FAILED if refused else EXIT_OK
+
+
+TASK_ACTIONS = {"get": get_task, "list": list_tasks, "cancel": cancel_tasks}
 
 
 # -- dead letters --------------------------------------------------------------------------
