@@ -89,6 +89,45 @@ async def test_every_published_output_schema_is_compact() -> None:
         text = json.dumps(tool.output_schema)
         assert '"$ref"' not in text
         assert '"title"' not in text
+        assert not [k for node in _keyword_nodes(tool.output_schema) for k in ("description", "default") if k in node]
+
+
+def _keyword_nodes(node: Any) -> Iterator[dict[str, Any]]:
+    """Every subschema of ``node`` (the keys of ``properties`` are names, not keywords)."""
+    if not isinstance(node, dict):
+        return
+    yield node
+    for key, value in node.items():
+        if key == "properties":
+            for sub in value.values():
+                yield from _keyword_nodes(sub)
+        elif key in ("items", "additionalProperties"):
+            yield from _keyword_nodes(value)
+        elif key == "anyOf":
+            for sub in value:
+                yield from _keyword_nodes(sub)
+
+
+def test_an_output_schema_drops_descriptions_and_defaults_and_merges_nullable_choices() -> None:
+    row = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "status": {"anyOf": [{"enum": ["a", "b"], "type": "string"}, {"type": "null"}], "default": None},
+            "row": {"anyOf": [row, {"type": "null"}], "description": "A row.", "default": None},
+            "description": {"type": "string", "description": "A field named like a keyword."},
+        },
+        "required": ["description"],
+    }
+    assert compact_schema(schema) == {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["a", "b", None]},
+            "row": {**row, "type": ["object", "null"]},
+            "description": {"type": "string"},
+        },
+        "required": ["description"],
+    }
 
 
 def test_a_property_named_like_a_keyword_is_kept() -> None:
