@@ -149,6 +149,8 @@ async def test_a_2025_11_25_client_delegates_enqueue_task_as_a_task_and_awaits_t
         "fanout": "optional",
         "get_task": None,
         "queue_stats": None,
+        "cancel_task": None,
+        "list_tasks": None,
     }
     assert created["task"]["taskId"] == "mt1"
     assert created["task"]["status"] == "working"
