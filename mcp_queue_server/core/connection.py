@@ -1,4 +1,8 @@
-"""One queue client's link to Redis: clients, script calls, blocking waits, error mapping.
+"""One queue client's link to Redis: clients, the clock, script calls, replicas.
+
+Its blocking waits are the :mod:`~mcp_queue_server.core.blocking` mixin; the store checks
+(memory policy, the registry) and the mapping of Redis failures to queue errors
+(:func:`guard`) are :mod:`~mcp_queue_server.core.store_checks`.
 
 :class:`Connection` hides which path a call takes: on a standalone Redis the queue's own
 commands go through the lane (``lane.py``), in a cluster through redis-py's script
@@ -9,132 +13,30 @@ objects and clients, which route each call to its slot's master. The queue's ope
 from __future__ import annotations
 
 import copy
-import errno
-import logging
 import os
-import socket
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-import anyio
 from redis import exceptions as redis_errors
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from mcp_queue_server.core.blocking import BlockingCalls, unblocked
 from mcp_queue_server.core.keys import QueueKeys, registry_key
 from mcp_queue_server.core.lane import Lane
-from mcp_queue_server.core.models import StoreInfo
 from mcp_queue_server.core.scripts import AsyncScript, register_all, script_sha, script_source
-from mcp_queue_server.errors import InvalidInput, QueueError, QueueUnavailable, StoreFull, StoreMisconfigured
+
+# Re-exported (`X as X`): the queue, inspect, the server and tests import them from here.
+from mcp_queue_server.core.store_checks import Client as Client
+from mcp_queue_server.core.store_checks import StoreChecks
+from mcp_queue_server.core.store_checks import eviction_refusal as eviction_refusal
+from mcp_queue_server.core.store_checks import guard as guard
+from mcp_queue_server.core.store_checks import store_error as store_error
+from mcp_queue_server.errors import InvalidInput, QueueUnavailable
 from mcp_queue_server.limits import REGISTRY_REFRESH_S
 from mcp_queue_server.settings import CLUSTER_SCHEMES, Settings
-
-logger = logging.getLogger(__name__)
-
-#: A standalone or cluster client; both run the same scripts, since all keys of a queue share a slot.
-Client = Redis | RedisCluster
-
-
-#: What a configuration mistake looks like to the caller: the likely cause, never the URL.
-_URL = "MCP_QUEUE_REDIS_URL"
-_AUTH = (
-    f"the queue store refused the credentials (wrong or missing user/password): check them in {_URL} "
-    "(a Redis ACL user needs the rights listed in the README)"
-)
-_TLS = f"the TLS handshake with the queue store failed: check rediss:// vs redis:// and the certificate in {_URL}"
-_HOST = f"the queue store's host name does not resolve: check the host in {_URL}"
-_REFUSED = (
-    f"queue store unavailable: nothing accepts connections at its address (Redis is down or restarting, or "
-    f"the host, port or socket path in {_URL} is wrong); nothing was lost, retry in a few seconds if it was running"
-)
-#: getaddrinfo errors that mean "no such name" (EAI_AGAIN, a resolver hiccup, stays transient).
-_NO_SUCH_HOST = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL") if hasattr(socket, name)}
-_OOM = "command not allowed when used memory"
-_FULL = (
-    "the queue store is full (Redis reached maxmemory) and refused the write; nothing was written. Memory frees "
-    "as workers ack or fail their tasks; an operator can purge the dead-letter queue (purge_dlq), shorten "
-    "MCP_QUEUE_RESULT_TTL_S or raise maxmemory. Reads, acks, fails and purges still work"
-)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: BaseException | None = exc
-    for _ in range(8):  # redis-py wraps the socket error once or twice
-        if seen is None:
-            return
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
-def store_error(exc: BaseException) -> QueueError:
-    """The queue error for a failure to reach Redis: a configuration mistake (credentials, TLS,
-    unknown host) is :class:`StoreMisconfigured`, not retryable; everything else (a refused or
-    dropped connection, a timeout, a cluster in flux) is :class:`QueueUnavailable`. Decided by
-    exception type and errno, never by echoing the error's text (it names the host)."""
-    for cause in _causes(exc):
-        if isinstance(cause, redis_errors.AuthenticationError | redis_errors.AuthenticationWrongNumberOfArgsError):
-            return StoreMisconfigured(_AUTH)
-        if isinstance(cause, ssl.SSLError):
-            return StoreMisconfigured(_TLS)
-        if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_HOST:
-            return StoreMisconfigured(_HOST)
-        if isinstance(cause, ConnectionRefusedError | FileNotFoundError) or (
-            isinstance(cause, OSError) and cause.errno in (errno.ECONNREFUSED, errno.ENOENT)
-        ):
-            return QueueUnavailable(_REFUSED)
-    return QueueUnavailable(f"queue store unavailable ({type(exc).__name__}); nothing was lost, retry in a few seconds")
-
-
-@contextmanager
-def guard() -> Iterator[None]:
-    """Map Redis failures to queue errors. The message names no host or credentials."""
-    try:
-        yield
-    except (
-        redis_errors.ConnectionError,
-        redis_errors.TimeoutError,
-        redis_errors.RedisClusterException,  # no reachable node, slots not covered
-        redis_errors.ClusterDownError,
-        redis_errors.TryAgainError,  # a slot is moving between masters
-        ConnectionError,
-        TimeoutError,
-    ) as exc:
-        raise store_error(exc) from None
-    except redis_errors.AuthenticationWrongNumberOfArgsError:
-        raise StoreMisconfigured(_AUTH) from None
-    except redis_errors.ResponseError as exc:
-        # Redis 6.2 wraps a script's OOM as "ERR Error running script ... -OOM ...", 7.x passes it on.
-        if isinstance(exc, redis_errors.OutOfMemoryError) or _OOM in str(exc):
-            raise StoreFull(_FULL) from None
-        raise QueueError(f"queue store refused the operation: {str(exc)[:200]}") from None
-
-
-def eviction_refusal(policy: str) -> str:
-    return (
-        f"the queue store's maxmemory-policy is {policy}: Redis may delete task records when memory runs out, "
-        "so writes are refused. Fix: CONFIG SET maxmemory-policy noeviction (and in redis.conf), or accept the "
-        "risk with MCP_QUEUE_ALLOW_EVICTION=true"
-    )
-
-
-def _str(value: Any) -> str | None:
-    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _num(value: Any) -> int | None:
-    try:
-        return None if value is None else int(_str(value) or "")
-    except ValueError:
-        return None
-
-
-def unblocked(reply: object) -> bool:
-    """An XREAD BLOCK ended by the server (failover, role change): a wake, not a failure."""
-    return isinstance(reply, redis_errors.ResponseError) and str(reply).startswith("UNBLOCKED")
 
 
 def request_id() -> str:
@@ -192,7 +94,7 @@ def connect_redis(url: str, settings: Settings) -> Client:
     return Redis.from_url(url, retry=retry, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
-class Connection:
+class Connection(StoreChecks, BlockingCalls):
     """The clients and scripts of one consumer name, and the key names of its queues."""
 
     #: A view made by :meth:`for_consumer`: it shares the clients and does not close them.
@@ -388,129 +290,6 @@ class Connection:
         if not isinstance(added, Exception):
             self._registered[queue] = time.monotonic()
         return reply
-
-    # -- the store -------------------------------------------------------------------
-
-    async def known_queues(self) -> list[str]:
-        """Every queue in the registry, sorted."""
-        with guard():
-            names = await self.redis.smembers(registry_key(self.settings.key_prefix))
-        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-
-    async def forget_queue(self, queue: str) -> bool:
-        """Take ``queue`` out of the registry (its data stays); False: it was not there."""
-        self._registered.pop(queue, None)
-        with guard():
-            removed = await self.redis.srem(registry_key(self.settings.key_prefix), queue)
-        return bool(removed)
-
-    async def store_info(self, queue: str) -> StoreInfo:
-        """The memory policy, limit and use of the node serving ``queue``: ``INFO memory``, or
-        ``CONFIG GET`` when INFO is refused; None for what neither may read (an ACL without
-        ``@dangerous`` refuses both)."""
-        with guard():
-            client: Client = self.redis
-            if isinstance(client, RedisCluster):
-                await client.initialize()  # learn the slots (a no-op once known)
-                client = self._node_client(self.keys(queue).sync)
-            try:
-                info = await client.info("memory")
-                return StoreInfo(
-                    _str(info.get("maxmemory_policy")), _num(info.get("maxmemory")), _num(info.get("used_memory"))
-                )
-            except redis_errors.ResponseError:
-                pass
-            try:
-                got = await client.config_get("maxmemory*")
-            except redis_errors.ResponseError:
-                return StoreInfo(None, None, None)
-        conf = {_str(key): _str(value) for key, value in got.items()}
-        return StoreInfo(conf.get("maxmemory-policy"), _num(conf.get("maxmemory")), None)
-
-    async def _check_writable(self, queue: str) -> None:
-        """Refuse writes while Redis may evict task records (any maxmemory-policy but
-        noeviction), unless the settings accept the risk. Checked once per queue and
-        process while it passes; while it refuses, every write checks again (a fixed
-        policy takes effect at once)."""
-        info = await self.store_info(queue)
-        if info.maxmemory_policy is None:
-            if not self._policy_unknown_logged:
-                self._policy_unknown_logged = True
-                logger.warning(
-                    "cannot read the queue store's maxmemory-policy (INFO and CONFIG GET refused): make sure it "
-                    "is noeviction, or Redis may delete task records when memory runs out"
-                )
-        elif info.evicting and not self.settings.allow_eviction:
-            raise StoreMisconfigured(eviction_refusal(info.maxmemory_policy))
-        self._writable.add(queue)
-
-    async def block_then_script(
-        self,
-        queue: str,
-        block_ms: int,
-        after: tuple[Any, Any],
-        name: str,
-        args: Sequence[Any],
-        *,
-        on_cancel: Callable[[], Awaitable[None]],
-    ) -> Any | None:
-        """Wait up to ``block_ms`` in XREAD BLOCK for an entry added to ``queue``'s streams
-        after the ids ``after``, then run script ``name``; returns its reply, or None when
-        it did not run and the caller should run it afresh.
-
-        Through the lane the script is sent behind the XREAD, so Redis runs it the moment
-        the XREAD returns, with no round trip in between (it reads Redis's clock when it
-        runs). If the caller is cancelled meanwhile, ``on_cancel`` runs shielded (the
-        script may have acted). In a cluster the wait goes alone and None is returned. A
-        forced unblock (the node became a replica in a failover) ends the wait like an
-        entry; a script lost to it or to a restart (NOSCRIPT) returns None.
-        """
-        k = self.keys(queue)
-        xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.high, k.low, *after)
-        lane = self.lane
-        with guard():
-            if lane is None:
-                await self._block(xread)
-                return None
-            keys = k.script_keys
-            behind = (
-                "EVALSHA",
-                script_sha(name),
-                len(keys),
-                *keys,
-                k.base,
-                self.settings.group,
-                self.consumer,
-                self.clock_arg(),
-            )
-            try:
-                woke, reply = await lane.execute(
-                    xread, (*behind, *args), timeout_s=block_ms / 1000 + self.settings.socket_timeout_s
-                )
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    await on_cancel()
-                raise
-            if isinstance(reply, redis_errors.NoScriptError) or (
-                unblocked(woke) and isinstance(reply, redis_errors.ResponseError)
-            ):
-                return None  # Redis restarted or changed role
-            for answer in (woke, reply):
-                if isinstance(answer, redis_errors.ResponseError) and not unblocked(answer):
-                    raise answer
-            return reply
-
-    async def _block(self, xread: tuple[Any, ...]) -> None:
-        if self.lane is not None:
-            (reply,) = await self.lane.execute(xread)
-            if isinstance(reply, redis_errors.ResponseError) and not unblocked(reply):
-                raise reply
-            return
-        try:
-            await self.redis.execute_command(*xread)
-        except redis_errors.ResponseError as exc:
-            if not unblocked(exc):
-                raise
 
     # -- replicas --------------------------------------------------------------------
 
