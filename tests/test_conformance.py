@@ -108,10 +108,10 @@ SCENARIOS: dict[str, Verdict] = {
         "prompt test_prompt_with_embedded_resource", "unknown prompt test_prompt_with_embedded_resource"
     ),
     "prompts-get-with-image": fixture("prompt test_prompt_with_image", "unknown prompt test_prompt_with_image"),
-    "resources-subscribe": Verdict("fails", "resources/subscribe is not served yet (no subscription bus)", "-32601"),
-    "resources-unsubscribe": Verdict(
-        "fails", "resources/unsubscribe is not served yet (no subscription bus)", "-32601"
-    ),
+    # Served (tests/test_subscriptions.py); the suite subscribes to its own fixture URI, which this
+    # server refuses with -32602 (it publishes updates for task:// and queue://<queue>/stats only).
+    "resources-subscribe": fixture("resource test://watched-resource", "cannot subscribe to test://watched-resource"),
+    "resources-unsubscribe": fixture("resource test://watched-resource", "cannot subscribe to test://watched-resource"),
 }
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from mcp import Client
+from mcp import Client, types
 from mcp.server import MCPServer
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
@@ -266,3 +266,32 @@ def test_the_2025_11_25_tools_call_sieve_drops_a_create_task_result_so_the_middl
     except ValidationError:
         return  # refused outright: the middleware is still needed
     assert "task" not in sieved, f"mcp {SDK} keeps CreateTaskResult through the sieve: the interceptor could answer"
+
+
+async def test_a_subscribe_handler_on_the_lowlevel_server_is_declared_and_its_session_end_unwinds_the_exit_stack() -> (
+    None
+):
+    # serve_resource_subscriptions registers on lowlevel_server(...) and cleans up on the exit stack.
+    server = MCPServer("canary")
+
+    @server.resource("task://{queue}/{task_id}")
+    async def task(queue: str, task_id: str) -> str:
+        return "{}"
+
+    ended: list[str] = []
+
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        sdk_compat.request_connection(ctx).exit_stack.callback(ended.append, str(params.uri))
+        return types.EmptyResult()
+
+    sdk_compat.lowlevel_server(server).add_request_handler(
+        "resources/subscribe", types.SubscribeRequestParams, subscribe
+    )
+    async with Client(server, mode="legacy") as client:
+        declared = client.server_capabilities.resources
+        await client.subscribe_resource("task://q/1")
+        assert ended == [], moved("the exit stack unwound before the session ended")
+
+    assert declared is not None, moved("resources is no longer declared")
+    assert declared.subscribe is True, moved("resources.subscribe no longer follows the handler")
+    assert ended == ["task://q/1"], moved("a session's end no longer unwinds its connection's exit stack")

@@ -38,11 +38,12 @@ from mcp_queue_server.server.resources import RESOURCE_ROLES, register_resources
 from mcp_queue_server.server.sdk_compat import (
     QueueTool,
     arg_model,
+    lowlevel_server,
     output_schema,
     replace_arg_model,
     replace_output_schema,
 )
-from mcp_queue_server.server.subscriptions import RedisSubscriptionBus
+from mcp_queue_server.server.subscriptions import RedisSubscriptionBus, serve_resource_subscriptions
 from mcp_queue_server.server.tasks_ext import QueueTasks
 from mcp_queue_server.settings import Role, Settings
 
@@ -238,6 +239,7 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
     gates = [gate] if settings.auth_tokens_file is not None else []
     # MCP Tasks over the queue, both lanes (tasks_ext.py): an extension and a middleware.
     tasks = QueueTasks(Principals(settings, tokens))
+    bus = RedisSubscriptionBus(state)
     server = QueueServer(
         "mcp-queue-server",
         title="Task queue",
@@ -250,8 +252,10 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
         token_verifier=verifier,
         extensions=[*gates, tasks],
         middleware=[*gates, tasks],
-        subscriptions=RedisSubscriptionBus(state),  # task:// and queue:// updates from any process
+        subscriptions=bus,  # task:// and queue:// updates from any process
     )
+    # The same updates for resources/subscribe, on the session revisions (2025-11-25 and before).
+    serve_resource_subscriptions(lowlevel_server(server), bus, settings.role)
     register_resources(server, settings.role)
     register_prompts(server, settings)
     install_log_bridge(server)

@@ -10,6 +10,11 @@ XREAD BLOCK on ``<base>events`` and publishes, for each entry,
 * ``ResourceUpdated("task://<queue>/<task_id>")`` for every task it names (completed, failed);
 * one ``ResourceUpdated("queue://<queue>/stats")`` (its totals changed).
 
+The same bus serves the older ``resources/subscribe`` / ``resources/unsubscribe`` (the session
+revisions, 2025-11-25 and before; :func:`serve_resource_subscriptions`): each session that
+subscribes listens on the bus while it has subscriptions and is sent
+``notifications/resources/updated {uri}`` for the URIs it named; it stops when the session ends.
+
 Events the server publishes itself (``ctx.notify_*``) reach this process's listeners only.
 Delivery follows the spec: fire-and-forget, no replay; a listener re-reads the resource.
 
@@ -25,12 +30,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp import MCPError, types
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
 from mcp.server.subscriptions import ResourceUpdated, ServerEvent
+from mcp.types import INVALID_PARAMS, INVALID_REQUEST
 
-from mcp_queue_server.errors import QueueError
+from mcp_queue_server.errors import InvalidInput, QueueError
+from mcp_queue_server.limits import check_queue_name, check_task_id
+from mcp_queue_server.server.resources import RESOURCE_ROLES
+from mcp_queue_server.server.sdk_compat import request_connection
+from mcp_queue_server.settings import Role
 
 if TYPE_CHECKING:
     from mcp_queue_server.core.queue import TaskQueue
@@ -127,3 +142,122 @@ class RedisSubscriptionBus:
             if got:
                 self._deliver(ResourceUpdated(uri=stats_uri(name)))
             await anyio.lowlevel.checkpoint()
+
+
+# -- resources/subscribe and resources/unsubscribe (the session revisions, 2025-11-25 and before) --
+
+#: Updates waiting for one session's stream; beyond this the newest are dropped (a slow client
+#: re-reads the resource either way, and delivery is best-effort by the spec).
+MAX_PENDING = 256
+#: Where a connection keeps its subscriptions (``Connection.state``).
+_STATE_KEY = "mcp_queue_server.resource_subscriptions"
+_SUBSCRIBABLE = "updates are published for task://<queue>/<task_id> and queue://<queue>/stats"
+
+
+def check_subscribable(uri: str, role: Role) -> str:
+    """``uri`` if this server publishes updates for it, else :class:`InvalidInput` with the reason.
+
+    The names in it are checked as resources/read checks them; the scheme must be one the
+    server's role may read (the same rule as its resource list).
+    """
+    scheme, sep, rest = uri.partition("://")
+    if sep and scheme == "task" and role in RESOURCE_ROLES["task"]:
+        queue, _, task_id = rest.partition("/")
+        check_queue_name(queue)
+        check_task_id(task_id)
+        return uri
+    if sep and scheme == "queue" and role in RESOURCE_ROLES["queue"] and rest.endswith("/stats"):
+        check_queue_name(rest.removesuffix("/stats"))
+        return uri
+    raise InvalidInput(f"cannot subscribe to {uri[:200]}: {_SUBSCRIBABLE}")
+
+
+class SessionSubscriptions:
+    """One session's subscribed URIs, told of updates by the bus while it has any.
+
+    The bus calls :meth:`hear` from its tailers (synchronously); a pump task of this session's
+    own sends each wanted update as ``notifications/resources/updated`` on the session's
+    standalone stream, so a slow client never holds up the bus.
+    """
+
+    def __init__(self, bus: RedisSubscriptionBus, connection: Connection) -> None:
+        self.uris: set[str] = set()
+        self._bus = bus
+        self._connection = connection
+        self._unlisten: Callable[[], None] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._send: MemoryObjectSendStream[str] | None = None
+        self._receive: MemoryObjectReceiveStream[str] | None = None
+
+    def add(self, uri: str) -> None:
+        self.uris.add(uri)
+        if self._unlisten is None:
+            self._send, self._receive = anyio.create_memory_object_stream[str](MAX_PENDING)
+            self._pump = asyncio.get_running_loop().create_task(self._forward(self._receive))
+            self._unlisten = self._bus.subscribe(self.hear)
+
+    def discard(self, uri: str) -> None:
+        self.uris.discard(uri)
+        if not self.uris:
+            self.close()
+
+    def hear(self, event: ServerEvent) -> None:
+        if not isinstance(event, ResourceUpdated) or event.uri not in self.uris or self._send is None:
+            return
+        try:
+            self._send.send_nowait(event.uri)
+        except anyio.WouldBlock:
+            logger.debug("session %s is behind: dropped an update of %s", self._connection.session_id, event.uri)
+
+    async def _forward(self, receive: MemoryObjectReceiveStream[str]) -> None:
+        async for uri in receive:
+            await self._connection.send_resource_updated(uri)  # never raises: best-effort
+
+    def close(self) -> None:
+        """Stop listening (the last URI went, or the session ended)."""
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        if self._send is not None and self._receive is not None:
+            self._send.close()
+            self._receive.close()
+            self._send = self._receive = None
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+
+
+def serve_resource_subscriptions(server: Server[Any], bus: RedisSubscriptionBus, role: Role) -> None:
+    """Serve resources/subscribe and resources/unsubscribe on ``server`` from ``bus``.
+
+    Registering the handler is what makes the SDK declare ``resources.subscribe: true`` on the
+    handshake revisions. A session's subscriptions live in its connection and end with it.
+    """
+
+    def uri_of(params: types.SubscribeRequestParams | types.UnsubscribeRequestParams) -> str:
+        try:
+            return check_subscribable(str(params.uri), role)
+        except InvalidInput as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+
+    async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
+        uri = uri_of(params)
+        connection = request_connection(ctx)
+        if not connection.has_standalone_channel:
+            raise MCPError(INVALID_REQUEST, "this connection cannot carry notifications: open an MCP session")
+        subscriptions = connection.state.get(_STATE_KEY)
+        if not isinstance(subscriptions, SessionSubscriptions):
+            subscriptions = connection.state[_STATE_KEY] = SessionSubscriptions(bus, connection)
+            connection.exit_stack.callback(subscriptions.close)
+        subscriptions.add(uri)
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        uri = uri_of(params)
+        subscriptions = request_connection(ctx).state.get(_STATE_KEY)
+        if isinstance(subscriptions, SessionSubscriptions):
+            subscriptions.discard(uri)
+        return types.EmptyResult()
+
+    server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
