@@ -68,8 +68,8 @@ class RoleGate(Extension):
         return await call_next(ctx)
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        """The server middleware: scope the lists to the caller's role, refuse a resource read."""
-        if ctx.method == "resources/read":
+        """The server middleware: scope the lists to the caller's role, refuse a resource read or subscription."""
+        if ctx.method in ("resources/read", "resources/subscribe"):  # a subscription reads too
             principal, role = self._caller(ctx)
             uri = (ctx.params or {}).get("uri")
             if not self._may_read(uri, role):
