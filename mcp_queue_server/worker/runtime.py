@@ -28,6 +28,10 @@ outcome one of acked, failed-retry, dead-lettered, fanned out, handed back; leas
 WARNING), and every ``summary_interval_s`` an INFO summary of the interval (tasks acked and
 failed, the rate, tasks running).
 
+Here: the worker, its reads and its shutdown. The loops beside the reads (renewal, acks,
+heartbeats, recovery, summaries) are :mod:`~mcp_queue_server.worker.loops`; the handler's
+:class:`TaskContext` is :mod:`~mcp_queue_server.worker.context`.
+
 A worker owns its consumer name: give each worker its own (the default is unique per process
 and worker), because handing back releases every task the consumer holds.
 """
@@ -37,135 +41,29 @@ from __future__ import annotations
 import itertools
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
-from mcp_queue_server.core.models import FanoutResult, Lease, NewTask, Task, TaskStatus
+from mcp_queue_server.core.models import Task
 from mcp_queue_server.core.queue import TaskQueue
-from mcp_queue_server.errors import (
-    InvalidInput,
-    InvalidState,
-    NotLeaseHolder,
-    QueueError,
-    QueueUnavailable,
-    TaskNotFound,
-)
-from mcp_queue_server.limits import HEARTBEAT_INTERVAL_S, MAX_ERROR_LENGTH
+from mcp_queue_server.errors import InvalidInput, NotLeaseHolder, QueueError, QueueUnavailable
 from mcp_queue_server.settings import Settings, default_consumer_name
 from mcp_queue_server.store.open import open_queue
+from mcp_queue_server.worker.context import ANY_TYPE, EventKind, Handler, PermanentFailure, TaskContext, WorkerEvent
+from mcp_queue_server.worker.loops import _OUTCOMES, _RETRY_DELAYS_S, WorkerLoops
 
 logger = logging.getLogger(__name__)
 
-#: A handler: gets the task and its context, returns the result to store (any JSON).
-Handler = Callable[[Task, "TaskContext"], Awaitable[Any]]
-
-#: The handlers key that matches every task type without a handler of its own.
-ANY_TYPE = "*"
-
-EventKind = Literal["started", "acked", "failed", "lease_lost", "handed_off", "released"]
-
-_MAX_ERROR = MAX_ERROR_LENGTH  # fail() refuses longer errors: a handler's message is cut to fit
-_OUTCOMES = ("acked", "fanned out", "failed-retry", "dead-lettered", "cancelled", "lease lost", "handed back")
-_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # a brief Redis outage must not lose an ack
-_ACK_BATCH = 500  # finished results per ack_many (one script call)
+#: Also the public names of the context module, re-exported: their home before the split.
+__all__ = ["ANY_TYPE", "EventKind", "Handler", "PermanentFailure", "TaskContext", "Worker", "WorkerEvent"]
 
 
-class PermanentFailure(Exception):
-    """Raise from a handler to dead-letter the task at once instead of retrying it."""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerEvent:
-    """Something that happened to a task in a worker (see ``Worker(on_event=...)``)."""
-
-    kind: EventKind
-    worker: str  #: the worker's consumer name
-    task: Task
-    detail: str = ""  #: the error for failed; the new status for failed and acked
-
-
-class TaskContext:
-    """What a handler can do besides returning a result: checkpoint, extend, fan out."""
-
-    def __init__(self, worker: Worker, queue: TaskQueue, task: Task) -> None:
-        self.task = task
-        self.queue = queue  #: the worker's queue client (same consumer: may act on this task)
-        self.worker_name = worker.name
-        self.lease_expires_at = task.lease_expires_at
-        self.lease_lost = False
-        self.handed_off = False
-        #: The task was cancelled (cancel_task): the handler is cancelled and the task ends cancelled.
-        self.cancel_requested = False
-        self._worker = worker
-        self._renewed_at = anyio.current_time()
-        self._scope: anyio.CancelScope | None = None  # the handler's: cancelled when the lease is lost
-
-    @property
-    def stopping(self) -> bool:
-        """The worker is shutting down: a long handler may checkpoint now; if it does not
-        finish within the grace period it is cancelled and its task handed back."""
-        return self._worker.stopping
-
-    async def checkpoint(self, data: dict[str, Any], ttl_seconds: int | None = None) -> None:
-        """Save progress (redelivery gets it back as ``task.checkpoint``); renews the lease.
-
-        Raises:
-            NotLeaseHolder: the lease was lost; stop working on this task.
-        """
-        lease = await self.queue.checkpoint_lease(self.task.task_id, data, ttl_seconds, queue=self._worker.queue_name)
-        if lease is not None:
-            self._renewed(lease)
-
-    async def extend_lease(self, lease_ms: int | None = None) -> int:
-        """Extend the lease now (the worker also renews it by itself); returns the new deadline.
-
-        Raises:
-            NotLeaseHolder: the lease was lost; stop working on this task.
-        """
-        lease = await self.queue.renew_lease(
-            self.task.task_id, lease_ms or self._worker.lease_ms, queue=self._worker.queue_name
-        )
-        self._renewed(lease)
-        return lease.lease_expires_at
-
-    async def fanout(
-        self,
-        subtasks: Sequence[NewTask],
-        parent_task_data: dict[str, Any] | None = None,
-        *,
-        on_complete: NewTask | None = None,
-        fail_parent_on_child_failure: bool = True,
-    ) -> FanoutResult:
-        """Split this task into subtasks: it then waits for them (the worker does not ack it,
-        and the handler's return value is ignored); its result becomes the children's results."""
-        result = await self.queue.fanout(
-            self.task.task_id,
-            subtasks,
-            parent_task_data,
-            on_complete=on_complete,
-            fail_parent_on_child_failure=fail_parent_on_child_failure,
-            queue=self._worker.queue_name,
-        )
-        self.handed_off = True
-        return result
-
-    def _renewed(self, lease: Lease) -> None:
-        self.lease_expires_at = lease.lease_expires_at
-        self._renewed_at = anyio.current_time()
-        if lease.cancel_requested and not self.cancel_requested:
-            self.cancel_requested = True
-            if self._scope is not None:
-                self._scope.cancel()
-
-
-class Worker:
+class Worker(WorkerLoops):
     """Runs handlers for the tasks of one queue; see the module docstring.
 
     ``queue`` is a connected :class:`TaskQueue` (the caller closes it) or :class:`Settings`
@@ -432,124 +330,6 @@ class Worker:
             self._acks.append((task, result))  # acked with the others that finished meanwhile
             self._acks_ready.set()
 
-    async def _renew_leases(self, queue: TaskQueue) -> None:
-        """One loop for every running handler: extend the leases due (a third of the lease
-        since the last renewal or checkpoint) together, then sleep until the next is due."""
-        interval = self.lease_ms / 3000
-        while True:
-            now = anyio.current_time()
-            live = [ctx for ctx in self._contexts.values() if not ctx.lease_lost]
-            due = [ctx for ctx in live if now >= ctx._renewed_at + interval]
-            if due:
-                async with anyio.create_task_group() as tg:
-                    for ctx in due:
-                        tg.start_soon(self._renew_one, ctx, interval)
-            # The next due; a task started meanwhile is due a whole interval from now at the earliest.
-            live = [ctx for ctx in self._contexts.values() if not ctx.lease_lost]
-            await anyio.sleep_until(
-                min((c._renewed_at + interval for c in live), default=anyio.current_time() + interval)
-            )
-
-    async def _renew_one(self, ctx: TaskContext, interval: float) -> None:
-        try:
-            await ctx.extend_lease()
-        except (NotLeaseHolder, TaskNotFound, InvalidState):
-            ctx.lease_lost = True
-            if ctx._scope is not None:
-                ctx._scope.cancel()
-        except QueueUnavailable as exc:
-            logger.warning("%s: could not renew the lease of %s: %s", self.name, ctx.task.task_id, exc)
-            ctx._renewed_at += interval / 3  # try again soon, before the lease runs out
-
-    async def _flush_acks(self, queue: TaskQueue) -> None:
-        """Send the finished results: whatever finished while the last ack was in flight goes
-        out in the next, one ``ack_many`` (group commit: no added wait when idle)."""
-        while True:
-            await self._acks_ready.wait()
-            self._acks_ready = anyio.Event()
-            await anyio.lowlevel.checkpoint()  # handlers finishing in this same tick join the batch
-            acks, self._acks = self._acks, []
-            if acks:
-                with anyio.CancelScope(shield=True):  # sent acks must be accounted for, not handed back
-                    await self._ack_batch(queue, acks)
-
-    async def _ack_batch(self, queue: TaskQueue, acks: list[tuple[Task, Any]]) -> None:
-        for start in range(0, len(acks), _ACK_BATCH):
-            chunk = acks[start : start + _ACK_BATCH]
-            try:
-                items = [(t.task_id, r) for t, r in chunk]
-                outcomes: list[Any] = await self._retrying(partial(queue.ack_many, items, queue=self.queue_name))
-            except InvalidInput:  # some result cannot be stored: ack one by one to tell which
-                for task, result in chunk:
-                    await self._ack(queue, task, result)
-                continue
-            except QueueUnavailable as exc:
-                for task, _ in chunk:
-                    self._lost(task, f"could not ack ({exc}); the task will be delivered again when its lease expires")
-                continue
-            for (task, _), outcome in zip(chunk, outcomes, strict=True):
-                if isinstance(outcome, QueueError):
-                    self._lost(task, str(outcome))
-                else:
-                    self._acked(task, outcome.status)
-
-    async def _ack(self, queue: TaskQueue, task: Task, result: Any) -> None:
-        try:
-            outcome = await self._retrying(lambda: queue.acknowledge(task.task_id, result, queue=self.queue_name))
-        except InvalidInput as exc:
-            await self._fail(queue, task, f"the handler's result cannot be stored: {exc}", retry=True)
-            return
-        except (NotLeaseHolder, TaskNotFound, InvalidState) as exc:
-            self._lost(task, str(exc))
-            return
-        except QueueUnavailable as exc:
-            self._lost(task, f"could not ack ({exc}); the task will be delivered again when its lease expires")
-            return
-        self._acked(task, outcome.status)
-
-    def _acked(self, task: Task, status: str) -> None:
-        self._held.pop(task.task_id, None)
-        self.processed += 1
-        self._finished(task, "acked")
-        self._emit("acked", task, status)
-
-    async def _fail(self, queue: TaskQueue, task: Task, error: str, *, retry: bool) -> None:
-        try:
-            outcome = await self._retrying(
-                lambda: queue.fail(task.task_id, error[:_MAX_ERROR], retry=retry, queue=self.queue_name)
-            )
-        except (NotLeaseHolder, TaskNotFound, InvalidState) as exc:
-            self._lost(task, str(exc))
-            return
-        except QueueUnavailable as exc:
-            self._lost(task, f"could not fail it ({exc}); it will be delivered again when its lease expires")
-            return
-        self._held.pop(task.task_id, None)
-        if outcome.status == TaskStatus.CANCELLED:  # its cancellation was requested: not a failure
-            self._finished(task, "cancelled", error)
-            self._emit("failed", task, f"cancelled: {error}")
-            return
-        self.failed += 1
-        status = "dead-lettered" if outcome.retry_at is None else f"{outcome.status.value}, will retry"
-        self._finished(task, "dead-lettered" if outcome.retry_at is None else "failed-retry", error)
-        self._emit("failed", task, f"{status}: {error}")
-
-    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        # Retried only while the store is unreachable: ack and fail are idempotent by task id.
-        for delay in (*_RETRY_DELAYS_S, None):
-            try:
-                return await call()
-            except QueueUnavailable:
-                if delay is None:
-                    raise
-                await anyio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _lost(self, task: Task, why: str) -> None:
-        self._held.pop(task.task_id, None)
-        self._finished(task, "lease lost", why, level=logging.WARNING)
-        self._emit("lease_lost", task, why)
-
     async def _hand_back(self, queue: TaskQueue) -> None:
         held = list(self._held.values())
         with anyio.CancelScope(shield=True):
@@ -576,75 +356,6 @@ class Worker:
             logger.error("%s: queue store unreachable or misconfigured: %s", self.name, exc)  # noqa: TRY400
         else:
             logger.info("%s: queue store ready (maxmemory-policy %s)", self.name, info.maxmemory_policy or "unknown")
-
-    async def _heartbeat_periodically(self, queue: TaskQueue) -> None:
-        """Show this worker as a holder of its queue even while it is busy or idle (reads say
-        so too, but a long task means no read for a while)."""
-        while True:
-            try:
-                await queue.heartbeat([self.queue_name])
-            except QueueError as exc:
-                logger.debug("%s: heartbeat skipped: %s", self.name, exc)
-            await anyio.sleep(HEARTBEAT_INTERVAL_S)
-
-    async def _recover_periodically(self, queue: TaskQueue, interval_s: float) -> None:
-        while True:
-            try:
-                report = await queue.recover(queue=self.queue_name)
-            except QueueError as exc:
-                logger.warning("%s: recovery skipped: %s", self.name, exc)
-            else:
-                if report.requeued or report.dead_lettered:
-                    logger.info(
-                        "%s: recovered stuck tasks: %d requeued, %d dead-lettered",
-                        self.name,
-                        len(report.requeued),
-                        len(report.dead_lettered),
-                    )
-            await anyio.sleep(interval_s)
-
-    def _finished(self, task: Task, outcome: str, detail: str = "", *, level: int = logging.INFO) -> None:
-        """The one log line of a task this worker is done with, and its count for the summary."""
-        leased_at = self._leased_at.pop(task.task_id, None)
-        took = 0.0 if leased_at is None else anyio.current_time() - leased_at
-        self._tally[outcome] += 1
-        logger.log(
-            level,
-            "%s: task %s (type %s, attempt %d) %s in %.3f s%s",
-            self.name,
-            task.task_id,
-            task.task_type,
-            task.attempt,
-            outcome,
-            took,
-            f": {detail}" if detail else "",
-        )
-
-    async def _summarise_periodically(self, interval_s: float) -> None:
-        since = anyio.current_time()
-        while True:
-            await anyio.sleep(interval_s)
-            now = anyio.current_time()
-            tally, self._tally = self._tally, dict.fromkeys(_OUTCOMES, 0)
-            done = tally["acked"] + tally["fanned out"]
-            failed = tally["failed-retry"] + tally["dead-lettered"]
-            elapsed = max(now - since, 1e-9)
-            since = now
-            logger.info(
-                "%s: last %.3g s: %d done, %d failed (%d dead-lettered), %d lease lost, %.2f tasks/s; %d running",
-                self.name,
-                elapsed,
-                done,
-                failed,
-                tally["dead-lettered"],
-                tally["lease lost"],
-                (done + failed) / elapsed,
-                len(self.running),
-            )
-
-    def _emit(self, kind: EventKind, task: Task, detail: str = "") -> None:
-        if self.on_event is not None:
-            self.on_event(WorkerEvent(kind, self.name, task, detail))
 
 
 def _error_text(exc: BaseException) -> str:
