@@ -3,107 +3,30 @@
 Each ``*_args`` builder returns a script's ARGV after the four common ones (base, group,
 consumer, clock; see ``lua/_lib.lua``), and each ``*_reply`` turns the script's raw reply
 into a NamedTuple, or a :class:`Refusal` that :func:`raise_for` maps to an error. The
-layout of each lua file's ``ARGV``/``Returns`` header is spelled here and nowhere else:
-no other module indexes a script reply. The same goes for the stats pipeline and the
+layout of each lua file's ``ARGV``/``Returns`` header is spelled here (or, for the operator
+scripts, in :mod:`~mcp_queue_server.core.codec_admin`) and nowhere else: no other module
+indexes a script reply. The same goes for the stats pipeline and the
 records read straight from Redis (:func:`task_info`, :func:`queue_stats`).
+
+Here: the scripts a producer or a worker runs (enqueue, fanout, read, heartbeat, ack, fail,
+extend, checkpoint, release, recover); what every reply shares (field decoding, the
+:class:`Refusal`) is :mod:`~mcp_queue_server.core.replies`, re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
 
-from mcp_queue_server.core.models import (
-    CancelResult,
-    DeadLetterPage,
-    DeadTask,
-    FanoutProgress,
-    ListedTask,
-    Task,
-    TaskPage,
-    TaskStatus,
-)
+from mcp_queue_server.core.models import FanoutProgress, Task, TaskStatus
+from mcp_queue_server.core.replies import Refusal as Refusal
+from mcp_queue_server.core.replies import _json, _texts
+from mcp_queue_server.core.replies import raise_for as raise_for
+from mcp_queue_server.core.replies import refusal as refusal
+from mcp_queue_server.core.replies import text as text
 from mcp_queue_server.core.scripts import Code
-from mcp_queue_server.errors import ConflictingRequest, InvalidState, NotLeaseHolder, TaskNotFound
 from mcp_queue_server.limits import HOLDER_STALE_MS
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None or value is False else int(value)
-
-
-def _json(value: Any) -> Any:
-    # Decoded first: json.loads on bytes guesses the encoding each time (about a third slower).
-    return None if value is None or value is False else json.loads(text(value))
-
-
-def _texts(values: Any) -> list[str]:
-    return [text(v) for v in values]
-
-
-# -- refusals -------------------------------------------------------------------------
-
-
-class Refusal(NamedTuple):
-    """A script declined to act: ``code`` is a :class:`Code` below OK, or ALREADY."""
-
-    code: int
-    state: str = ""
-    holder: str = ""
-    until: str = ""
-    task_id: str = ""  #: the id the refusal names, when not the caller's (fanout, replay, purge)
-
-
-def refusal(row: Any) -> Refusal:
-    """``not_held()`` / ``refusal()`` of _lib.lua, and fanout's {BAD_STATE, state} / {CONFLICT, id}."""
-    code = row[0]
-    if code == Code.NOT_HOLDER:
-        return Refusal(code, text(row[1]), text(row[2]), text(row[3]))
-    if code == Code.CONFLICT:
-        return Refusal(code, task_id=text(row[1]))
-    if code in (Code.ALREADY, Code.BAD_STATE):
-        return Refusal(code, text(row[-1]))
-    return Refusal(code)
-
-
-def _dlq_refusal(row: Any) -> Refusal:
-    """``dlq_picks()`` of _lib.lua: {NOT_FOUND, id} or {BAD_STATE, id, state}."""
-    return Refusal(row[0], text(row[-1]) if row[0] == Code.BAD_STATE else "", task_id=text(row[1]))
-
-
-def raise_for(why: Refusal, task_id: str) -> NoReturn:
-    """Turn a refusal into the matching error."""
-    code, state = why.code, why.state
-    if code == Code.NOT_FOUND:
-        raise TaskNotFound(f"task {task_id} not found: check the id and queue (completed tasks expire after a while)")
-    if code == Code.NOT_HOLDER:
-        if state == "working":
-            # The reply carries no clock: seconds from this process's wall clock, for the message
-            # only (a model reads seconds from now; the lease itself is the queue's business).
-            left_s = max(0, -((time.time_ns() // 1_000_000 - int(why.until or 0)) // 1000))
-            raise NotLeaseHolder(
-                f"task {task_id} is leased by another worker ({why.holder}) for {left_s} s more; "
-                "your lease expired or you never held it, so nothing was changed: drop this task and read again"
-            )
-        if state == TaskStatus.CANCELLED:
-            raise NotLeaseHolder(f"task {task_id} was cancelled: drop it; nothing changed")
-        raise NotLeaseHolder(
-            f"task {task_id} is {state}, not leased to you: only the worker that read it may do this; nothing changed"
-        )
-    if code == Code.ALREADY:
-        raise InvalidState(f"task {task_id} is already completed; there is nothing left to do with it")
-    if code == Code.BAD_STATE:
-        raise InvalidState(f"task {task_id} is {state}; this operation does not apply to it")
-    if code == Code.CONFLICT:
-        raise ConflictingRequest(f"task id {why.task_id} is already in use: pick new subtask ids")
-    raise InvalidState(f"task {task_id}: unexpected script reply {int(code)}")
-
 
 # -- enqueue.lua and fanout.lua -------------------------------------------------------
 
@@ -365,7 +288,7 @@ def release_reply(reply: Any) -> Released:
     return Released(int(reply[0]), bool(int(reply[1])))
 
 
-# -- recover.lua, replay.lua, purge.lua, inspect_dlq.lua --------------------------------
+# -- recover.lua ---------------------------------------------------------------------
 
 
 class Recovered(NamedTuple):
@@ -381,97 +304,3 @@ def recover_args(min_idle_ms: int | None, limit: int, request_id: str) -> list[A
 def recover_reply(reply: Any) -> Recovered:
     again, gone, cancelled = reply
     return Recovered(_texts(again), _texts(gone), _texts(cancelled))
-
-
-class Replayed(NamedTuple):
-    task_ids: list[str]
-    picked: int  #: DLQ entries taken (some may name tasks that moved on)
-
-
-class Purged(NamedTuple):
-    purged: int
-    picked: int
-
-
-def dlq_args(request_id: str, task_ids: Sequence[str] | None, limit: int) -> list[Any]:
-    """replay.lua / purge.lua: the given ids, or (None) the oldest ``limit`` dead tasks."""
-    if task_ids is None:
-        return [request_id, 0, limit]
-    return [request_id, len(task_ids), *task_ids]
-
-
-def replay_reply(reply: Any) -> Replayed | Refusal:
-    return Replayed(_texts(reply[1]), int(reply[2])) if reply[0] == Code.OK else _dlq_refusal(reply)
-
-
-def purge_reply(reply: Any) -> Purged | Refusal:
-    return Purged(int(reply[1]), int(reply[2])) if reply[0] == Code.OK else _dlq_refusal(reply)
-
-
-def inspect_dlq_args(count: int, cursor: str | None, newest_first: bool) -> list[Any]:
-    return [count, cursor or "", int(newest_first)]
-
-
-def inspect_dlq_reply(reply: Any) -> DeadLetterPage:
-    return DeadLetterPage(tasks=[_dead_task(row) for row in reply[1:]], next_cursor=text(reply[0]) or None)
-
-
-def _dead_task(row: Any) -> DeadTask:
-    return DeadTask(
-        task_id=text(row[1]),
-        task_type=text(row[2]) if row[2] else None,
-        payload=_json(row[3]),
-        error=text(row[4]) if row[4] else None,
-        attempt=_int(row[5]) or 0,
-        max_attempts=_int(row[6]),
-        priority=_int(row[7]),
-        source_stream=text(row[8]) if row[8] else None,
-        created_at=_int(row[9]),
-        dead_at=_int(row[10]),
-        replays=_int(row[11]) or 0,
-        parent_task_id=text(row[12]) if row[12] else None,
-    )
-
-
-# -- cancel.lua, list_tasks.lua ---------------------------------------------------------
-
-
-def cancel_args(result_ttl_s: int, reason: str, task_ids: Sequence[str]) -> list[Any]:
-    return [result_ttl_s, reason, len(task_ids), *task_ids]
-
-
-def cancel_reply(task_ids: Sequence[str], reply: Any) -> list[CancelResult | Refusal]:
-    out: list[CancelResult | Refusal] = []
-    for task_id, row in zip(task_ids, reply, strict=True):
-        if row[0] == Code.OK:
-            out.append(CancelResult(task_id, text(row[1]), bool(int(row[2]))))
-        else:
-            out.append(refusal(row))
-    return out
-
-
-def list_args(state: str, count: int, task_type: str | None, cursor: tuple[str, str] | None) -> list[Any]:
-    return [state, count, task_type or "", *(cursor or ("", ""))]
-
-
-def list_reply(state: str, reply: Any) -> TaskPage:
-    a, b, now = text(reply[0]), text(reply[1]), int(reply[2])
-    tasks = []
-    for row in reply[3:]:
-        lease_until = _int(row[7])
-        status = TaskStatus(text(row[2]))
-        tasks.append(
-            ListedTask(
-                task_id=text(row[0]),
-                task_type=text(row[1]) if row[1] else None,
-                status=status,
-                priority=_int(row[3]),
-                attempt=_int(row[4]) or 0,
-                holder=text(row[5]) if row[5] else None,
-                created_at=_int(row[6]),
-                lease_ms_left=max(lease_until - now, 0)
-                if lease_until is not None and status == TaskStatus.WORKING
-                else None,
-            )
-        )
-    return TaskPage(tasks, f"{state}:{a}:{b}" if a else None)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from mcp_queue_server.core import codec, events, reads
+from mcp_queue_server.core import codec, codec_admin, events, reads
 from mcp_queue_server.core.codec import Refusal, raise_for
 from mcp_queue_server.core.connection import Connection, guard, request_id
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
@@ -194,8 +194,8 @@ class AdminOps:
         count = check_int("count", count, 1, MAX_DLQ_PAGE)
         if cursor is not None:
             check_cursor(cursor)
-        reply = await self._conn.script("inspect_dlq", queue, codec.inspect_dlq_args(count, cursor, newest_first))
-        return codec.inspect_dlq_reply(reply)
+        reply = await self._conn.script("inspect_dlq", queue, codec_admin.inspect_dlq_args(count, cursor, newest_first))
+        return codec_admin.inspect_dlq_reply(reply)
 
     async def list_tasks(
         self,
@@ -222,8 +222,8 @@ class AdminOps:
         count = check_int("count", count, 1, MAX_DLQ_PAGE)
         position = None if cursor is None else check_list_cursor(state, cursor)
         wanted = None if task_type is None else check_task_type(task_type)
-        reply = await self._conn.script("list_tasks", queue, codec.list_args(state, count, wanted, position))
-        return codec.list_reply(state, reply)
+        reply = await self._conn.script("list_tasks", queue, codec_admin.list_args(state, count, wanted, position))
+        return codec_admin.list_reply(state, reply)
 
     async def replay_dlq(self, task_ids: list[str] | None = None, *, queue: str = DEFAULT_QUEUE) -> list[str]:
         """Put dead tasks back in their stream with a fresh attempt budget (``None``: all of them).
@@ -231,7 +231,7 @@ class AdminOps:
         Raises:
             TaskNotFound / InvalidState: an id is unknown or not dead-lettered; nothing was replayed.
         """
-        batches = await self._dlq_batches("replay", codec.replay_reply, task_ids, queue)
+        batches = await self._dlq_batches("replay", codec_admin.replay_reply, task_ids, queue)
         return [task_id for batch in batches for task_id in batch.task_ids]
 
     async def purge_dlq(self, task_ids: list[str] | None = None, *, queue: str = DEFAULT_QUEUE) -> int:
@@ -240,7 +240,7 @@ class AdminOps:
         Raises:
             TaskNotFound / InvalidState: an id is unknown or not dead-lettered; nothing was purged.
         """
-        batches = await self._dlq_batches("purge", codec.purge_reply, task_ids, queue)
+        batches = await self._dlq_batches("purge", codec_admin.purge_reply, task_ids, queue)
         await self._forget_if_empty(queue)
         return sum(batch.purged for batch in batches)
 
@@ -264,7 +264,7 @@ class AdminOps:
             ids = [check_task_id(i) for i in task_ids]
         batches: list[_Batch] = []
         while True:
-            got = decode(await self._conn.script(script, queue, codec.dlq_args(request_id(), ids, limit)))
+            got = decode(await self._conn.script(script, queue, codec_admin.dlq_args(request_id(), ids, limit)))
             if isinstance(got, Refusal):
                 raise_for(got, got.task_id)
             batches.append(got)

@@ -19,7 +19,7 @@ from typing import Any, Self
 
 import anyio
 
-from mcp_queue_server.core import codec
+from mcp_queue_server.core import codec, codec_admin
 from mcp_queue_server.core.codec import ChildRow, NewRow, Refusal, raise_for
 from mcp_queue_server.core.connection import Client, Connection, ScriptClock, eviction_refusal
 from mcp_queue_server.core.consume import AckedAndRead as AckedAndRead  # re-exported: its old home
@@ -309,8 +309,8 @@ class TaskQueue(ConsumeOps, AdminOps):
         if not ids:
             raise InvalidInput("no task ids to cancel")
         why = "cancelled" if reason is None else check_error(reason)
-        args = codec.cancel_args(self.settings.result_ttl_s, why, ids)
-        return codec.cancel_reply(ids, await self._conn.script("cancel", queue, args))
+        args = codec_admin.cancel_args(self.settings.result_ttl_s, why, ids)
+        return codec_admin.cancel_reply(ids, await self._conn.script("cancel", queue, args))
 
     async def fanout_complete(
         self, parent_task_id: str, subtask_id: str, result: Any = None, *, queue: str = DEFAULT_QUEUE
