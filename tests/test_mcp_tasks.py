@@ -328,3 +328,73 @@ async def test_the_typescript_sdk_s_call_tool_stream_delegates_enqueue_task_and_
     assert final["isError"] is False
     assert final["structuredContent"]["result"] == {"answer": "from a worker"}
     assert final["structuredContent"]["status"] == "completed"
+
+
+class StatusStream:
+    """The session's standalone GET SSE stream, collecting ``notifications/tasks/status`` params."""
+
+    def __init__(self, http: httpx2.AsyncClient, client: Rpc) -> None:
+        self.http, self.client = http, client
+        self.send, self.receive = anyio.create_memory_object_stream[dict[str, Any]](64)
+        self.opened = anyio.Event()
+
+    async def run(self) -> None:
+        headers = {**self.client.headers, "Accept": "text/event-stream"}
+        async with self.http.stream("GET", self.client.url, headers=headers) as response:
+            assert response.status_code == 200, response.status_code
+            self.opened.set()
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and line[5:].strip():
+                    message = json.loads(line[5:])
+                    if message.get("method") == "notifications/tasks/status":
+                        await self.send.send(message["params"])
+
+    async def status_of(self, task_id: str) -> dict[str, Any]:
+        """The next status notification of ``task_id`` (others are skipped)."""
+        while True:
+            params = await self.receive.receive()
+            if params["taskId"] == task_id:
+                return params
+
+
+async def test_the_creating_session_is_sent_the_task_s_status_when_a_worker_acks_it_or_it_is_cancelled(
+    settings: Settings, make_queue: QueueFactory
+) -> None:
+    worker = await make_queue("w", real_clock=True)
+    async with (
+        http_server(settings, "streamable-http") as server,
+        httpx2.AsyncClient(headers=BEARER, timeout=30) as http,
+    ):
+        client = Rpc(http, server.url, CORE)
+        stream = StatusStream(http, client)
+        with anyio.fail_after(30):
+            async with stream.send, stream.receive, anyio.create_task_group() as tg:
+                await client.open()
+                tg.start_soon(stream.run)
+                await stream.opened.wait()
+                await client.ok(
+                    "tools/call",
+                    {
+                        "name": "enqueue_task",
+                        "arguments": {"task_type": "t", "payload": {}, "task_id": "ns1"},
+                        "task": {},
+                    },
+                )
+                await client.ok(
+                    "tools/call",
+                    {
+                        "name": "enqueue_task",
+                        "arguments": {"task_type": "t", "payload": {}, "task_id": "ns2", "delay_ms": 600_000},
+                        "task": {"ttl": 60_000},
+                    },
+                )
+                await _work(worker, "ns1", {"answer": 1})
+                completed = await stream.status_of("ns1")
+                await client.ok("tasks/cancel", {"taskId": "ns2"})
+                cancelled = await stream.status_of("ns2")
+                tg.cancel_scope.cancel()
+
+    assert completed["status"] == "completed"
+    assert set(completed) >= {"taskId", "status", "createdAt", "lastUpdatedAt", "ttl", "pollInterval"}
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["ttl"] == 60_000

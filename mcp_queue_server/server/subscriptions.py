@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,15 @@ def stats_uri(queue: str) -> str:
     return f"queue://{queue}/stats"
 
 
+#: The bus of each server state (the first made for it), for :func:`bus_for`.
+_BUSES: weakref.WeakKeyDictionary[object, RedisSubscriptionBus] = weakref.WeakKeyDictionary()
+
+
+def bus_for(state: ServerState) -> RedisSubscriptionBus:
+    """The server's bus (the one ``create_server`` made for ``state``; made here if none was)."""
+    return _BUSES.get(state) or RedisSubscriptionBus(state)
+
+
 class RedisSubscriptionBus:
     """A ``SubscriptionBus`` whose resource events come from Redis (see the module docstring).
 
@@ -83,6 +93,7 @@ class RedisSubscriptionBus:
         self._state = state
         self._listeners: dict[object, Callable[[ServerEvent], None]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        _BUSES.setdefault(state, self)
 
     async def publish(self, event: ServerEvent) -> None:
         self._deliver(event)

@@ -6,7 +6,10 @@
   carrying ``task`` with ``CreateTaskResult``: the SDK's per-version sieve would cut that result
   down to a ``CallToolResult``, so it is built above the sieve, after the tool ran as usual.
   ``tasks/get``, ``tasks/result``, ``tasks/list`` and ``tasks/cancel`` are extension methods
-  (the SDK routes no ``tasks/*`` method itself).
+  (the SDK routes no ``tasks/*`` method itself). The session that created a task is sent
+  ``notifications/tasks/status`` (the task object) when it ends (completed, failed or
+  cancelled), whichever server process ended it: :class:`SessionTaskStatus` listens on the
+  Redis-fed subscription bus for the session's lifetime, for the ids created in it.
 * 2026-07-28 (the ``io.modelcontextprotocol/tasks`` extension, SEP-2663): the extension is
   declared in ``capabilities.extensions``; a ``tools/call`` of enqueue_task or fanout whose
   per-request client capabilities declare it is answered, by the extension's ``tools/call``
@@ -17,13 +20,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import MCPError
+from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
+from mcp.server.subscriptions import ResourceUpdated, ServerEvent
 from mcp.types import INVALID_PARAMS, INVALID_REQUEST, CallToolRequestParams, PaginatedRequestParams, RequestParams
 from mcp_types import CLIENT_CAPABILITIES_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -33,6 +42,8 @@ from mcp_queue_server.core.queue import TaskQueue
 from mcp_queue_server.errors import QueueError
 from mcp_queue_server.server.identity import ANONYMOUS, Principals, principal_of
 from mcp_queue_server.server.lifespan import ServerState
+from mcp_queue_server.server.sdk_compat import request_connection
+from mcp_queue_server.server.subscriptions import RedisSubscriptionBus, bus_for, task_uri
 from mcp_queue_server.server.tasks import (
     RELATED_TASK_META,
     TASK_TOOLS,
@@ -62,6 +73,87 @@ LIST_PAGE = 50
 RESULT_SLICE_MS = 10_000
 
 CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+#: The 2025-11-25 notification of a task's new status.
+STATUS_NOTIFICATION = "notifications/tasks/status"
+#: Task updates waiting for one session's pump; beyond this the newest are dropped (best-effort).
+MAX_PENDING = 256
+#: Where a connection keeps its task-status watcher (``Connection.state``).
+_STATUS_KEY = "mcp_queue_server.task_status"
+
+logger = logging.getLogger(__name__)
+
+
+class SessionTaskStatus:
+    """Sends ``notifications/tasks/status`` to one session for the tasks it created.
+
+    While the session has unfinished tasks it listens on the bus (whose tailers read every
+    process's task events from Redis); a pump task of its own re-reads a named task and, when
+    its status changed, sends the task object on the session's standalone stream. A task is
+    forgotten once terminal; the listener stops with the session (or when none is left).
+    """
+
+    def __init__(self, bus: RedisSubscriptionBus, connection: Connection, queue: TaskQueue) -> None:
+        self._bus = bus
+        self._connection = connection
+        self._queue = queue
+        #: Watched tasks by ``task://`` URI: the record and the status last sent.
+        self._tasks: dict[str, tuple[TaskRecord, str]] = {}
+        self._unlisten: Callable[[], None] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._send: MemoryObjectSendStream[str] | None = None
+
+    def watch(self, record: TaskRecord, status: str) -> None:
+        if status != "working":
+            return
+        self._tasks[task_uri(record.queue, record.task_id)] = (record, status)
+        if self._unlisten is None:
+            self._send, receive = anyio.create_memory_object_stream[str](MAX_PENDING)
+            self._pump = asyncio.get_running_loop().create_task(self._forward(receive))
+            self._unlisten = self._bus.subscribe(self.hear)
+
+    def hear(self, event: ServerEvent) -> None:
+        if not isinstance(event, ResourceUpdated) or event.uri not in self._tasks or self._send is None:
+            return
+        try:
+            self._send.send_nowait(event.uri)
+        except anyio.WouldBlock:
+            logger.debug("session %s is behind: dropped a status of %s", self._connection.session_id, event.uri)
+
+    async def _forward(self, receive: MemoryObjectReceiveStream[str]) -> None:
+        async with receive:
+            async for uri in receive:
+                watched = self._tasks.get(uri)
+                if watched is None:
+                    continue
+                record, sent = watched
+                try:
+                    info = await task_info(self._queue, record)
+                except QueueError as exc:
+                    logger.warning("cannot read task %s for its status notification: %s", record.task_id, exc)
+                    continue
+                task = task_fields(record, info)
+                if task["status"] == sent:
+                    continue
+                if is_terminal(info):
+                    self._tasks.pop(uri, None)
+                else:
+                    self._tasks[uri] = (record, task["status"])
+                await self._connection.notify(STATUS_NOTIFICATION, task)  # never raises: best-effort
+                if not self._tasks:
+                    self.close()
+                    return
+
+    def close(self) -> None:
+        """Stop listening (no task left, or the session ended)."""
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        if self._send is not None:
+            self._send.close()
+            self._send = None
+        pump, self._pump = self._pump, None
+        if pump is not None and pump is not asyncio.current_task():
+            pump.cancel()
 
 
 class TaskIdParams(RequestParams):
@@ -173,7 +265,22 @@ class QueueTasks(Extension):
         if result.get("isError") or not isinstance(output, dict):
             raise invalid(f"{name} refused the call, no task was created: {_error_text(result)}")
         q, record = await self._create(ctx, str(name), cast(dict[str, Any], output), ttl)
-        return {"task": task_fields(record, await task_info(q, record))}
+        task = task_fields(record, await task_info(q, record))
+        self._notify_session(ctx, q, record, task["status"])
+        return {"task": task}
+
+    @staticmethod
+    def _notify_session(ctx: ServerRequestContext[Any, Any], q: TaskQueue, record: TaskRecord, status: str) -> None:
+        """Have the creating session told when the task's status changes (if it has a stream)."""
+        connection = request_connection(ctx)
+        if not connection.has_standalone_channel:
+            return
+        watcher = connection.state.get(_STATUS_KEY)
+        if not isinstance(watcher, SessionTaskStatus):
+            bus = bus_for(cast(ServerState, ctx.lifespan_context))
+            watcher = connection.state[_STATUS_KEY] = SessionTaskStatus(bus, connection, q)
+            connection.exit_stack.callback(watcher.close)
+        watcher.watch(record, status)
 
     # -- 2026-07-28: the tools/call interceptor -----------------------------------------------
 
