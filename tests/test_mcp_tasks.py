@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from mcp_queue_server import Settings
+from mcp_queue_server import Settings, Worker
 from mcp_queue_server.core.queue import TaskQueue
 from tests.conftest import QueueFactory
 from tests.test_http import ACCEPT, BEARER, TOKEN, http_server
@@ -398,3 +398,56 @@ async def test_the_creating_session_is_sent_the_task_s_status_when_a_worker_acks
     assert set(completed) >= {"taskId", "status", "createdAt", "lastUpdatedAt", "ttl", "pollInterval"}
     assert cancelled["status"] == "cancelled"
     assert cancelled["ttl"] == 60_000
+
+
+async def test_tasks_cancel_reaches_a_python_worker_s_handler_and_the_mcp_task_ends_cancelled(
+    settings: Settings, make_queue: QueueFactory
+) -> None:
+    started, observed, never = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def handle(task: Any, ctx: Any) -> dict[str, Any]:
+        started.set()
+        try:
+            await never.wait()
+        except anyio.get_cancelled_exc_class():
+            observed.set()
+            raise
+        return {}
+
+    worker = Worker(
+        await make_queue("w", real_clock=True),
+        {"t": handle},
+        lease_ms=600,
+        recover_interval_s=None,
+        summary_interval_s=None,
+    )
+    async with (
+        http_server(settings, "streamable-http") as server,
+        httpx2.AsyncClient(headers=BEARER, timeout=30) as http,
+    ):
+        client = Rpc(http, server.url, CORE)
+        stream = StatusStream(http, client)
+        with anyio.fail_after(30):
+            async with stream.send, stream.receive, anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await client.open()
+                tg.start_soon(stream.run)
+                await stream.opened.wait()
+                await client.ok(
+                    "tools/call",
+                    {
+                        "name": "enqueue_task",
+                        "arguments": {"task_type": "t", "payload": {}, "task_id": "nw1"},
+                        "task": {},
+                    },
+                )
+                await started.wait()
+                await client.ok("tasks/cancel", {"taskId": "nw1"})
+                await observed.wait()
+                cancelled = await stream.status_of("nw1")
+                final = await client.ok("tasks/get", {"taskId": "nw1"})
+                worker.stop(0)
+                tg.cancel_scope.cancel()
+
+    assert cancelled["status"] == "cancelled"
+    assert final["status"] == "cancelled"
