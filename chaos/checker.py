@@ -11,6 +11,13 @@ no healthy task dead-lettered, every fanout parent completed exactly once with i
 continuation enqueued once and completed, nothing pending, running totals consistent.
 Side effects executed more than once are reported, not failed: delivery is at-least-once.
 
+Cancellation: producers cancel a few tasks. A cancelled task is final (neither lost nor
+pending). No delivery may start after a cancel's reply came back (cancelled at once, or
+cancel_requested: the task then ends cancelled when its holder stops or its lease expires,
+it is never delivered again): ``delivered_after_cancel``. A task a cancel reported
+cancelled must stay so, and a task that ended cancelled was acked by no one
+(``completed_after_cancel``); an ack already in flight may complete a cancel_requested one.
+
 Stolen leases: a delivery of attempt n+1 while the holder of attempt n still held a valid
 lease by Redis's clock (and had not given it up with a fail). Times come from the worker
 loops' own clocks, which are not faked and share Redis's host, so a server running on a
@@ -37,6 +44,7 @@ from mcp_queue_server import QueueError, TaskQueue, TaskStatus
 from mcp_queue_server.core.models import DeadTask, QueueStats, TaskInfo
 
 TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED}
+FINAL = TERMINAL | {TaskStatus.CANCELLED}  #: nothing more happens to these
 SAMPLE = 10  #: ids listed per finding in the report
 #: An HTTP agent's holder: the shared server's consumer name, the principal, 12 hex digits of the session.
 SESSION_HOLDER = re.compile(rf"http/{HTTP_PRINCIPAL}/[0-9a-f]{{12}}")
@@ -87,6 +95,17 @@ class ProducerView:
     unknown_ids: set[str] = field(default_factory=set)
     unknown_landed: int = 0  #: unknown outcomes a later retry found had landed (duplicate=true)
     errors: list[str] = field(default_factory=list)
+    #: id -> (status, done: the producer's wall clock in ms when the reply came) of each cancel answered ok
+    cancels: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    cancel_outcomes: Counter[str] = field(default_factory=Counter)
+
+    def add_cancel(self, rec: dict[str, Any]) -> None:
+        outcome = rec["outcome"]
+        self.cancel_outcomes[f"{outcome}:{rec['status']}" if outcome == "ok" else outcome] += 1
+        if outcome == "ok":
+            self.cancels.setdefault(rec["id"], []).append((rec["status"], rec["done"]))
+        elif outcome == "error":
+            self.errors.append(f"cancel {rec['id']}: {rec.get('error')}")
 
     def add(self, rec: dict[str, Any], seen_unknown: set[str]) -> None:
         ids = [rec["id"]]
@@ -120,6 +139,8 @@ def producer_view(cfg: Config) -> ProducerView:
     for rec in read_logs(cfg.logs, "producer-"):
         if rec["op"] in ("enqueue", "fanout"):
             view.add(rec, pending_unknown)
+        elif rec["op"] == "cancel":
+            view.add_cancel(rec)
     return view
 
 
@@ -234,6 +255,7 @@ def check_totals(state: FinalState, producers: ProducerView) -> dict[str, Any]:
         "enqueued": len(state.tasks) - parents,
         "completed": sum(1 for t in records if t.status == TaskStatus.COMPLETED),
         "dead_lettered": sum(1 for t in records if t.status == TaskStatus.FAILED),
+        "cancelled": sum(1 for t in records if t.status == TaskStatus.CANCELLED),
     }
     got = {k: state.stats.totals.get(k, 0) for k in want}
     return {"consistent": got == want, "stored": got, "records": want}
@@ -275,16 +297,33 @@ def check_leases(workers: WorkerView, tasks: dict[str, TaskInfo]) -> dict[str, s
     return {"double_leased": double, "checkpoint_not_handed_over": no_checkpoint, "over_max_attempts": over}
 
 
+def check_cancels(producers: ProducerView, workers: WorkerView, tasks: dict[str, TaskInfo]) -> dict[str, set[str]]:
+    """A cancelled task is never delivered again, and never completed later but by an ack in flight."""
+    after = set()
+    for task_id, replies in producers.cancels.items():
+        first = min(done for _, done in replies)
+        if any(d["sent"] > first for d in workers.timed.get(task_id, [])):
+            after.add(task_id)
+    completed = {
+        i
+        for i, replies in producers.cancels.items()
+        if any(status == "cancelled" for status, _ in replies)
+        and (i not in tasks or tasks[i].status != TaskStatus.CANCELLED)
+    }
+    completed |= {i for i, t in tasks.items() if t.status == TaskStatus.CANCELLED and workers.acked[i]}
+    return {"delivered_after_cancel": after, "completed_after_cancel": completed}
+
+
 def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, Any]:
     """The report; ``valid`` is true only if every check passes."""
     producers, workers = producer_view(cfg), worker_view(cfg)
     tasks = state.tasks
-    lost = {i for i in producers.confirmed if i not in tasks or tasks[i].status not in TERMINAL}
+    lost = {i for i in producers.confirmed if i not in tasks or tasks[i].status not in FINAL}
     missing = {i for i in producers.confirmed if i not in tasks}
     seen = state.stored | {d.task_id for d in state.dead} | workers.touched
     unexpected = seen - producers.attempted
     duplicated = {i for i, n in workers.acked.items() if n > 1}
-    recovered = {i for i in producers.unknown_ids if i in tasks and tasks[i].status in TERMINAL}
+    recovered = {i for i in producers.unknown_ids if i in tasks and tasks[i].status in FINAL}
     poison = {i for i, k in producers.kinds.items() if k == "poison" and i in tasks}
     poison_ok = {
         i
@@ -294,7 +333,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
     healthy_dead = {i for i, t in tasks.items() if t.status == TaskStatus.FAILED and i not in poison}
     dead_ids = {d.task_id for d in state.dead}
     completed_and_dead = {i for i in dead_ids if i in tasks and tasks[i].status == TaskStatus.COMPLETED}
-    pending = {i for i, t in tasks.items() if t.status not in TERMINAL}
+    pending = {i for i, t in tasks.items() if t.status not in FINAL}
     s = state.stats
     queue_pending = s.available + s.in_flight + s.delayed
     fan_bad = [why for p, f in producers.fanouts.items() if p in tasks and (why := check_fanout(p, f, state, workers))]
@@ -303,6 +342,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
     repeated = {i: n for i, n in workers.effects.items() if n > 1}
     leases = check_leases(workers, tasks)
     leases["stolen_leases"] = stolen_leases(workers, cfg.lease_ms)
+    leases.update(check_cancels(producers, workers, tasks))
     by_holder = Counter(workers.holders.values())
     holders = {
         "holders_shared": {h for h, n in by_holder.items() if n > 1},
@@ -333,6 +373,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
             "stored": len(state.stored),
             "completed": sum(1 for t in tasks.values() if t.status == TaskStatus.COMPLETED),
             "dead_lettered": len(dead_ids),
+            "cancelled": sum(1 for t in tasks.values() if t.status == TaskStatus.CANCELLED),
             "fanout_children": sum(1 for k in producers.kinds.values() if k == "child"),
         },
         "lost": len(lost),
@@ -347,6 +388,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
         "side_effects_max_per_task": max(workers.effects.values(), default=0),
         "acks": dict(sorted(workers.ack_outcomes.items())),
         "fails": dict(sorted(workers.fail_outcomes.items())),
+        "cancels": dict(sorted(producers.cancel_outcomes.items())),
         "self_crashes": workers.self_crashes,
         "http_agents": {
             "sessions": workers.http_started,

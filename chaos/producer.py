@@ -4,11 +4,17 @@ Each attempt is logged as ``ok`` (with ``duplicate``) or ``unknown`` (QueueUnava
 the write may or may not have landed). Unknown attempts are retried later with the same
 ids and payloads, which is safe because enqueue and fanout are idempotent by task id.
 
+A small share of the "normal" tasks confirmed enqueued are cancelled: half at once (most
+still queued), half a moment later (many working by then, or already finished: a refusal).
+Each cancel is logged (op ``cancel``) with its outcome and ``done``, this process's wall clock
+(ms, Redis's host) when the reply came back: no delivery may start after it.
+
 Usage (started by ``chaos.run``): ``python -m chaos.producer CONFIG INDEX END_EPOCH_S``.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 import sys
 import time
@@ -19,12 +25,15 @@ from typing import Any
 import anyio
 from pydantic import SecretStr
 
-from chaos.common import QUEUE, Config, Jsonl
-from mcp_queue_server import NewTask, QueueError, QueueUnavailable, Settings, TaskQueue
+from chaos.common import QUEUE, Config, Jsonl, wall_ms
+from mcp_queue_server import InvalidState, NewTask, QueueError, QueueUnavailable, Settings, TaskQueue
 
 #: Kinds of operations and their weights. "batch" enqueues four tasks in one call.
 KINDS = {"normal": 45, "bulk": 10, "flaky": 10, "poison": 5, "batch": 20, "fanout": 10}
 CHILDREN = 3
+#: Share of confirmed "normal" tasks cancelled, and how long after its enqueue a late cancel comes.
+CANCEL_SHARE = 0.08
+LATE_CANCEL_S = (0.05, 0.5)
 #: After the production window, how long unknown outcomes are retried at most.
 SETTLE_S = 30.0
 
@@ -105,6 +114,35 @@ async def attempt(q: TaskQueue, op: Op, log: Jsonl, cfg: Config) -> bool:
     return outcome["outcome"] == "error"  # an error is final: retrying cannot change it
 
 
+async def cancel(q: TaskQueue, task_id: str, log: Jsonl, cfg: Config) -> None:
+    """Cancel a task once and log the outcome (a cancel with an unknown outcome is not retried)."""
+    common: dict[str, Any] = {"op": "cancel", "id": task_id, "t": cfg.since_start()}
+    try:
+        res = await q.cancel(task_id, "chaos", queue=QUEUE)
+    except InvalidState as exc:  # it finished first
+        log.write(outcome="refused", error=str(exc)[:120], done=wall_ms(), **common)
+    except QueueUnavailable as exc:
+        log.write(outcome="unknown", error=str(exc)[:120], **common)
+    except QueueError as exc:
+        log.write(outcome="error", error=f"{type(exc).__name__}: {str(exc)[:200]}", **common)
+    else:
+        log.write(outcome="ok", status=res.status, changed=res.changed, done=wall_ms(), **common)
+
+
+def pick_cancels(op: Op, rng: random.Random, late: list[tuple[float, str]]) -> list[str]:
+    """Of a confirmed operation's tasks, those to cancel now; those to cancel later go to ``late``."""
+    now: list[str] = []
+    if op.kind != "enqueue" or len(op.tasks) != 1 or op.tasks[0].payload["kind"] != "normal":
+        return now
+    task_id = op.tasks[0].task_id or ""
+    if rng.random() < CANCEL_SHARE:
+        if rng.random() < 0.5:
+            now.append(task_id)
+        else:
+            bisect.insort(late, (time.monotonic() + rng.uniform(*LATE_CANCEL_S), task_id))
+    return now
+
+
 async def produce(cfg: Config, index: int, end: float) -> None:
     """Produce until ``end`` (epoch seconds) and while faults run, then settle unknown outcomes (bounded)."""
     rng = random.Random(f"{cfg.seed}/producer/{index}")
@@ -117,6 +155,7 @@ async def produce(cfg: Config, index: int, end: float) -> None:
         data_dir=Path(cfg.workdir) / "unused",
     )
     unknown: list[Op] = []
+    late: list[tuple[float, str]] = []  #: (when, id) of the cancels to come
     q = await TaskQueue(settings, consumer=f"producer-{index}").connect()
     log.write(op="start", t=cfg.since_start())
     try:
@@ -124,15 +163,22 @@ async def produce(cfg: Config, index: int, end: float) -> None:
         while time.time() < end or cfg.faults_running():
             op = next_op(cfg, index, n, rng)
             n += 1
-            if not await attempt(q, op, log, cfg):
+            known = await attempt(q, op, log, cfg)
+            if not known:
                 unknown.append(op)
-            elif unknown:
+            for task_id in pick_cancels(op, rng, late) if known else []:
+                await cancel(q, task_id, log, cfg)
+            while late and late[0][0] <= time.monotonic():
+                await cancel(q, late.pop(0)[1], log, cfg)
+            if known and unknown:
                 # Redis answers again: settle one earlier unknown outcome, same ids.
                 retry = unknown.pop(0)
                 if not await attempt(q, retry, log, cfg):
                     unknown.append(retry)
             next_at += 1 / cfg.rate
             await anyio.sleep(max(0.0, next_at - time.time()))
+        for _, task_id in late:
+            await cancel(q, task_id, log, cfg)
         settle_end = time.monotonic() + SETTLE_S
         while unknown and time.monotonic() < settle_end:
             if await attempt(q, unknown[0], log, cfg):

@@ -58,6 +58,10 @@ def test_a_short_seeded_run_with_every_fault_kind_loses_nothing_and_completes_ea
     assert report["fanouts"]["ok"] == report["fanouts"]["total"] > 0
     assert report["pending"] == {"records": 0, "available": 0, "in_flight": 0, "delayed": 0}
     assert report["tasks"]["enqueued_ok"] > 50
+    # Producers cancelled some tasks: those ended cancelled (not lost, not pending), and none was
+    # delivered after its cancel's reply nor completed after it was reported cancelled.
+    assert report["findings"]["delivered_after_cancel"] == report["findings"]["completed_after_cancel"] == 0
+    assert report["tasks"]["cancelled"] > 0, report["cancels"]
     # HTTP agents worked beside the stdio workers, each session a holder of its own; the shared
     # server's restart cost them their sessions and they came back on new ones.
     http = report["http_agents"]

@@ -4,8 +4,10 @@ The model predicts which tasks each read delivers (expired leases first, in leas
 order, then the preferred stream, then the other, each FIFO), every ack/fail
 outcome, checkpoints carried to the next delivery, fanouts (a parent finished
 exactly once, even by duplicate concurrent acks, and its continuation enqueued
-once), recovery, replay and graceful release; statistics are compared after
-every step.
+once), recovery, replay and graceful release, and cancellation (a queued or delayed
+task or a waiting parent is cancelled at once and never delivered again; a working
+one is flagged: its holder's ack still completes it, its fail, release or lease
+expiry ends it cancelled); statistics are compared after every step.
 
 Time: the scripts run on Redis's clock plus the test clock's offset, and real time runs on
 underneath. The model keeps a grid of whole units (every advance, lease and its own clock
@@ -61,6 +63,7 @@ class ModelTask:
     lease_score: int = 0  #: the deadline Redis reported (real ms): orders leases due together
     checkpoint: dict[str, int] | None = None
     parent: str | None = None
+    cancel_requested: bool = False
 
 
 @dataclass
@@ -95,7 +98,8 @@ class QueueModel(RuleBasedStateMachine):
         self.tasks: dict[str, ModelTask] = {}
         self.fanouts: dict[str, ModelFanout] = {}
         self.seq = 0
-        self.totals = {"enqueued": 0, "completed": 0, "retried": 0, "dead_lettered": 0, "replayed": 0}
+        self.totals = {"enqueued": 0, "completed": 0, "retried": 0, "dead_lettered": 0, "replayed": 0, "cancelled": 0}
+        self.delayed = 0  #: ids of the delayed tasks cancel_a_delayed_task enqueued
 
     def teardown(self) -> None:
         if hasattr(self, "portal"):
@@ -120,9 +124,16 @@ class QueueModel(RuleBasedStateMachine):
         self.totals["dead_lettered"] += 1
         self.child_finished(task, ok=False)
 
+    def end_cancelled(self, task: ModelTask) -> bool:
+        """End a task cancelled (never delivered again); True when that finished its fanout parent."""
+        task.state, task.holder, task.checkpoint, task.cancel_requested = TaskStatus.CANCELLED, None, None, False
+        self.totals["cancelled"] += 1
+        return self.child_finished(task, ok=False)
+
     def complete(self, task: ModelTask) -> bool:
         """Complete a task; True when that finished its fanout parent."""
         task.state, task.holder, task.checkpoint = TaskStatus.COMPLETED, None, None
+        task.cancel_requested = False
         self.totals["completed"] += 1
         return self.child_finished(task, ok=True)
 
@@ -171,7 +182,9 @@ class QueueModel(RuleBasedStateMachine):
         expected: list[str] = []
         for task_id in self.expired()[:count]:
             task = self.tasks[task_id]
-            if task.attempt >= MAX_ATTEMPTS:
+            if task.cancel_requested:
+                self.end_cancelled(task)
+            elif task.attempt >= MAX_ATTEMPTS:
                 self.dead_letter(task)
             else:
                 expected.append(task_id)
@@ -224,7 +237,11 @@ class QueueModel(RuleBasedStateMachine):
             return
         assert task is not None
         result = self.call(consumer, "fail", task_id, "boom", retry=retry)
-        if retry and task.attempt < MAX_ATTEMPTS:
+        if task.cancel_requested:  # neither retried nor dead-lettered
+            assert result.status == TaskStatus.CANCELLED
+            finished = self.end_cancelled(task)
+            self.check_fanout_report(task, result.fanout, finished)
+        elif retry and task.attempt < MAX_ATTEMPTS:
             assert result.status == TaskStatus.QUEUED
             self.push(task)
             self.totals["retried"] += 1
@@ -247,7 +264,12 @@ class QueueModel(RuleBasedStateMachine):
                 self.call(consumer, "checkpoint", task_id, data)
             return
         assert task is not None
-        renewed = self.call(consumer, "checkpoint", task_id, data)
+        if step % 2:
+            renewed = self.call(consumer, "checkpoint", task_id, data)
+        else:  # the lease form also says whether the task's cancellation was requested
+            lease = self.call(consumer, "checkpoint_lease", task_id, data)
+            renewed = None if lease is None else lease.lease_until
+            assert lease is None or lease.cancel_requested == task.cancel_requested
         task.checkpoint = data
         if task.state == TaskStatus.WORKING:
             assert renewed is not None
@@ -319,7 +341,9 @@ class QueueModel(RuleBasedStateMachine):
         requeued, dead = [], []
         for task_id in self.expired():
             task = self.tasks[task_id]
-            if task.attempt >= MAX_ATTEMPTS:
+            if task.cancel_requested:
+                self.end_cancelled(task)
+            elif task.attempt >= MAX_ATTEMPTS:
                 self.dead_letter(task)
                 dead.append(task_id)
             else:
@@ -352,8 +376,71 @@ class QueueModel(RuleBasedStateMachine):
         assert self.call(consumer, "release", "default") == len(held)
         for _, _, task_id in sorted(held):
             task = self.tasks[task_id]
-            task.attempt -= 1
-            self.push(task)
+            if task.cancel_requested:
+                self.end_cancelled(task)
+            else:
+                task.attempt -= 1
+                self.push(task)
+
+    @rule(task_id=st.sampled_from(ANY_ID + PARENTS), twice=st.booleans())
+    def cancel(self, task_id: str, twice: bool) -> None:
+        fan = self.fanouts.get(task_id)
+        task = self.tasks.get(task_id)
+        state = fan.state if fan is not None else task.state if task is not None else None
+        if state is None:
+            with pytest.raises(TaskNotFound):
+                self.call("c1", "cancel", task_id, "stop")
+            return
+        if state in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+            with pytest.raises(InvalidState):
+                self.call("c1", "cancel", task_id, "stop")
+            return
+        got = self.call("c1", "cancel", task_id, "stop")
+        if state == TaskStatus.CANCELLED or (task is not None and task.cancel_requested):
+            assert (got.status, got.changed) == (
+                "cancelled" if state == TaskStatus.CANCELLED else "cancel_requested",
+                False,
+            )
+            return
+        if task is not None and state == TaskStatus.WORKING:
+            assert (got.status, got.changed) == ("cancel_requested", True)
+            task.cancel_requested = True
+        elif task is not None:
+            assert (got.status, got.changed) == ("cancelled", True)
+            self.end_cancelled(task)
+        else:  # a waiting parent: cancelled, then its unfinished children (its continuation never runs)
+            assert fan is not None
+            assert (got.status, got.changed) == ("cancelled", True)
+            fan.state = TaskStatus.CANCELLED
+            self.totals["cancelled"] += 1
+            for child in sorted(fan.pending):
+                ctask = self.tasks[child]
+                if ctask.state == TaskStatus.WORKING:
+                    ctask.cancel_requested = True
+                else:
+                    self.end_cancelled(ctask)
+        if twice:  # repeating a cancel changes nothing
+            again = self.call("c2", "cancel", task_id, "again")
+            assert (again.status, again.changed) == (got.status, False)
+
+    @precondition(lambda self: any(t.state == TaskStatus.WORKING for t in self.tasks.values()))
+    @rule(data=st.data())
+    def cancel_a_working_task(self, data: st.DataObject) -> None:
+        held = sorted(i for i, t in self.tasks.items() if t.state == TaskStatus.WORKING)
+        self.cancel(data.draw(st.sampled_from(held)), twice=False)
+
+    @rule(delay=st.sampled_from([UNIT_MS, 3 * UNIT_MS]))
+    def cancel_a_delayed_task(self, delay: int) -> None:
+        """A delayed task cancelled before it is due leaves the delayed set and is never delivered."""
+        task_id = f"d{self.delayed}"
+        self.delayed += 1
+        self.call("c0", "enqueue", "t", {}, task_id=task_id, delay_ms=delay)
+        self.totals["enqueued"] += 1
+        assert self.call("c0", "get_queue_stats").delayed == 1
+        got = self.call("c1", "cancel", task_id)
+        assert (got.status, got.changed) == ("cancelled", True)
+        self.tasks[task_id] = ModelTask(TaskStatus.CANCELLED, "low")
+        self.totals["cancelled"] += 1
 
     # -- invariants ------------------------------------------------------------------
 
@@ -367,6 +454,7 @@ class QueueModel(RuleBasedStateMachine):
         assert stats.in_flight == states.count(TaskStatus.WORKING)
         assert stats.overdue == len(self.expired())
         assert stats.dead_letter == states.count(TaskStatus.FAILED)
+        assert stats.delayed == 0
         assert stats.totals == {k: v for k, v in self.totals.items() if v}
 
     @invariant()
