@@ -268,7 +268,7 @@ class QueueModel(RuleBasedStateMachine):
             renewed = self.call(consumer, "checkpoint", task_id, data)
         else:  # the lease form also says whether the task's cancellation was requested
             lease = self.call(consumer, "checkpoint_lease", task_id, data)
-            renewed = None if lease is None else lease.lease_until
+            renewed = None if lease is None else lease.lease_expires_at
             assert lease is None or lease.cancel_requested == task.cancel_requested
         task.checkpoint = data
         if task.state == TaskStatus.WORKING:
