@@ -24,6 +24,7 @@ Input schemas keep their descriptions (:func:`compact_input_schema`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
@@ -124,19 +125,8 @@ def _without_optional_null(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lean(node: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key == "default" and value is None:
-            continue
-        if key in _SCHEMA_MAPS:
-            out[key] = {name: _lean(sub) for name, sub in value.items()}
-        elif key in _SCHEMA_VALUES and isinstance(value, dict):
-            out[key] = _lean(value)
-        elif key in _SCHEMA_LISTS:
-            out[key] = [_lean(sub) for sub in value]
-        else:
-            out[key] = value
-    return _merge_null(out)
+    """``node`` without ``default: null``, nullable types merged (an input schema keeps its text)."""
+    return _strip(node, lambda key, value: key == "default" and value is None, enums=False)
 
 
 def _merge_null(node: dict[str, Any], *, enums: bool = False) -> dict[str, Any]:
@@ -162,16 +152,21 @@ def _merge_null(node: dict[str, Any], *, enums: bool = False) -> dict[str, Any]:
 
 def _bare(node: dict[str, Any]) -> dict[str, Any]:
     """``node`` without descriptions or defaults, nullable choices merged (see the module's docstring)."""
+    return _strip(node, lambda key, _value: key in ("description", "default"), enums=True)
+
+
+def _strip(node: dict[str, Any], drop: Callable[[str, Any], bool], *, enums: bool) -> dict[str, Any]:
+    """``node`` and its subschemas without the keys ``drop`` picks, nullable choices merged."""
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in ("description", "default"):
+        if drop(key, value):
             continue
         if key in _SCHEMA_MAPS:
-            out[key] = {name: _bare(sub) for name, sub in value.items()}
+            out[key] = {name: _strip(sub, drop, enums=enums) for name, sub in value.items()}
         elif key in _SCHEMA_VALUES and isinstance(value, dict):
-            out[key] = _bare(value)
+            out[key] = _strip(value, drop, enums=enums)
         elif key in _SCHEMA_LISTS:
-            out[key] = [_bare(sub) for sub in value]
+            out[key] = [_strip(sub, drop, enums=enums) for sub in value]
         else:
             out[key] = value
-    return _merge_null(out, enums=True)
+    return _merge_null(out, enums=enums)
