@@ -27,6 +27,7 @@ LIST_CURSOR_MAX_LENGTH = 187
 DAY_MS = 86_400_000
 MAX_DELAY_MS = 365 * DAY_MS  #: longest delay of an enqueue
 MAX_ATTEMPTS = 1000  #: most deliveries a task may be allowed
+MAX_DEADLINE_MS = 365 * DAY_MS  #: longest deadline_ms of a task (from its enqueue)
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
 MAX_ERROR_LENGTH = 4096  #: characters of a fail_task error
 MAX_CHECKPOINT_TTL_S = 30 * 86_400

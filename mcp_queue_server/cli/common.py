@@ -128,7 +128,7 @@ def print_table(
 
 # One queue's row, shared by `stats` and `top`.
 STATS_HEADERS = [
-    "QUEUE", "WAITING", "HIGH", "LOW", "DELAYED", "IN FLIGHT", "DEAD", "OLDEST", "CONSUMERS",
+    "QUEUE", "WAITING", "HIGH", "LOW", "DELAYED", "IN FLIGHT", "DEAD", "LATE", "OLDEST", "CONSUMERS",
     "ENQUEUED", "COMPLETED", "RETRIED", "DEAD-LETTERED", "REPLAYED",
 ]  # fmt: skip
 
@@ -142,11 +142,19 @@ def totals(s: QueueStats) -> dict[str, int]:
     return {name: s.totals.get(name, 0) for name in TOTAL_NAMES} | dict(s.totals)
 
 
+def late_text(s: QueueStats) -> str:
+    """Tasks past their deadline, and how late the worst is: ``3 (2m)``; ``0`` when none."""
+    if not s.past_deadline:
+        return "0"
+    return f"{s.past_deadline} ({age_text(s.most_past_deadline_ms)})"
+
+
 def stats_row(s: QueueStats) -> list[str]:
     t = totals(s)
     return [
         s.queue,
         *map(str, (s.available, s.high.available, s.low.available, s.delayed, s.in_flight, s.dead_letter)),
+        late_text(s),
         age_text(s.oldest_waiting_age_ms),
         str(len(s.consumers)),
         *(str(t[k]) for k in TOTAL_NAMES),

@@ -40,6 +40,7 @@ class NewRow(NamedTuple):
     payload: str
     delay_ms: int
     max_attempts: int | str  #: "" = the queue's default
+    deadline_ms: int | str = ""  #: "" = none; else finish within this many ms of the enqueue
 
 
 class ChildRow(NamedTuple):
@@ -50,6 +51,7 @@ class ChildRow(NamedTuple):
     priority: int
     payload: str
     max_attempts: int | str  #: "" = the queue's default
+    deadline_ms: int | str = ""  #: "" = none (a continuation has none: fanout.lua takes 5 fields of it)
 
 
 #: fanout.lua's continuation fields when there is none (cont_id "" turns it off).
@@ -106,7 +108,7 @@ def fanout_args(
         "" if parent_data is None else parent_data,
         "fail" if fail_parent_on_child_failure else "continue",
         result_ttl_s,
-        *(_NO_CONTINUATION if continuation is None else continuation),
+        *(_NO_CONTINUATION if continuation is None else continuation[:5]),
         len(children),
         max_length,
     ]

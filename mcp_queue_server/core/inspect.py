@@ -127,6 +127,9 @@ class AdminOps:
         info = reads.task_info(task_id, queue, replies)
         if info is None:
             raise TaskNotFound(f"task {task_id} not found in queue {queue}: check the id and the queue name")
+        if info.deadline_at is not None and info.status not in TERMINAL_STATES:
+            # Only a task with a deadline costs the extra round trip for the queue's clock.
+            info = reads.with_overdue(info, await conn.server_now(queue))
         return info, events.last_id(last)
 
     async def get_queue_stats(self, queue: str = DEFAULT_QUEUE) -> QueueStats:

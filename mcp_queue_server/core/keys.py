@@ -16,6 +16,7 @@ touches several keys of one queue stays in one slot::
                                         subscriptions)
     <prefix>:{<queue>}:waiting          zset fanout parent id -> when it began waiting_children (list_tasks)
     <prefix>:{<queue>}:cancelled        zset cancelled task id -> when (list_tasks; trimmed past result_ttl_s)
+    <prefix>:{<queue>}:deadlines        zset task id -> deadline_at (ms) of unfinished tasks with a deadline
     <prefix>:{<queue>}:t:<task_id>      hash, the task record
     <prefix>:{<queue>}:ck:<task_id>     string, the latest checkpoint (own TTL)
     <prefix>:{<queue>}:fo:<parent_id>   hash, fanout bookkeeping of a parent
@@ -77,6 +78,7 @@ class QueueKeys:
     events: str
     waiting: str
     cancelled: str
+    deadlines: str
     #: KEYS of every script, in the order ``lua/_lib.lua`` reads them (built once per queue).
     script_keys: tuple[str, str, str, str, str, str]
 
@@ -100,6 +102,7 @@ class QueueKeys:
             events=base + "events",
             waiting=base + "waiting",
             cancelled=base + "cancelled",
+            deadlines=base + "deadlines",
             script_keys=(high, low, delayed, leases, dlq, stats),
         )
 

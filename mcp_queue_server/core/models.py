@@ -43,6 +43,9 @@ class NewTask:
     task_id: str | None = None
     delay_ms: int = 0
     max_attempts: int | None = None
+    #: finish within this many ms of the enqueue (delays included), else it shows as overdue;
+    #: a late task is never dropped
+    deadline_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,8 @@ class TaskInfo:
     replays: int
     fanout: FanoutState | None
     queue: str = "default"
+    deadline_at: int | None = None  #: ms since the epoch: finish by then (deadline_ms at enqueue)
+    overdue: bool = False  #: past its deadline and not finished (the queue's clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,3 +282,5 @@ class QueueStats:
     consumers: list[ConsumerInfo]
     totals: dict[str, int] = field(default_factory=dict)  #: enqueued, completed, retried, dead_lettered, replayed
     overdue: int = 0  #: in flight with an expired lease, not yet reclaimed by a read or a recovery
+    past_deadline: int = 0  #: tasks past their deadline_at and not finished (completed, failed, cancelled)
+    most_past_deadline_ms: int | None = None  #: how far the most overdue of them is past its deadline

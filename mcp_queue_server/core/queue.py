@@ -37,6 +37,7 @@ from mcp_queue_server.core.scripts import Code
 from mcp_queue_server.errors import InvalidInput, QueueError, QueueFull, StoreMisconfigured
 from mcp_queue_server.limits import (
     MAX_ATTEMPTS,
+    MAX_DEADLINE_MS,
     MAX_DELAY_MS,
     MAX_SUBTASKS,
     PRIORITY_RANGE,
@@ -165,10 +166,13 @@ class TaskQueue(ConsumeOps, AdminOps):
         task_id: str | None = None,
         delay_ms: int = 0,
         max_attempts: int | None = None,
+        deadline_ms: int | None = None,
         queue: str = DEFAULT_QUEUE,
     ) -> EnqueueResult:
-        """Enqueue one task. A ``task_id`` that exists already creates nothing (``duplicate``)."""
-        new = NewTask(task_type, payload, priority, task_id, delay_ms, max_attempts)
+        """Enqueue one task. A ``task_id`` that exists already creates nothing (``duplicate``).
+        ``deadline_ms``: it should finish within that many ms of now (delay included); past it,
+        unfinished, it counts as overdue (stats, get_task) but runs all the same."""
+        new = NewTask(task_type, payload, priority, task_id, delay_ms, max_attempts, deadline_ms)
         return (await self.enqueue_batch([new], queue=queue))[0]
 
     async def enqueue_batch(self, tasks: Sequence[NewTask], *, queue: str = DEFAULT_QUEUE) -> list[EnqueueResult]:
@@ -181,6 +185,7 @@ class TaskQueue(ConsumeOps, AdminOps):
                 *self._task_fields(t),
                 check_int("delay_ms", t.delay_ms, 0, MAX_DELAY_MS),
                 _max_attempts(t.max_attempts),
+                _deadline(t.deadline_ms),
             )
             for t in tasks
         ]
@@ -224,7 +229,7 @@ class TaskQueue(ConsumeOps, AdminOps):
         task_id = self._new_id(t.task_id)
         if t.delay_ms:
             raise InvalidInput("subtasks and on_complete run as soon as they can: delay_ms must be 0")
-        return ChildRow(task_id, *self._task_fields(t), _max_attempts(t.max_attempts))
+        return ChildRow(task_id, *self._task_fields(t), _max_attempts(t.max_attempts), _deadline(t.deadline_ms))
 
     async def fanout(
         self,
@@ -257,6 +262,8 @@ class TaskQueue(ConsumeOps, AdminOps):
         if on_complete is not None:
             if "fanout" in on_complete.payload:
                 raise InvalidInput('on_complete.payload must not have a "fanout" key: the results go there')
+            if on_complete.deadline_ms is not None:
+                raise InvalidInput("on_complete takes no deadline_ms: give the subtasks (or the parent) deadlines")
             continuation = self._child_row(on_complete)
         children = [self._child_row(t) for t in subtasks]
         args = codec.fanout_args(
@@ -337,6 +344,11 @@ def _refused_cancel(task_id: str, why: Refusal) -> CancelResult:
 def _max_attempts(value: int | None) -> int | str:
     """A task's own attempt limit, or "" for the queue's default."""
     return "" if value is None else check_int("max_attempts", value, 1, MAX_ATTEMPTS)
+
+
+def _deadline(value: int | None) -> int | str:
+    """A task's deadline_ms (from its enqueue), or "" for none."""
+    return "" if value is None else check_int("deadline_ms", value, 1, MAX_DEADLINE_MS)
 
 
 #: The design document's name for the queue.

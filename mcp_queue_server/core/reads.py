@@ -13,7 +13,15 @@ from typing import Any
 
 from mcp_queue_server.core.codec import text
 from mcp_queue_server.core.keys import QueueKeys
-from mcp_queue_server.core.models import ConsumerInfo, FanoutState, QueueStats, StreamStats, TaskInfo, TaskStatus
+from mcp_queue_server.core.models import (
+    TERMINAL_STATES,
+    ConsumerInfo,
+    FanoutState,
+    QueueStats,
+    StreamStats,
+    TaskInfo,
+    TaskStatus,
+)
 from mcp_queue_server.limits import HOLDER_STALE_MS
 
 
@@ -75,7 +83,14 @@ def task_info(task_id: str, queue: str, replies: list[Any]) -> TaskInfo | None:
         replays=int(h.get("replays", 0)),
         fanout=fanout,
         queue=queue,
+        deadline_at=_int(h.get("deadline_at")),
     )
+
+
+def with_overdue(info: TaskInfo, now: int) -> TaskInfo:
+    """``info`` with ``overdue`` set: past its deadline at ``now`` (the queue's clock), unfinished."""
+    late = info.deadline_at is not None and now > info.deadline_at and info.status not in TERMINAL_STATES
+    return dataclasses.replace(info, overdue=late) if late else info
 
 
 # -- statistics ---------------------------------------------------------------------
@@ -97,6 +112,9 @@ _STATS: tuple[tuple[str, _Add, Any], ...] = (
     ("delayed", lambda p, k, g, t: p.zcard(k.delayed), 0),
     ("dead_letter", lambda p, k, g, t: p.xlen(k.dlq), 0),
     ("overdue", lambda p, k, g, t: p.zcount(k.leases, "-inf", t), 0),
+    # Deadlines: how many unfinished tasks are past theirs, and the earliest deadline of all.
+    ("past_deadline", lambda p, k, g, t: p.zcount(k.deadlines, "-inf", f"({t}"), 0),
+    ("first_deadline", lambda p, k, g, t: p.zrange(k.deadlines, 0, 0, withscores=True), []),
     ("totals", lambda p, k, g, t: p.hgetall(k.stats), {}),
     # Live holders: seen within HOLDER_STALE_MS (older ones are dropped by the next read or heartbeat).
     ("holders", lambda p, k, g, t: p.zrangebyscore(k.holders, t - HOLDER_STALE_MS, "+inf", withscores=True), []),
@@ -148,10 +166,19 @@ def queue_stats(queue: str, replies: list[Any], group: str, now: int = 0) -> tup
         dead_letter=r["dead_letter"],
         oldest_waiting_age_ms=None,
         overdue=r["overdue"],
+        past_deadline=r["past_deadline"],
+        most_past_deadline_ms=_most_past(r["first_deadline"], now),
         consumers=sorted(consumers.values(), key=lambda c: c.name),
         totals={k.decode(): int(v) for k, v in r["totals"].items()},
     )
     return stats, [_group_last_id(r["high_groups"], group), _group_last_id(r["low_groups"], group)]
+
+
+def _most_past(first: list[Any], now: int) -> int | None:
+    """How far the earliest deadline lies behind ``now`` (None: none has passed)."""
+    if not first or now <= int(first[0][1]):
+        return None
+    return now - int(first[0][1])
 
 
 def _group_last_id(rows: list[Any], group: str) -> bytes:

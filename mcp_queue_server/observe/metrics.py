@@ -203,6 +203,16 @@ class _StoreCollector(Collector):
                 "Tasks in flight whose lease expired, not yet reclaimed (a worker died or stalled).",
                 labels=["queue"],
             ),
+            "past_deadline": GaugeMetricFamily(
+                "mcp_queue_past_deadline_tasks",
+                "Unfinished tasks past their deadline (deadline_ms); late tasks still run.",
+                labels=["queue"],
+            ),
+            "most_past_deadline": GaugeMetricFamily(
+                "mcp_queue_most_past_deadline_seconds",
+                "How far the most overdue unfinished task is past its deadline (0: none).",
+                labels=["queue"],
+            ),
             "dead": GaugeMetricFamily(
                 "mcp_queue_dead_letter_tasks", "Tasks in the dead-letter queue.", labels=["queue"]
             ),
@@ -221,6 +231,8 @@ class _StoreCollector(Collector):
             gauges["delayed"].add_metric([s.queue], s.delayed)
             gauges["in_flight"].add_metric([s.queue], s.in_flight)
             gauges["overdue"].add_metric([s.queue], s.overdue)
+            gauges["past_deadline"].add_metric([s.queue], s.past_deadline)
+            gauges["most_past_deadline"].add_metric([s.queue], (s.most_past_deadline_ms or 0) / 1000)
             gauges["dead"].add_metric([s.queue], s.dead_letter)
             gauges["age"].add_metric([s.queue], (s.oldest_waiting_age_ms or 0) / 1000)
             gauges["consumers"].add_metric([s.queue], len(s.consumers))

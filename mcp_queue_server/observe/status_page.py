@@ -189,6 +189,12 @@ def _figures(s: QueueStats) -> str:
         + _figure("delayed", str(s.delayed))
         + _figure("in flight", str(s.in_flight))
         + _figure("overdue", str(s.overdue), "warn" if s.overdue else "")
+        + _figure(
+            "past deadline",
+            str(s.past_deadline),
+            "warn" if s.past_deadline else "",
+            f"worst {age(s.most_past_deadline_ms)}" if s.most_past_deadline_ms else "",
+        )
         + _figure("dead letters", str(s.dead_letter), "bad" if s.dead_letter else "")
         + _figure("oldest waiting", age(s.oldest_waiting_age_ms))
         + "</dl>"
@@ -240,6 +246,11 @@ def _attention(views: Sequence[QueueView]) -> str:
             notes.append(
                 f'<li class="warn">{q}: {s.overdue} overdue (a worker stopped or stalled; the next read or '
                 "recover hands them out again)</li>"
+            )
+        if s.past_deadline:
+            notes.append(
+                f'<li class="warn">{q}: {s.past_deadline} past their deadline, the worst by '
+                f"{age(s.most_past_deadline_ms)} (they still run: add workers or look at what holds them)</li>"
             )
         if s.dead_letter:
             notes.append(f'<li class="bad">{q}: {_count(s.dead_letter, "dead letter")} to look at</li>')

@@ -12,7 +12,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_queue_server.limits import MAX_IDS, NAME_PATTERN, PRIORITY_RANGE, TASK_ID_PATTERN, TASK_TYPE_PATTERN
+from mcp_queue_server.limits import (
+    MAX_DEADLINE_MS,
+    MAX_IDS,
+    NAME_PATTERN,
+    PRIORITY_RANGE,
+    TASK_ID_PATTERN,
+    TASK_TYPE_PATTERN,
+)
 from mcp_queue_server.settings import Settings
 
 #: read_tasks' caps as written in its signature: the defaults of the settings that bound a
@@ -41,6 +48,9 @@ OptionalTaskId = Annotated[
         description="Your id: retries never enqueue it twice.",
     ),
 ]
+DeadlineMs = Annotated[
+    int | None, Field(strict=True, ge=1, le=MAX_DEADLINE_MS, description="Due within; late shows overdue.")
+]
 HeldTaskId = Annotated[str, Field(strict=True, pattern=TASK_ID_PATTERN, description="A task you read and hold.")]
 TaskIdList = Annotated[list[TaskId], Field(min_length=1, max_length=MAX_IDS)]
 #: Any JSON value, said as a type list: some hosts mishandle a property without a type.
@@ -51,6 +61,7 @@ JsonObject = dict[str, Any]
 _TaskType = Annotated[str, Field(strict=True, pattern=TASK_TYPE_PATTERN)]
 _Priority = Annotated[int, Field(strict=True, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])]
 _OptionalTaskId = Annotated[str | None, Field(strict=True, pattern=TASK_ID_PATTERN)]
+_DeadlineMs = Annotated[int | None, Field(strict=True, ge=1, le=MAX_DEADLINE_MS)]
 
 
 class _Strict(BaseModel):
@@ -63,6 +74,7 @@ class TaskSpec(_Strict):
     payload: dict[str, Any]
     priority: _Priority = 0
     task_id: _OptionalTaskId = None
+    deadline_ms: _DeadlineMs = None
 
 
 class OnComplete(_Strict):

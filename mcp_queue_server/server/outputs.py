@@ -200,6 +200,8 @@ class TaskInfoOutput(_Out):
     finished_at: int | None
     replays: int
     fanout: FanoutStateOut | None
+    deadline_at: int | None = None
+    overdue: bool = Field(default=False, description="Past deadline_at, unfinished.")
 
 
 class StreamStatsOut(_Out):
@@ -229,6 +231,8 @@ class QueueStatsRow(_Out):
     overdue: int = Field(
         description="In-flight tasks whose lease expired and that no read or recover has reclaimed yet."
     )
+    past_deadline: int = Field(default=0, description="Unfinished tasks past their deadline_ms.")
+    most_past_deadline_ms: int | None = None
 
 
 class QueueStatsOutput(QueueStatsRow):

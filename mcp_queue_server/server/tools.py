@@ -27,6 +27,7 @@ from mcp_queue_server.server.inputs import (
     BLOCK_MS_CAP,
     LEASE_MS_CAP,
     READ_COUNT_CAP,
+    DeadlineMs,
     HeldTaskId,
     JsonObject,
     OnChildFailure,
@@ -73,6 +74,7 @@ async def enqueue_task(
         int | None,
         Field(strict=True, ge=1, le=MAX_ATTEMPTS, description="Deliveries before dead-lettering."),
     ] = None,
+    deadline_ms: DeadlineMs = None,
     queue: QueueName = "default",
 ) -> EnqueueOutput:
     """Hand a task to workers; get_task(task_id, wait_ms) follows it. Many: enqueue_batch."""
@@ -85,6 +87,7 @@ async def enqueue_task(
         task_id=task_id,
         delay_ms=delay_ms,
         max_attempts=max_attempts,
+        deadline_ms=deadline_ms,
         queue=queue,
     )
     return EnqueueOutput.model_validate(done)

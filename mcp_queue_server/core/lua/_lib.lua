@@ -12,6 +12,7 @@
 -- (<base>events, see announce()). Two per-queue zsets index states no other key lists:
 -- <base>waiting (fanout parents waiting_children -> when they began waiting) and
 -- <base>cancelled (cancelled tasks -> when; trimmed past the records' ttl) for list_tasks.
+-- <base>deadlines indexes unfinished tasks that have a deadline (see track_deadline).
 
 local K = KEYS
 local base, group, consumer = ARGV[1], ARGV[2], ARGV[3]
@@ -78,6 +79,19 @@ end
 
 local function tkey(id) return base .. 't:' .. id end
 local function ckey(id) return base .. 'ck:' .. id end
+
+-- Deadlines (deadline_ms of enqueue and fanout, "" for none): the record keeps deadline_at and
+-- <base>deadlines indexes the unfinished ones (id -> deadline_at) for the stats' overdue
+-- figures. Every way a task finishes (ack, dead_letter, cancel_now, a fanout parent finished in
+-- child_finished) takes it out with untrack_deadline; nothing else acts on a deadline: a late
+-- task is never dropped.
+local function track_deadline(id, tk, deadline_ms)
+  if deadline_ms == '' then return end
+  local at = now + tonumber(deadline_ms)
+  redis.call('HSET', tk, 'deadline_at', at)
+  redis.call('ZADD', base .. 'deadlines', at, id)
+end
+local function untrack_deadline(id) redis.call('ZREM', base .. 'deadlines', id) end
 local function stream_key(which) if which == 'high' then return K[1] end return K[2] end
 
 local function ensure_groups()
@@ -159,6 +173,7 @@ local function child_finished(parent, child, result, ok, why)
         'finished_at', now)
       announce(parent, 'failed')
       redis.call('ZREM', base .. 'waiting', parent)
+      untrack_deadline(parent)
       finished_now = 1
       expire_fanout(parent, pk, fk)
     elseif redis.call('SCARD', base .. 'fp:' .. parent) == 0 and pstate == 'waiting_children' then
@@ -167,6 +182,7 @@ local function child_finished(parent, child, result, ok, why)
       redis.call('HINCRBY', K[6], 'completed', 1)
       announce(parent, 'completed')
       redis.call('ZREM', base .. 'waiting', parent)
+      untrack_deadline(parent)
       enqueue_continuation(fk, parent)
       finished_now = 1
       expire_fanout(parent, pk, fk)
@@ -184,6 +200,7 @@ local function dead_letter(id, tk, err)
   redis.call('HSET', tk, 'state', 'failed', 'error', err, 'dead_at', now, 'dlq_entry', dentry,
     'source_stream', src)
   redis.call('HINCRBY', K[6], 'dead_lettered', 1)
+  untrack_deadline(id)
   announce(id, 'failed')
   local parent = redis.call('HGET', tk, 'parent')
   if parent then
@@ -211,6 +228,7 @@ local function cancel_now(id, tk)
   redis.call('ZADD', index, now, id)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now - ttl * 1000)
   redis.call('HINCRBY', K[6], 'cancelled', 1)
+  untrack_deadline(id)
   announce(id, 'cancelled')
   if f[3] then return child_finished(f[3], id, cjson.encode({error = f[1]}), false, 'was cancelled') end
   return false

@@ -12,13 +12,14 @@ local out = {}
 -- Stream entries and leases of completed tasks, removed in one command each at the end.
 local entries = {high = {}, low = {}}
 local done = {}
+local deadlined = {} -- completed tasks that had a deadline: out of <base>deadlines at the end
 -- Fields kept on the completed record only when the task had them (positions in f below).
-local OPTIONAL, OPTIONAL_NAMES = {6, 13, 14}, {'parent', 'replays', 'error'}
+local OPTIONAL, OPTIONAL_NAMES = {6, 13, 14, 15}, {'parent', 'replays', 'error', 'deadline_at'}
 for i = 0, n - 1 do
   local id, result = ARGV[7 + i * 2], ARGV[8 + i * 2]
   local tk = tkey(id)
   local f = redis.call('HMGET', tk, 'state', 'consumer', 'lease_until', 'stream', 'entry', 'parent', 'ck',
-    'type', 'priority', 'attempt', 'max_attempts', 'created_at', 'replays', 'error')
+    'type', 'priority', 'attempt', 'max_attempts', 'created_at', 'replays', 'error', 'deadline_at')
   local why = refusal(f[1], f[2], f[3])
   if why then
     out[#out + 1] = why
@@ -26,12 +27,13 @@ for i = 0, n - 1 do
     local stream_entries = entries[f[4]]
     stream_entries[#stream_entries + 1] = f[5]
     done[#done + 1] = id
+    if f[15] then deadlined[#deadlined + 1] = id end
     announce(id, 'completed')
     -- Rewritten rather than trimmed: a hash keeps the space its payload took, and a
     -- completed record lives for result_ttl_s.
     local record = {'state', 'completed', 'result', result, 'finished_at', now, 'type', f[8],
       'priority', f[9], 'attempt', f[10], 'max_attempts', f[11], 'created_at', f[12]}
-    for i = 1, 3 do
+    for i = 1, 4 do
       local v = f[OPTIONAL[i]]
       if v then record[#record + 1] = OPTIONAL_NAMES[i]; record[#record + 1] = v end
     end
@@ -55,5 +57,6 @@ if #done > 0 then
   redis.call('ZREM', K[4], unpack(done))
   redis.call('HINCRBY', K[6], 'completed', #done)
 end
+if #deadlined > 0 then redis.call('ZREM', base .. 'deadlines', unpack(deadlined)) end
 publish_finished()
 return out

@@ -7,7 +7,8 @@
 -- ARGV: base, group, consumer, clock, threshold, default_max_attempts, parent_id,
 --       parent_data_json ("" none), policy ("fail" | "continue"), result_ttl_s,
 --       cont_id ("" = no continuation), cont_type, cont_priority, cont_payload_json, cont_max,
---       n, max_length (0: none), then n x (task_id, type, priority, payload_json, max_attempts or "").
+--       n, max_length (0: none), then n x (task_id, type, priority, payload_json, max_attempts or "",
+--       deadline_ms or "": see track_deadline in _lib.lua).
 -- Returns: {OK, child_ids, cont_id|false} created; {DUPLICATE, child_ids, cont_id|false} repeated;
 --          {NOT_HOLDER, state, holder, until} / {BAD_STATE, state} the parent can't fan out
 --          (state cancel_requested: its cancellation was requested);
@@ -37,7 +38,7 @@ if pstate then
 end
 local ids = {}
 for i = 0, n - 1 do
-  local id = ARGV[18 + i * 5]
+  local id = ARGV[18 + i * 6]
   if id == parent or redis.call('EXISTS', tkey(id)) == 1 then return {CONFLICT, id} end
   ids[#ids + 1] = id
 end
@@ -65,13 +66,14 @@ if cont_id ~= '' then
     'cont_priority', ARGV[13], 'cont_stream', route(ARGV[13]), 'cont_max', max_or_default(ARGV[15]))
 end
 for i = 0, n - 1 do
-  local o = 18 + i * 5
+  local o = 18 + i * 6
   local tk = tkey(ARGV[o])
   redis.call('HSET', tk, 'type', ARGV[o + 1], 'priority', ARGV[o + 2], 'payload', ARGV[o + 3],
     'stream', route(ARGV[o + 2]), 'attempt', 0, 'max_attempts', max_or_default(ARGV[o + 4]),
     'created_at', now,
     'parent', parent)
   push(ARGV[o], tk)
+  track_deadline(ARGV[o], tk, ARGV[o + 5])
   redis.call('SADD', base .. 'fp:' .. parent, ARGV[o])
 end
 redis.call('HINCRBY', K[6], 'enqueued', n)

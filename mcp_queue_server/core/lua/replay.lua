@@ -19,6 +19,9 @@ for _, p in ipairs(picks) do
     redis.call('HSET', tk, 'attempt', 0)
     redis.call('HINCRBY', tk, 'replays', 1)
     push(p[1], tk)
+    -- Unfinished again: its deadline (kept from the enqueue) is watched again.
+    local at = redis.call('HGET', tk, 'deadline_at')
+    if at then redis.call('ZADD', base .. 'deadlines', at, p[1]) end
     redis.call('HINCRBY', K[6], 'replayed', 1)
     ids[#ids + 1] = p[1]
   end
