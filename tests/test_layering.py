@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "limits": 0,
     "settings": 0,
     "logs": 0,
+    "tracing": 0,  # the one module that imports opentelemetry; spans for core, worker and server
     "core": 1,
     "store": 2,
     "testing": 3,  # the test launcher: beside the store, used only from outside the package
@@ -42,6 +43,7 @@ ONLY_IN: dict[str, frozenset[str]] = {
     "starlette": frozenset({"observe", "server"}),
     "uvicorn": frozenset({"observe", "server"}),
     "prometheus_client": frozenset({"observe"}),
+    "opentelemetry": frozenset({"tracing"}),
 }
 
 

@@ -29,6 +29,7 @@ from typing import Any, NoReturn, cast
 
 import anyio
 
+import mcp_queue_server.tracing as tracing
 from mcp_queue_server.cli import demo as cli_demo
 from mcp_queue_server.cli import ops as cli_ops
 from mcp_queue_server.cli import top as cli_top
@@ -334,6 +335,10 @@ def load_settings(argv: Sequence[str] = ()) -> Settings:
         sys.exit(_config_error(args, exc))
 
 
+#: Commands that trace what they do when the OTEL_* variables ask for it (README, Tracing).
+_TRACED = frozenset({SERVE, "worker", "enqueue"})
+
+
 def _setup_logging(settings: Settings, command: str) -> None:
     # Chatty commands (worker) log at the configured level; the others only say what went wrong.
     explicit = "log_level" in settings.model_fields_set
@@ -372,6 +377,12 @@ def run(argv: Sequence[str]) -> int:
         settings = settings_for(args)
     except UsageError as exc:
         return _config_error(args, exc)
+    if args.command in _TRACED:
+        try:
+            tracing.configure_from_env()
+        except tracing.TracingSetupError as exc:
+            error(str(exc))
+            return EXIT_USAGE
     if args.command == SERVE:
         return _serve(settings)
     try:

@@ -30,6 +30,9 @@ from mcp_queue_server.limits import HOLDER_STALE_MS
 
 # -- enqueue.lua and fanout.lua -------------------------------------------------------
 
+#: The task hash field holding the trace context the task was enqueued with (absent: none).
+TRACE_FIELD = "trace"
+
 
 class NewRow(NamedTuple):
     """One task of enqueue.lua, checked and serialised."""
@@ -41,6 +44,7 @@ class NewRow(NamedTuple):
     delay_ms: int
     max_attempts: int | str  #: "" = the queue's default
     deadline_ms: int | str = ""  #: "" = none; else finish within this many ms of the enqueue
+    trace: str = ""  #: the enqueuing call's trace context (tracing.carrier_of); "" none
 
 
 class ChildRow(NamedTuple):
@@ -51,11 +55,12 @@ class ChildRow(NamedTuple):
     priority: int
     payload: str
     max_attempts: int | str  #: "" = the queue's default
-    deadline_ms: int | str = ""  #: "" = none (a continuation has none: fanout.lua takes 5 fields of it)
+    deadline_ms: int | str = ""  #: "" = none (a continuation has none)
+    trace: str = ""  #: the fanout call's trace context (tracing.carrier_of); "" none
 
 
 #: fanout.lua's continuation fields when there is none (cont_id "" turns it off).
-_NO_CONTINUATION = ("", "", "", 0, "")
+_NO_CONTINUATION = ("", "", "", 0, "", "")
 
 
 class Enqueued(NamedTuple):
@@ -100,7 +105,9 @@ def fanout_args(
     continuation: ChildRow | None,
     children: Sequence[ChildRow],
     max_length: int = 0,
+    parent_trace: str = "",
 ) -> list[Any]:
+    """``parent_trace``: the trace context a parent created by this fanout stores."""
     args: list[Any] = [
         threshold,
         default_max_attempts,
@@ -108,9 +115,10 @@ def fanout_args(
         "" if parent_data is None else parent_data,
         "fail" if fail_parent_on_child_failure else "continue",
         result_ttl_s,
-        *(_NO_CONTINUATION if continuation is None else continuation[:5]),
+        *(_NO_CONTINUATION if continuation is None else (*continuation[:5], continuation.trace)),
         len(children),
         max_length,
+        parent_trace,
     ]
     for row in children:
         args += row
@@ -145,6 +153,7 @@ class ReadReply(NamedTuple):
     last_ids: tuple[Any, Any]  #: last entry ids of high and low, for XREAD after them ("" when tasks came)
     now_used: int  #: the clock the script ran with (Redis's, plus a test clock's offset)
     tasks: list[Task]
+    traces: list[str | None]  #: each task's stored trace context (tracing.context_of), None: none
 
 
 def read_args(req: ReadRequest, request_id: str, *, recall_only: bool = False) -> list[Any]:
@@ -165,6 +174,7 @@ def read_reply(reply: Any, queue: str) -> ReadReply:
         (reply[2], reply[3]),
         int(reply[4]),
         [task(row, queue) for row in reply[5:]],
+        [text(row[8]) if row[8] else None for row in reply[5:]],
     )
 
 

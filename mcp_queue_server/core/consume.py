@@ -13,10 +13,12 @@ import functools
 import json
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
 import anyio
 
+import mcp_queue_server.tracing as tracing
 from mcp_queue_server.core import codec
 from mcp_queue_server.core.codec import ReadReply, ReadRequest, Refusal, raise_for
 from mcp_queue_server.core.connection import Connection, guard, request_id
@@ -39,7 +41,9 @@ class ConsumeOps:
 
     _conn: Connection
     settings: Settings
+    consumer: str
     _touched: set[str]
+    _deliveries: tracing.Deliveries
 
     async def release(self, queue: str | None = None) -> int:
         """Hand every task this consumer holds back to its queue at once (not charged as an
@@ -52,6 +56,8 @@ class ConsumeOps:
             while more:
                 count, more = codec.release_reply(await self._conn.script("release", name, args))
                 released += count
+        if len(self._deliveries):
+            self._deliveries.finish_all(queues, self.consumer, "released")
         return released
 
     async def release_tasks(self, task_ids: Sequence[str], *, queue: str = DEFAULT_QUEUE) -> int:
@@ -61,7 +67,10 @@ class ConsumeOps:
         ids = [check_task_id(task_id) for task_id in task_ids]
         if not ids:
             return 0
-        return await self._release_ids(queue, ids)
+        released = await self._release_ids(queue, ids)
+        for task_id in ids if len(self._deliveries) else ():
+            self._deliveries.finish(queue, task_id, "released")
+        return released
 
     async def read_messages(
         self,
@@ -89,6 +98,8 @@ class ConsumeOps:
         while True:
             if got.tasks:
                 await self._checkpoint_or_release(queue, got.tasks)
+                if tracing.enabled():
+                    self._deliveries.delivered(queue, got.tasks, got.traces, self.consumer, lease_ms)
                 return got.tasks
             wait_s = deadline - time.monotonic()
             if wait_s <= 0:
@@ -164,7 +175,47 @@ class ConsumeOps:
     ) -> list[AckResult | QueueError]:
         """Ack many tasks in one round trip; each gets its own outcome (result or error)."""
         ids, args = self._ack_args(items)
+        if tracing.enabled():
+            return await self._traced_ack(queue, ids, args)
         return _ack_outcomes(ids, await self._conn.script("ack", queue, args))
+
+    async def _traced_ack(self, queue: str, ids: list[str], args: list[Any]) -> list[AckResult | QueueError]:
+        with tracing.settling("ack", queue, ids, await self._traces_of(queue, ids)) as spans:
+            outcomes = _ack_outcomes(ids, await self._conn.script("ack", queue, args))
+            _say_acked(spans, outcomes)
+        self._acked(queue, ids, outcomes)
+        return outcomes
+
+    def _acked(self, queue: str, ids: list[str], outcomes: list[AckResult | QueueError]) -> None:
+        """End the acked tasks' delivery spans (after their ack spans: children end first)."""
+        for task_id, got in zip(ids, outcomes, strict=True):
+            if isinstance(got, QueueError):
+                self._deliveries.finish(queue, task_id, "ack_refused", str(got))
+            else:
+                self._deliveries.finish(queue, task_id, got.status)
+
+    def in_trace(self, task: Task) -> AbstractContextManager[Any]:
+        """Run a block inside ``task``'s delivery span when tracing (the worker runs its handler
+        so: the handler's own spans and fanouts join the task's trace); else does nothing."""
+        return tracing.active(self._deliveries.span(task.queue, task.task_id))
+
+    async def _trace_of(self, queue: str, task_id: str) -> tracing.Context | None:
+        return (await self._traces_of(queue, [task_id]))[task_id]
+
+    async def _traces_of(self, queue: str, ids: Sequence[str]) -> dict[str, tracing.Context | None]:
+        """Each task's trace: its delivery span open here, else the context it stored (one
+        round trip for those, only when tracing is on)."""
+        found = {task_id: self._deliveries.context(queue, task_id) for task_id in ids}
+        missing = [task_id for task_id, ctx in found.items() if ctx is None]
+        if missing:
+            k = self._conn.keys(queue)
+            with guard():
+                async with self._conn.redis.pipeline(transaction=False) as pipe:
+                    for task_id in missing:
+                        pipe.hget(k.task(task_id), codec.TRACE_FIELD)
+                    stored = await pipe.execute()
+            found.update(zip(missing, map(tracing.context_of, stored), strict=True))
+        return found
 
     async def ack_and_read(
         self,
@@ -181,22 +232,35 @@ class ConsumeOps:
         what the read leased is handed back before the error is raised."""
         ids, args = self._ack_args(items)
         s = self.settings
+        traced = tracing.enabled()
         if read_next == 0:
+            if traced:
+                return AckedAndRead(await self._traced_ack(queue, ids, args), [])
             return AckedAndRead(_ack_outcomes(ids, await self._conn.script("ack", queue, args)), [])
         count = check_int("read_next", read_next, 0, s.max_read_count)
         lease_ms = check_int("lease_ms", s.lease_ms if lease_ms is None else lease_ms, 1, s.max_lease_ms)
         check_queue_name(queue)
         self._touched.add(queue)
         req = ReadRequest(count, lease_ms, int(prefer_high_priority), s.pending_batch_size)
-        # Shielded: once sent, the leased tasks must reach the caller (or be handed back).
-        with anyio.CancelScope(shield=True):
-            acked, read = await self._conn.scripts(queue, [("ack", args), ("read", codec.read_args(req, request_id()))])
-            tasks = [] if isinstance(read, Exception) else codec.read_reply(read, queue).tasks
-            if isinstance(acked, Exception) and tasks:
-                await self._release_ids(queue, [t.task_id for t in tasks])
-        outcomes = _ack_outcomes(ids, self._conn.raise_reply(acked))
+        parents = await self._traces_of(queue, ids) if traced else {}
+        with tracing.settling("ack", queue, ids, parents) if traced else tracing.NOT_SETTLING as spans:
+            # Shielded: once sent, the leased tasks must reach the caller (or be handed back).
+            with anyio.CancelScope(shield=True):
+                acked, read = await self._conn.scripts(
+                    queue, [("ack", args), ("read", codec.read_args(req, request_id()))]
+                )
+                got = None if isinstance(read, Exception) else codec.read_reply(read, queue)
+                tasks = [] if got is None else got.tasks
+                if isinstance(acked, Exception) and tasks:
+                    await self._release_ids(queue, [t.task_id for t in tasks])
+            outcomes = _ack_outcomes(ids, self._conn.raise_reply(acked))
+            _say_acked(spans, outcomes)
+        if traced:
+            self._acked(queue, ids, outcomes)
         self._conn.raise_reply(read)
         await self._checkpoint_or_release(queue, tasks)
+        if traced and got is not None and tasks:
+            self._deliveries.delivered(queue, tasks, got.traces, self.consumer, lease_ms)
         return AckedAndRead(outcomes, tasks)
 
     def _ack_args(self, items: Iterable[str | tuple[str, Any]]) -> tuple[list[str], list[Any]]:
@@ -217,10 +281,17 @@ class ConsumeOps:
         check_error(error)
         s = self.settings
         args = codec.fail_args(check_task_id(task_id), error, retry, s.retry_backoff_ms, s.max_backoff_ms, request_id())
-        got = codec.fail_reply(await self._conn.script("fail", queue, args))
-        if isinstance(got, Refusal):
-            raise_for(got, task_id)
-        return FailResult(task_id, got.status, got.attempt, got.retry_at, got.fanout)
+        if not tracing.enabled():
+            return _failed(task_id, codec.fail_reply(await self._conn.script("fail", queue, args)))
+        with tracing.settling("fail", queue, [task_id], await self._traces_of(queue, [task_id])) as (span,):
+            try:
+                done = _failed(task_id, codec.fail_reply(await self._conn.script("fail", queue, args)))
+            except QueueError as exc:
+                self._deliveries.finish(queue, task_id, "fail_refused", str(exc))
+                raise
+            tracing.outcome(span, done.status, error, attempt=done.attempt, retry_at=done.retry_at)
+        self._deliveries.finish(queue, task_id, done.status, error)
+        return done
 
     async def extend_lease(self, task_id: str, lease_ms: int | None = None, *, queue: str = DEFAULT_QUEUE) -> int:
         """Extend a held task's lease to now + ``lease_ms``; returns the new deadline (ms)."""
@@ -236,6 +307,8 @@ class ConsumeOps:
         )
         if isinstance(got, Refusal):
             raise_for(got, task_id)
+        if len(self._deliveries):
+            self._deliveries.event(queue, task_id, "lease renewed", lease_expires_at=got.lease_until)
         return Lease(task_id, got.lease_until, got.cancel_requested)
 
     # -- checkpoints -----------------------------------------------------------------
@@ -277,7 +350,16 @@ class ConsumeOps:
         got = codec.checkpoint_reply(await self._conn.script("checkpoint", queue, args))
         if isinstance(got, Refusal):
             raise_for(got, task_id)
+        if tracing.enabled():
+            await self._trace_checkpoint(queue, task_id, len(body), got.lease_until)
         return got
+
+    async def _trace_checkpoint(self, queue: str, task_id: str, size: int, lease_until: int | None) -> None:
+        """An event on the task's delivery span; held elsewhere, a span of its own in the task's trace."""
+        event = {"bytes": size, "deleted": size == 0 or None, "lease_expires_at": lease_until}
+        if not self._deliveries.event(queue, task_id, "checkpoint", **event):
+            with tracing.settling("checkpoint", queue, [task_id], await self._traces_of(queue, [task_id])) as spans:
+                tracing.event(spans[0], "checkpoint", **event)
 
     async def get_checkpoint(self, task_id: str, *, queue: str = DEFAULT_QUEUE) -> dict[str, Any] | None:
         """The latest checkpoint of a task, or None."""
@@ -292,6 +374,20 @@ class AckedAndRead(NamedTuple):
 
     outcomes: list[AckResult | QueueError]
     tasks: list[Task]
+
+
+def _say_acked(spans: list[tracing.Span], outcomes: list[AckResult | QueueError]) -> None:
+    for span, got in zip(spans, outcomes, strict=False):  # no spans: not traced
+        if isinstance(got, QueueError):
+            tracing.outcome(span, "refused", str(got))
+        else:
+            tracing.outcome(span, got.status)
+
+
+def _failed(task_id: str, got: codec.Failed | Refusal) -> FailResult:
+    if isinstance(got, Refusal):
+        raise_for(got, task_id)
+    return FailResult(task_id, got.status, got.attempt, got.retry_at, got.fanout)
 
 
 def _ack_outcomes(ids: list[str], reply: Any) -> list[AckResult | QueueError]:

@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import anyio
 
+import mcp_queue_server.tracing as tracing
 from mcp_queue_server.core import codec, codec_admin
 from mcp_queue_server.core.codec import ChildRow, NewRow, Refusal, raise_for
 from mcp_queue_server.core.connection import Client, Connection, ScriptClock, eviction_refusal
@@ -77,6 +78,7 @@ class TaskQueue(ConsumeOps, AdminOps):
         self.settings = settings
         self.consumer = self._conn.consumer
         self._touched: set[str] = set()  # queues this instance read: release() hands their tasks back
+        self._deliveries = tracing.Deliveries()  # shared with for_consumer() views: one per process
 
     # -- connection ------------------------------------------------------------------
 
@@ -179,23 +181,27 @@ class TaskQueue(ConsumeOps, AdminOps):
         """Enqueue many tasks in one round trip; each is routed by its priority."""
         if not tasks:
             raise InvalidInput("tasks must not be empty")
-        rows = [
-            NewRow(
-                self._new_id(t.task_id),
-                *self._task_fields(t),
-                check_int("delay_ms", t.delay_ms, 0, MAX_DELAY_MS),
-                _max_attempts(t.max_attempts),
-                _deadline(t.deadline_ms),
-            )
-            for t in tasks
-        ]
-        if len({row.task_id for row in rows}) != len(rows):
-            raise InvalidInput("task ids in one batch must be distinct")
-        s = self.settings
-        args = codec.enqueue_args(s.priority_threshold, s.max_attempts, rows, s.max_queue_length)
-        reply = codec.enqueue_reply(await self._conn.script("enqueue", queue, args, register=True))
-        if isinstance(reply, codec.Full):
-            raise self._full(queue, reply, len(rows))
+        with tracing.sending("enqueue", queue) as sent:
+            rows = [
+                NewRow(
+                    self._new_id(t.task_id),
+                    *self._task_fields(t),
+                    check_int("delay_ms", t.delay_ms, 0, MAX_DELAY_MS),
+                    _max_attempts(t.max_attempts),
+                    _deadline(t.deadline_ms),
+                    sent.carrier,
+                )
+                for t in tasks
+            ]
+            if len({row.task_id for row in rows}) != len(rows):
+                raise InvalidInput("task ids in one batch must be distinct")
+            s = self.settings
+            args = codec.enqueue_args(s.priority_threshold, s.max_attempts, rows, s.max_queue_length)
+            reply = codec.enqueue_reply(await self._conn.script("enqueue", queue, args, register=True))
+            if isinstance(reply, codec.Full):
+                raise self._full(queue, reply, len(rows))
+            if sent.carrier:
+                sent.tasks([r.task_id for r in rows], duplicates=sum(got.duplicate for got in reply))
         replicas = await self._conn.confirm_replicas(queue)
         return [
             EnqueueResult(row.task_id, got.duplicate, got.status, queue, replicas)
@@ -224,12 +230,12 @@ class TaskQueue(ConsumeOps, AdminOps):
             dump_json("payload", t.payload, self.settings.max_payload_bytes),
         )
 
-    def _child_row(self, t: NewTask) -> ChildRow:
+    def _child_row(self, t: NewTask, trace: str) -> ChildRow:
         """A subtask or continuation: no delay (they run when their turn comes)."""
         task_id = self._new_id(t.task_id)
         if t.delay_ms:
             raise InvalidInput("subtasks and on_complete run as soon as they can: delay_ms must be 0")
-        return ChildRow(task_id, *self._task_fields(t), _max_attempts(t.max_attempts), _deadline(t.deadline_ms))
+        return ChildRow(task_id, *self._task_fields(t), _max_attempts(t.max_attempts), _deadline(t.deadline_ms), trace)
 
     async def fanout(
         self,
@@ -258,30 +264,36 @@ class TaskQueue(ConsumeOps, AdminOps):
         data = (
             None if parent_task_data is None else dump_json("parent_task_data", parent_task_data, s.max_payload_bytes)
         )
-        continuation = None
         if on_complete is not None:
             if "fanout" in on_complete.payload:
                 raise InvalidInput('on_complete.payload must not have a "fanout" key: the results go there')
             if on_complete.deadline_ms is not None:
                 raise InvalidInput("on_complete takes no deadline_ms: give the subtasks (or the parent) deadlines")
-            continuation = self._child_row(on_complete)
-        children = [self._child_row(t) for t in subtasks]
-        args = codec.fanout_args(
-            s.priority_threshold,
-            s.max_attempts,
-            parent,
-            data,
-            fail_parent_on_child_failure,
-            s.result_ttl_s,
-            continuation,
-            children,
-            s.max_queue_length,
-        )
-        got = codec.fanout_reply(await self._conn.script("fanout", queue, args, register=True))
-        if isinstance(got, codec.Full):
-            raise self._full(queue, got, len(children))
-        if isinstance(got, Refusal):
-            raise_for(got, parent)
+        # Traced, the fanout continues the parent's trace: its delivery here, else what it stored.
+        parent_ctx = await self._trace_of(queue, parent) if tracing.enabled() else None
+        with tracing.sending("fanout", queue, parent_ctx) as sent:
+            continuation = None if on_complete is None else self._child_row(on_complete, sent.carrier)
+            children = [self._child_row(t, sent.carrier) for t in subtasks]
+            args = codec.fanout_args(
+                s.priority_threshold,
+                s.max_attempts,
+                parent,
+                data,
+                fail_parent_on_child_failure,
+                s.result_ttl_s,
+                continuation,
+                children,
+                s.max_queue_length,
+                sent.carrier,
+            )
+            got = codec.fanout_reply(await self._conn.script("fanout", queue, args, register=True))
+            if isinstance(got, codec.Full):
+                raise self._full(queue, got, len(children))
+            if isinstance(got, Refusal):
+                raise_for(got, parent)
+            if sent.carrier:
+                sent.tasks(got.child_ids, parent_task_id=parent, duplicate=got.duplicate)
+                self._deliveries.finish(queue, parent, "fanned_out")
         replicas = await self._conn.confirm_replicas(queue)
         return FanoutResult(parent, got.child_ids, got.duplicate, got.continuation_id, replicas)
 

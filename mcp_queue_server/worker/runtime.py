@@ -308,7 +308,8 @@ class Worker(WorkerLoops):
         with anyio.CancelScope() as ctx._scope:  # the renewal loop cancels it when the lease is lost
             self._contexts[task.task_id] = ctx
             try:
-                result = await handler(task, ctx)
+                with queue.in_trace(task):
+                    result = await handler(task, ctx)
             except NotLeaseHolder:
                 ctx.lease_lost = True
             except Exception as exc:  # the handler boundary: any error fails the task

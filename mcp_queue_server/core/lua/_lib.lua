@@ -124,7 +124,7 @@ end
 -- Enqueue the continuation of a finished fanout, exactly once (guarded by SREM in child_finished).
 local function enqueue_continuation(fk, parent)
   local c = redis.call('HMGET', fk, 'cont_id', 'cont_type', 'cont_payload', 'cont_stream', 'cont_max', 'data',
-    'cont_priority')
+    'cont_priority', 'cont_trace')
   if not c[1] or redis.call('EXISTS', tkey(c[1])) == 1 then return end
   local rk = base .. 'fr:' .. parent
   local parts = {}
@@ -138,6 +138,7 @@ local function enqueue_continuation(fk, parent)
   local tk = tkey(c[1])
   redis.call('HSET', tk, 'type', c[2], 'priority', c[7], 'payload', payload, 'stream', c[4], 'attempt', 0,
     'max_attempts', c[5], 'created_at', now, 'source_parent', parent)
+  if c[8] then redis.call('HSET', tk, 'trace', c[8]) end
   push(c[1], tk)
   redis.call('HINCRBY', K[6], 'enqueued', 1)
 end

@@ -13,7 +13,8 @@
 --          now is the clock the script ran with (next_wake_ms - now is how long until
 --          something falls due); the last ids ("" when tasks were delivered) let a blocking
 --          reader wait for entries added after this call (XREAD BLOCK). Each task is
---          {id, type, priority, payload, attempt, lease_until, checkpoint|false, parent|false}.
+--          {id, type, priority, payload, attempt, lease_until, checkpoint|false, parent|false,
+--          trace|false} (trace: the context the task was enqueued with, tracing.py).
 run_even_when_full()
 ensure_groups()
 redis.call('ZADD', base .. 'holders', now, consumer)
@@ -27,11 +28,12 @@ local delivered = 0
 local ids = {}
 local leases = {}
 -- Read with one HMGET per task; 'ck' flags a saved checkpoint so most reads skip the GET.
-local FIELDS = {'type', 'priority', 'payload', 'parent', 'attempt', 'lease_until', 'ck', 'entry', 'state', 'consumer'}
+local FIELDS = {'type', 'priority', 'payload', 'parent', 'attempt', 'lease_until', 'ck', 'entry', 'state', 'consumer',
+  'trace'}
 
 local function record(id, f)
   out[#out + 1] = {id, f[1], tonumber(f[2]), f[3], tonumber(f[5]), tonumber(f[6]),
-    f[7] and redis.call('GET', ckey(id)) or false, f[4] or false}
+    f[7] and redis.call('GET', ckey(id)) or false, f[4] or false, f[11] or false}
 end
 
 local function deliver(id, tk, f)
@@ -70,7 +72,7 @@ end
 --    consumer) or dead-letter those that used their last attempt. One HMGET per task reads
 --    FIELDS plus stream and max_attempts.
 local RECLAIM = {unpack(FIELDS)}
-RECLAIM[11], RECLAIM[12], RECLAIM[13] = 'stream', 'max_attempts', 'cancel_reason'
+RECLAIM[12], RECLAIM[13], RECLAIM[14] = 'stream', 'max_attempts', 'cancel_reason'
 local claims = {{'XCLAIM', K[1], group, consumer, 0}, {'XCLAIM', K[2], group, consumer, 0}}
 local reclaimed = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, count)) do
@@ -78,13 +80,13 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, c
   local f = redis.call('HMGET', tk, unpack(RECLAIM))
   if f[9] ~= 'working' or not f[8] then
     redis.call('ZREM', K[4], id)
-  elseif f[13] then
+  elseif f[14] then
     cancel_now(id, tk)
-  elseif tonumber(f[5]) >= tonumber(f[12]) then
-    dead_letter(id, tk, 'lease expired on attempt ' .. f[5] .. ' of ' .. f[12])
+  elseif tonumber(f[5]) >= tonumber(f[13]) then
+    dead_letter(id, tk, 'lease expired on attempt ' .. f[5] .. ' of ' .. f[13])
     out[2] = out[2] + 1
   else
-    local claim = claims[f[11] == 'high' and 1 or 2]
+    local claim = claims[f[12] == 'high' and 1 or 2]
     claim[#claim + 1] = f[8]
     reclaimed[#reclaimed + 1] = {id, tk, f}
   end
