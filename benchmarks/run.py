@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import redis
 
+import mcp_queue_server.tracing as tracing
 from benchmarks import memory, runtime, scaling, sections
 from benchmarks.common import Report, load_average, log
 from mcp_queue_server.store.binaries import find_redis_server
@@ -125,7 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--wait-quiet", type=float, default=0, metavar="S", help="wait up to S s for a low load average")
     p.add_argument("--quiet-load", type=float, default=0.5, metavar="L", help="load average counted as quiet")
     args = p.parse_args(argv)
+    # Traced like the server when the OTEL_* variables ask for it (README, Tracing): the figures
+    # with and without tracing come from the same suite.
+    traced = tracing.configure_from_env()
     report = Report()
+    report.meta["tracing"] = traced
     t0 = time.perf_counter()
     try:
         anyio.run(run, args, report)

@@ -224,3 +224,22 @@ async def test_without_a_tracer_provider_nothing_is_stored_and_reads_are_unchang
     assert all(type(t) is Task for t in tasks)
     await queue.ack_many([t.task_id for t in tasks])
     assert [s.name for s in elsewhere.exporter.get_finished_spans()] == ["someone else's span"]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # nothing asks for traces
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_TRACES_EXPORTER": "none"},
+    ],
+)
+def test_the_otel_variables_turn_tracing_on_only_when_they_ask_for_traces(env: dict[str, str]) -> None:
+    assert tracing.configure_from_env(env) is False
+    assert not tracing.enabled()
+
+
+def test_an_exporter_the_installation_cannot_run_is_a_one_line_setup_error() -> None:
+    with pytest.raises(tracing.TracingSetupError, match=r"^OTEL_TRACES_EXPORTER 'zipkin' is not supported: use otlp"):
+        tracing.configure_from_env({"OTEL_TRACES_EXPORTER": "zipkin"})
+    assert not tracing.enabled()
