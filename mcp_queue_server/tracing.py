@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context as Context
 from opentelemetry.trace import Link, SpanKind, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace import Span as Span
@@ -68,6 +68,8 @@ def _get_tracer() -> Tracer:
 
 def carrier_of(ctx: Context | None = None) -> str:
     """The current (or ``ctx``'s) trace context as the task's ``trace`` field ("" when none)."""
+    from opentelemetry import propagate  # loads the propagators' entry points: only once traced
+
     out: dict[str, str] = {}
     propagate.inject(out, context=ctx)
     return json.dumps(out, separators=(",", ":")) if out else ""
@@ -77,6 +79,8 @@ def context_of(carrier: str | bytes | None) -> Context | None:
     """The context a task's ``trace`` field stored, or None (absent or unreadable)."""
     if not carrier:
         return None
+    from opentelemetry import propagate
+
     try:
         fields = json.loads(carrier)
         ctx = propagate.extract(fields) if isinstance(fields, dict) else None

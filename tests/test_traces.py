@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode, Tracer
 
 import mcp_queue_server.tracing as tracing
-from mcp_queue_server import NewTask, Task, TaskQueue
+from mcp_queue_server import NewTask, NotLeaseHolder, Task, TaskQueue
 from mcp_queue_server.core import codec
 from mcp_queue_server.worker.runtime import TaskContext, Worker
 from tests.conftest import QueueFactory
@@ -243,3 +243,24 @@ def test_an_exporter_the_installation_cannot_run_is_a_one_line_setup_error() -> 
     with pytest.raises(tracing.TracingSetupError, match=r"^OTEL_TRACES_EXPORTER 'zipkin' is not supported: use otlp"):
         tracing.configure_from_env({"OTEL_TRACES_EXPORTER": "zipkin"})
     assert not tracing.enabled()
+
+
+async def test_a_delivery_whose_lease_ran_out_ends_when_its_holder_learns_it(
+    make_queue: QueueFactory, traced: Traced, clock: Any
+) -> None:
+    producer: TaskQueue = await make_queue("producer")
+    slow: TaskQueue = await make_queue("w1", lease_ms=1_000)
+    other: TaskQueue = await make_queue("w2")
+    with traced.tracer.start_as_current_span("producer agent"):
+        await producer.enqueue("t", {}, task_id="t1")
+    await slow.read_tasks(1)
+    clock.advance(1_001)
+    await other.read_tasks(1)
+    with pytest.raises(NotLeaseHolder):
+        await slow.extend_lease("t1", 1_000)
+    await other.ack("t1")
+
+    lost, done = traced.spans("process default")
+    assert [attrs(lost)["mcp_queue.holder"], attrs(done)["mcp_queue.holder"]] == ["w1", "w2"]
+    assert [attrs(lost)["mcp_queue.outcome"], attrs(done)["mcp_queue.outcome"]] == ["lease_lost", "acked"]
+    assert lost.status.status_code == StatusCode.ERROR

@@ -306,7 +306,12 @@ class ConsumeOps:
             await self._conn.script("extend", queue, codec.extend_args(check_task_id(task_id), lease))
         )
         if isinstance(got, Refusal):
-            raise_for(got, task_id)
+            try:
+                raise_for(got, task_id)
+            except QueueError as exc:  # the lease is gone: so is this delivery
+                if len(self._deliveries):
+                    self._deliveries.finish(queue, task_id, "lease_lost", str(exc))
+                raise
         if len(self._deliveries):
             self._deliveries.event(queue, task_id, "lease renewed", lease_expires_at=got.lease_until)
         return Lease(task_id, got.lease_until, got.cancel_requested)
