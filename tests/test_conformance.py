@@ -7,8 +7,8 @@ in :data:`SCENARIOS`: the ones that apply must pass; most of the others call the
 fixture tools, prompts and resources (``test_image_content``, ``test_simple_prompt``,
 ``test://static-text``...) that a task queue does not have, and must keep failing for exactly
 that reason, so a scenario that starts passing (or fails for another reason) is noticed and
-moved. Skipped when npm or its registry is unavailable, unless
-``MCP_QUEUE_TEST_REQUIRE_CONFORMANCE=1`` (CI sets it).
+moved. Installed through :mod:`tests.npm_cache`: skipped unless already installed or
+``MCP_QUEUE_TEST_REQUIRE_CONFORMANCE=1`` (CI sets it), which also makes a failed install fail.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import json
 import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -32,13 +30,12 @@ from typing import Any
 import pytest
 
 from mcp_queue_server.testing import free_port
+from tests.npm_cache import NpmPackages
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_VERSION = "22.23.3"  # the suite needs Node >= 22; the npm package "node" ships the binary
 CONFORMANCE_VERSION = "0.1.16"
 CACHE = ROOT / ".cache" / "conformance" / f"node-{NODE_VERSION}-conformance-{CONFORMANCE_VERSION}"
-REQUIRE_ENV = "MCP_QUEUE_TEST_REQUIRE_CONFORMANCE"
-INSTALL_TIMEOUT_S = 300
 SUITE_TIMEOUT_S = 300
 START_S = 30
 
@@ -115,19 +112,10 @@ SCENARIOS: dict[str, Verdict] = {
 }
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{reason} ({REQUIRE_ENV}=1)")
-    pytest.skip(reason)
-
-
-def _bin(directory: Path) -> Path:
-    return directory / "node_modules" / ".bin"
-
-
-def _installed(directory: Path) -> bool:
-    node = _bin(directory) / "node"
-    if not (node.exists() and (_bin(directory) / "conformance").exists()):
+def _node_runs(directory: Path) -> bool:
+    """The install's node binary runs and is the pinned version (its package.json alone could lie)."""
+    node = directory / "node_modules" / ".bin" / "node"
+    if not (directory / "node_modules" / ".bin" / "conformance").exists():
         return False
     try:
         out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=False)
@@ -136,36 +124,17 @@ def _installed(directory: Path) -> bool:
     return out.stdout.strip() == f"v{NODE_VERSION}"
 
 
+SUITE = NpmPackages(
+    "the MCP conformance suite",
+    CACHE,
+    {"node": NODE_VERSION, "@modelcontextprotocol/conformance": CONFORMANCE_VERSION},
+    _node_runs,
+)
+
+
 def install_suite() -> Path:
     """The ``node_modules/.bin`` holding the pinned node and conformance (installed once, then reused)."""
-    if _installed(CACHE):
-        return _bin(CACHE)
-    npm = shutil.which("npm")
-    if npm is None:
-        _unavailable("npm is not installed: cannot fetch the MCP conformance suite")
-        raise AssertionError("unreachable")
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="staging-", dir=CACHE.parent))
-    try:
-        (staging / "package.json").write_text('{"private": true}\n')
-        command = [npm, "install", "--no-audit", "--no-fund", "--no-save", f"node@{NODE_VERSION}"]
-        command.append(f"@modelcontextprotocol/conformance@{CONFORMANCE_VERSION}")
-        try:
-            done = subprocess.run(
-                command, cwd=staging, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired:
-            _unavailable(f"npm install took over {INSTALL_TIMEOUT_S} s (registry unreachable?)")
-        if done.returncode != 0 or not _installed(staging):
-            _unavailable(f"npm could not install the conformance suite: {done.stderr.strip()[-500:]}")
-        try:
-            staging.rename(CACHE)  # atomic: a concurrent run that won keeps its own copy
-        except OSError:
-            if not _installed(CACHE):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return _bin(CACHE)
+    return SUITE.ensure() / ".bin"
 
 
 class ServerProcess:

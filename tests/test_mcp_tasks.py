@@ -5,9 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp_queue_server import Settings, Worker
 from mcp_queue_server.core.queue import TaskQueue
 from tests.conftest import QueueFactory
-from tests.test_conformance import _unavailable
+from tests.npm_cache import CACHE, NpmPackages, node
 from tests.test_http import ACCEPT, BEARER, TOKEN, http_server
 from tests.test_server_principals import bearer, tokens_file
 
@@ -277,7 +274,7 @@ async def test_a_2026_07_28_request_declaring_the_tasks_extension_gets_a_task_ha
     assert handle["taskId"] == "mp1"
     assert handle["status"] == "working"
     assert {"createdAt", "lastUpdatedAt", "ttlMs", "pollIntervalMs"} <= handle.keys()
-    assert working["resultType"] == "task"
+    assert working["resultType"] == "complete"  # tasks/get is always "complete" (the task is inline)
     assert working["status"] == "working"
     assert complete["resultType"] == "complete"
     assert complete["status"] == "completed"
@@ -289,60 +286,17 @@ async def test_a_2026_07_28_request_declaring_the_tasks_extension_gets_a_task_ha
     assert unknown["error"]["code"] == -32602
 
 
-TS_SDK_VERSION = "1.32.2"
-TS_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "ts-tasks" / f"sdk-{TS_SDK_VERSION}"
+TS_SDK = NpmPackages(
+    "the TypeScript SDK 1.x", CACHE / "ts-tasks" / "sdk-1.32.2", {"@modelcontextprotocol/sdk": "1.32.2"}
+)
 TS_CLIENT = Path(__file__).resolve().parent / "ts" / "tasks_client.cjs"
-TS_INSTALL_TIMEOUT_S = 300
-
-
-def _ts_installed(directory: Path) -> bool:
-    package = directory / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json"
-    try:
-        return bool(json.loads(package.read_text()).get("version") == TS_SDK_VERSION)
-    except (OSError, ValueError):
-        return False
 
 
 @pytest.fixture(scope="session")
 def ts_modules() -> Path:
-    """The ``node_modules`` holding the pinned TypeScript SDK (npm-installed once into .cache, then reused)."""
-    if shutil.which("node") is None:
-        _unavailable("node is not installed: cannot run the TypeScript SDK client")
-    if _ts_installed(TS_CACHE):
-        return TS_CACHE / "node_modules"
-    npm = shutil.which("npm")
-    if npm is None:
-        _unavailable("npm is not installed: cannot fetch the TypeScript SDK")
-        raise AssertionError("unreachable")
-    TS_CACHE.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="staging-", dir=TS_CACHE.parent))
-    try:
-        (staging / "package.json").write_text('{"private": true}\n')
-        command = [
-            npm,
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--no-save",
-            f"@modelcontextprotocol/sdk@{TS_SDK_VERSION}",
-        ]
-        try:
-            done = subprocess.run(
-                command, cwd=staging, capture_output=True, text=True, timeout=TS_INSTALL_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired:
-            _unavailable(f"npm install took over {TS_INSTALL_TIMEOUT_S} s (registry unreachable?)")
-            raise AssertionError("unreachable") from None
-        if done.returncode != 0 or not _ts_installed(staging):
-            _unavailable(f"npm could not install the TypeScript SDK: {done.stderr.strip()[-500:]}")
-        try:
-            staging.rename(TS_CACHE)  # atomic: a concurrent run that won keeps its own copy
-        except OSError:
-            if not _ts_installed(TS_CACHE):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return TS_CACHE / "node_modules"
+    """The ``node_modules`` holding the pinned TypeScript SDK (see tests/npm_cache.py)."""
+    node()
+    return TS_SDK.ensure()
 
 
 async def test_the_typescript_sdk_s_call_tool_stream_delegates_enqueue_task_and_gets_the_workers_result(

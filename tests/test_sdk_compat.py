@@ -295,3 +295,26 @@ async def test_a_subscribe_handler_on_the_lowlevel_server_is_declared_and_its_se
     assert declared is not None, moved("resources is no longer declared")
     assert declared.subscribe is True, moved("resources.subscribe no longer follows the handler")
     assert ended == ["task://q/1"], moved("a session's end no longer unwinds its connection's exit stack")
+
+
+async def test_a_notification_model_of_any_method_is_sent_on_the_request_s_stream_as_its_method_and_params() -> None:
+    server: MCPServer[Any] = MCPServer("canary")
+    seen: list[object] = []
+
+    @server.tool()
+    async def poke(ctx: Context) -> str:
+        """Send one notification on this request's stream."""
+        params = {"level": "info", "data": "canary"}
+        await sdk_compat.send_stream_notification(ctx.request_context, "notifications/message", params)
+        return "ok"
+
+    async def heard(message: object) -> None:
+        seen.append(message)
+
+    async with Client(server, message_handler=heard) as client:
+        await client.call_tool("poke", {})
+
+    assert [type(m).__name__ for m in seen] == ["LoggingMessageNotification"], moved(
+        "ServerSession.send_notification no longer sends the method and params of the model it is given"
+    )
+    assert seen[0].params.data == "canary"  # type: ignore[attr-defined]

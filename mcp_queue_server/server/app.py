@@ -44,6 +44,7 @@ from mcp_queue_server.server.sdk_compat import (
     replace_output_schema,
 )
 from mcp_queue_server.server.subscriptions import RedisSubscriptionBus, serve_resource_subscriptions
+from mcp_queue_server.server.task_listen import serve_task_listen
 from mcp_queue_server.server.tasks_ext import QueueTasks
 from mcp_queue_server.settings import Role, Settings
 
@@ -256,6 +257,8 @@ def build_server(settings: Settings, metrics: Metrics | None = None) -> MCPServe
     )
     # The same updates for resources/subscribe, on the session revisions (2025-11-25 and before).
     serve_resource_subscriptions(lowlevel_server(server), bus, settings.role)
+    # Task status on subscriptions/listen with taskIds (2026-07-28), from the same bus.
+    serve_task_listen(lowlevel_server(server), bus, tasks)
     register_resources(server, settings.role)
     register_prompts(server, settings)
     install_log_bridge(server)

@@ -21,7 +21,10 @@ them, only this module changes, and ``tests/test_sdk_compat.py`` names what move
   the event store beside the queue;
 * how the Streamable HTTP session manager admits a session and hands its transport the event
   store (``StreamableHTTPSessionManager._admit_session``, ``StreamableHTTPServerTransport._event_store``),
-  to give each session a store of its own (:func:`give_sessions_event_stores`).
+  to give each session a store of its own (:func:`give_sessions_event_stores`);
+* a notification of a method the SDK does not type (``notifications/tasks``) on a request's own
+  stream (:func:`send_stream_notification`): ``ServerSession.send_notification`` is typed for
+  the SDK's own notifications but only dumps the model it is given and sends its method/params.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.server.streamable_http import EventStore, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, Notification, TextContent
 from pydantic import BaseModel, ValidationError
 
 from mcp_queue_server.server.arg_errors import explain
@@ -172,3 +175,19 @@ def give_sessions_event_stores(manager: StreamableHTTPSessionManager, store_for:
         return transport
 
     manager._admit_session = admit_with_store  # type: ignore[method-assign]
+
+
+# -- added for task status on listen streams (issue 14, 2026-07-28 lane) -----------------------
+
+
+class _AnyNotification(Notification[dict[str, Any], str]):
+    """A notification of any method, with free-form params."""
+
+
+async def send_stream_notification(ctx: ServerRequestContext[Any, Any], method: str, params: dict[str, Any]) -> None:
+    """Send ``method`` with ``params`` on the stream of the request ``ctx`` serves.
+
+    On Streamable HTTP that is the request's SSE response (a ``subscriptions/listen`` stream).
+    """
+    notification: Any = _AnyNotification(method=method, params=params)
+    await ctx.session.send_notification(notification, related_request_id=ctx.request_id)

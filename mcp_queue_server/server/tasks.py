@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp import MCPError
-from mcp.types import INVALID_PARAMS
+from mcp.types import INTERNAL_ERROR, INVALID_PARAMS
 
 from mcp_queue_server.core.models import TaskInfo
 from mcp_queue_server.core.queue import TaskQueue
@@ -232,3 +232,19 @@ def call_tool_result(record: TaskRecord, info: TaskInfo | None) -> dict[str, Any
         "structuredContent": out,
         "isError": mcp_status(info) != "completed",
     }
+
+
+def detailed_task(record: TaskRecord, info: TaskInfo | None) -> dict[str, Any]:
+    """The task as the 2026-07-28 extension's ``tasks/get`` and ``notifications/tasks`` state it.
+
+    Terminal tasks carry the final ``CallToolResult`` inline as ``result``; a failed one (dead-
+    lettered, or its queue record gone) also carries the ``error`` object the spec requires of
+    ``failed``, its message the status message.
+    """
+    task = handle_fields(record, info)
+    if is_terminal(info):
+        # As a 2026-07-28 tools/call would have answered: results there carry resultType.
+        task["result"] = {"resultType": "complete", **call_tool_result(record, info)}
+        if task["status"] == "failed":
+            task["error"] = {"code": INTERNAL_ERROR, "message": status_message(info)}
+    return task

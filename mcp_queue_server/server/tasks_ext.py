@@ -51,6 +51,7 @@ from mcp_queue_server.server.tasks import (
     TaskRecord,
     call_tool_result,
     create_record,
+    detailed_task,
     handle_fields,
     invalid,
     is_terminal,
@@ -156,6 +157,14 @@ class SessionTaskStatus:
             pump.cancel()
 
 
+def declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """Whether the request's own client capabilities declare the tasks extension."""
+    meta = (ctx.params or {}).get("_meta") if isinstance(ctx.params, Mapping) else None
+    caps = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, Mapping) else None
+    extensions = caps.get("extensions") if isinstance(caps, Mapping) else None
+    return isinstance(extensions, Mapping) and TASKS_EXTENSION in extensions
+
+
 class TaskIdParams(RequestParams):
     """The params of tasks/get, tasks/result and tasks/cancel."""
 
@@ -187,28 +196,30 @@ class QueueTasks(Extension):
 
     # -- who asks --------------------------------------------------------------------------
 
-    def _caller(self, ctx: ServerRequestContext[Any, Any]) -> tuple[str, bool]:
+    def caller(self, ctx: ServerRequestContext[Any, Any]) -> tuple[str, bool]:
+        """The request's principal, and whether it is an admin (who sees every task)."""
         principal = principal_of(ctx.request)
         named = self.principals.by_name.get(principal or "")
         return principal or ANONYMOUS, named is not None and named.role is Role.ADMIN
 
-    async def _queue(self, ctx: ServerRequestContext[Any, Any]) -> TaskQueue:
+    @staticmethod
+    async def queue_of(ctx: ServerRequestContext[Any, Any]) -> TaskQueue:
         state = cast(ServerState, ctx.lifespan_context)
         return await state.queue()
 
     async def _record(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> tuple[TaskQueue, TaskRecord]:
-        q = await self._queue(ctx)
-        principal, admin = self._caller(ctx)
+        q = await self.queue_of(ctx)
+        principal, admin = self.caller(ctx)
         return q, await load_record(q, task_id, principal, admin)
 
     async def _create(
         self, ctx: ServerRequestContext[Any, Any], tool: str, output: dict[str, Any], ttl: object
     ) -> tuple[TaskQueue, TaskRecord]:
-        q = await self._queue(ctx)
+        q = await self.queue_of(ctx)
         task_id = output.get("task_id") or output.get("parent_task_id")
         if not isinstance(task_id, str):
             raise MCPError(INVALID_REQUEST, f"{tool} returned no task id to follow")
-        principal, _ = self._caller(ctx)
+        principal, _ = self.caller(ctx)
         record = TaskRecord(
             task_id,
             str(output.get("queue", "default")),
@@ -257,7 +268,7 @@ class QueueTasks(Extension):
         if not isinstance(task, Mapping):
             raise invalid('task must be an object such as {"ttl": 60000}')
         ttl = cast(Mapping[str, Any], task).get("ttl")
-        q = await self._queue(ctx)
+        q = await self.queue_of(ctx)
         ttl_for(ttl, q.settings.result_ttl_s)  # refuse a bad ttl before enqueuing anything
         plain = {k: v for k, v in params.items() if k != "task"}
         result = _dump(await call_next(dataclasses.replace(ctx, params=plain)))
@@ -287,7 +298,7 @@ class QueueTasks(Extension):
     async def intercept_tool_call(
         self, params: CallToolRequestParams, ctx: ServerRequestContext[Any, Any], call_next: CallNext
     ) -> HandlerResult:
-        if ctx.protocol_version not in _MODERN or params.name not in TASK_TOOLS or not self._declared(ctx):
+        if ctx.protocol_version not in _MODERN or params.name not in TASK_TOOLS or not declares_tasks(ctx):
             return await call_next(ctx)
         result = _dump(await call_next(ctx))
         output = result.get("structuredContent")
@@ -295,14 +306,6 @@ class QueueTasks(Extension):
             return result
         q, record = await self._create(ctx, params.name, cast(dict[str, Any], output), None)
         return {"resultType": "task", **handle_fields(record, await task_info(q, record))}
-
-    @staticmethod
-    def _declared(ctx: ServerRequestContext[Any, Any]) -> bool:
-        """Whether the request's own client capabilities declare the tasks extension."""
-        meta = (ctx.params or {}).get("_meta") if isinstance(ctx.params, Mapping) else None
-        caps = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, Mapping) else None
-        extensions = caps.get("extensions") if isinstance(caps, Mapping) else None
-        return isinstance(extensions, Mapping) and TASKS_EXTENSION in extensions
 
     # -- tasks/* -----------------------------------------------------------------------------
 
@@ -320,9 +323,7 @@ class QueueTasks(Extension):
         info = await task_info(q, record)
         if ctx.protocol_version not in _MODERN:
             return task_fields(record, info)
-        if is_terminal(info):
-            return {**handle_fields(record, info), "resultType": "complete", "result": call_tool_result(record, info)}
-        return {"resultType": "task", **handle_fields(record, info)}
+        return {"resultType": "complete", **detailed_task(record, info)}
 
     async def result(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
         """Wait until the task ends (woken by the queue's events stream), then its final result."""
@@ -337,8 +338,8 @@ class QueueTasks(Extension):
         return {**final, "_meta": {RELATED_TASK_META: {"taskId": record.task_id}}}
 
     async def list(self, ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams) -> HandlerResult:
-        q = await self._queue(ctx)
-        principal, admin = self._caller(ctx)
+        q = await self.queue_of(ctx)
+        principal, admin = self.caller(ctx)
         start = int(params.cursor) if params.cursor and params.cursor.isdigit() else 0
         ids = await owned_ids(q, principal)
         page: list[dict[str, Any]] = []
