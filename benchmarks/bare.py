@@ -58,3 +58,22 @@ async def xadd_pipelined(c: BareClient, stream: str, n: int, batch: int = 100) -
     for start in range(0, n, batch):
         await c.execute([_xadd(stream, i) for i in range(start, min(start + batch, n))])
     return n / (time.perf_counter() - t0)
+
+
+async def prefill_group(c: BareClient, stream: str, group: str, n: int) -> None:
+    """``n`` entries in ``stream`` and ``group`` at its start (not timed)."""
+    await c.execute([("DEL", stream), ("XGROUP", "CREATE", stream, group, "0", "MKSTREAM")])
+    await xadd_pipelined(c, stream, n, batch=500)
+
+
+async def consume(c: BareClient, stream: str, group: str, consumer: str, batch: int = 100) -> int:
+    """XREADGROUP COUNT ``batch`` + one XACK of the batch until drained, payloads parsed; returns entries."""
+    done = 0
+    while True:
+        (reply,) = await c.execute([("XREADGROUP", "GROUP", group, consumer, "COUNT", batch, "STREAMS", stream, ">")])
+        if not reply:
+            return done
+        entries = reply[0][1]
+        ids = [entry_id for entry_id, fields in entries if json.loads(fields[3]) is not None]
+        await c.execute([("XACK", stream, group, *ids)])
+        done += len(ids)

@@ -17,7 +17,7 @@ import anyio
 import redis
 
 import mcp_queue_server.tracing as tracing
-from benchmarks import memory, runtime, scaling, sections
+from benchmarks import memory, redis_cost, runtime, scaling, sections
 from benchmarks.common import Report, load_average, log
 from mcp_queue_server.store.binaries import find_redis_server
 from mcp_queue_server.testing import RedisProc
@@ -31,6 +31,7 @@ SECTIONS = (
     "fanout",
     "worker",
     "recovery",
+    "rediscost",
     "aof",
     "memory",
     "mcp",
@@ -86,6 +87,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         await step("fanout", lambda: sections.fanout(report, server, plan))()
         await step("worker", lambda: runtime.worker(report, server, plan))()
         await step("recovery", lambda: sections.recovery(report, server, plan))()
+        await step("rediscost", lambda: _redis_cost(report, server, plan))()
         await step("mcp", lambda: _mcp(report, server, plan))()
     await step("aof", lambda: _aof(report, args.redis_server, plan))()
     await step("memory", lambda: memory.run(report, args.redis_server, plan.memory_tasks))()
@@ -94,6 +96,11 @@ async def run(args: argparse.Namespace, report: Report) -> None:
     report.meta["load_per_section"] = loads
     report.meta["seconds_per_section"] = seconds
     report.meta["load_at_end"] = [round(x, 2) for x in load_average()]
+
+
+async def _redis_cost(report: Report, server: RedisProc, plan: sections.Plan) -> None:
+    await redis_cost.cpu(report, server, plan)
+    await redis_cost.memory(report, server, plan)
 
 
 async def _aof(report: Report, binary: str | None, plan: sections.Plan) -> None:
