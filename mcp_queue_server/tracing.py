@@ -26,7 +26,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context as Context
-from opentelemetry.trace import Link, SpanKind, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace import Span as Span
 
 logger = logging.getLogger(__name__)
@@ -91,22 +91,29 @@ def context_of(carrier: str | bytes | None) -> Context | None:
     return ctx
 
 
-def _caller_links(parent: Context | None) -> list[Link]:
-    """A link to the call doing this (the current span) when the span is parented elsewhere."""
+def _caller() -> SpanContext | None:
+    """The span of the call doing this, if it is traced."""
     here = trace.get_current_span().get_span_context()
-    if not here.is_valid or parent is None:
+    return here if here.is_valid else None
+
+
+def _links(caller: SpanContext | None, parent: Context | None) -> list[Link]:
+    """A link to the calling span when the new span is parented in another trace."""
+    if (
+        caller is None
+        or parent is None
+        or trace.get_current_span(parent).get_span_context().trace_id == caller.trace_id
+    ):
         return []
-    if trace.get_current_span(parent).get_span_context().trace_id == here.trace_id:
-        return []
-    return [Link(here)]
+    return [Link(caller)]
+
+
+def _caller_links(parent: Context | None) -> list[Link]:
+    return _links(_caller(), parent)
 
 
 def _attrs(op: str, queue: str, **more: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "messaging.system": _SYSTEM,
-        "messaging.operation.name": op,
-        "messaging.destination.name": queue,
-    }
+    out: dict[str, Any] = {"messaging.system": _SYSTEM, "messaging.destination.name": queue}
     out.update({k: v for k, v in more.items() if v is not None})
     return out
 
@@ -162,8 +169,12 @@ def sending(op: str, queue: str, parent: Context | None = None) -> Sending:
         f"{op} {queue}",
         context=parent,
         kind=SpanKind.PRODUCER,
-        attributes=_attrs(op, queue, **{"messaging.operation.type": "send"}),
-        links=_caller_links(parent),
+        attributes={
+            "messaging.system": _SYSTEM,
+            "messaging.destination.name": queue,
+            "messaging.operation.type": "send",
+        },
+        links=_links(_caller(), parent),
     )
     return _Send(span)
 
@@ -187,33 +198,34 @@ class Deliveries:
         """Open a CONSUMER span per delivered task (``tasks``: core Task records), parented to
         the context the task stored (else the caller's) and linked to the caller's."""
         tracer = _get_tracer()
+        caller = _caller()
+        parents: dict[str | None, Context | None] = {None: None}  # a batch often shares one context
         for task, carrier in zip(tasks, carriers, strict=True):
-            parent = context_of(carrier)
+            parent = parents[carrier] if carrier in parents else parents.setdefault(carrier, context_of(carrier))
             key = (queue, task.task_id)
-            self._end(key, "redelivered", error="the lease ran out; the task was delivered again")
-            self._open[key] = (
-                tracer.start_span(
-                    f"process {queue}",
-                    context=parent,
-                    kind=SpanKind.CONSUMER,
-                    attributes=_attrs(
-                        "process",
-                        queue,
-                        **{
-                            "messaging.operation.type": "process",
-                            "messaging.message.id": task.task_id,
-                            f"{NS}.task_type": task.task_type,
-                            f"{NS}.attempt": task.attempt,
-                            f"{NS}.holder": holder,
-                            f"{NS}.lease_ms": lease_ms,
-                            f"{NS}.lease_expires_at": task.lease_expires_at,
-                            f"{NS}.parent_task_id": task.parent_task_id,
-                        },
-                    ),
-                    links=_caller_links(parent),
-                ),
-                holder,
+            if key in self._open:
+                self._end(key, "redelivered", error="the lease ran out; the task was delivered again")
+            attributes = {
+                "messaging.system": _SYSTEM,
+                "messaging.destination.name": queue,
+                "messaging.operation.type": "process",
+                "messaging.message.id": task.task_id,
+                f"{NS}.task_type": task.task_type,
+                f"{NS}.attempt": task.attempt,
+                f"{NS}.holder": holder,
+                f"{NS}.lease_ms": lease_ms,
+                f"{NS}.lease_expires_at": task.lease_expires_at,
+            }
+            if task.parent_task_id is not None:
+                attributes[f"{NS}.parent_task_id"] = task.parent_task_id
+            span = tracer.start_span(
+                f"process {queue}",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+                links=_links(caller, parent),
             )
+            self._open[key] = (span, holder)
         while len(self._open) > MAX_OPEN_DELIVERIES:
             self._end(next(iter(self._open)), "untracked", error="too many open deliveries in this process")
 
@@ -260,14 +272,19 @@ def settling(
 ) -> Iterator[list[Span]]:
     """One span per task for ``op`` (ack, fail, checkpoint), each a child of ``parents[id]``
     (its delivery span here, else the context the task stored) and linked to the caller."""
-    tracer = _get_tracer()
+    tracer, caller, name = _get_tracer(), _caller(), f"{op} {queue}"
     spans = [
         tracer.start_span(
-            f"{op} {queue}",
+            name,
             context=parents.get(task_id),
             kind=SpanKind.CONSUMER,
-            attributes=_attrs(op, queue, **{"messaging.operation.type": "settle", "messaging.message.id": task_id}),
-            links=_caller_links(parents.get(task_id)),
+            attributes={
+                "messaging.system": _SYSTEM,
+                "messaging.destination.name": queue,
+                "messaging.operation.type": "settle",
+                "messaging.message.id": task_id,
+            },
+            links=_links(caller, parents.get(task_id)),
         )
         for task_id in task_ids
     ]
@@ -293,7 +310,8 @@ def event(span: Span, name: str, **attributes: Any) -> None:
 def outcome(span: Span, result: str, error: str | None = None, **attributes: Any) -> None:
     """Say how a settling span ended."""
     span.set_attribute(f"{NS}.outcome", result)
-    span.set_attributes({f"{NS}.{k}": v for k, v in attributes.items() if v is not None})
+    if attributes:
+        span.set_attributes({f"{NS}.{k}": v for k, v in attributes.items() if v is not None})
     if error is not None:
         span.set_status(StatusCode.ERROR, error)
 
