@@ -16,6 +16,8 @@ from mcp_queue_server.errors import InvalidInput
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 TASK_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
 TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"
+#: A schedule's id: its tasks' ids are "<schedule_id>-<slot ms>", within TASK_ID_PATTERN's 128.
+SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
 #: next_cursor of inspect_dlq: a stream entry id ("<ms>-<seq>", at most 20 + 1 + 20 digits).
 CURSOR_PATTERN = r"^[0-9-]{1,41}$"
 CURSOR_MAX_LENGTH = 41
@@ -48,10 +50,18 @@ MAX_IDS = 1000  #: task ids of one bulk ack, replay or purge tool call
 MAX_DLQ_PAGE = 1000  #: inspect_dlq page size (the tool allows MAX_TOOL_PAGE)
 MAX_TOOL_PAGE = 100  #: a page returned to a model
 MAX_CANCEL_IDS = 100  #: task ids of one cancel_task call
+MIN_EVERY_MS = 1000  #: shortest interval of a schedule: each slot costs a firing round trip or two
+#: A slot fires on time if some process sees it within this long (and before the next slot);
+#: later it is missed, and the schedule's catch_up decides (skip it, or fire once for all missed).
+SCHEDULE_GRACE_MS = 60_000
+#: How often the server, the Worker runtime and a read look for due schedules at the most
+#: (a ticker sleeps until the next slot when that is sooner).
+SCHEDULE_TICK_S = 1.0
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 _TASK_TYPE_RE = re.compile(TASK_TYPE_PATTERN)
+_SCHEDULE_ID_RE = re.compile(SCHEDULE_ID_PATTERN)
 _CURSOR_RE = re.compile(CURSOR_PATTERN)
 _LIST_CURSOR_RE = re.compile(LIST_CURSOR_PATTERN)
 _ENTRY_ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
@@ -82,6 +92,15 @@ def check_task_type(task_type: object) -> str:
     if not isinstance(task_type, str) or not _TASK_TYPE_RE.fullmatch(task_type):
         raise InvalidInput(f"invalid task type {_describe(task_type)}: use 1-128 characters from A-Z a-z 0-9 _ . : / -")
     return task_type
+
+
+def check_schedule_id(schedule_id: object) -> str:
+    if not isinstance(schedule_id, str) or not _SCHEDULE_ID_RE.match(schedule_id):
+        raise InvalidInput(
+            f"schedule_id must match {SCHEDULE_ID_PATTERN} (letters, digits, _ . -; up to 100), got "
+            f"{_describe(schedule_id)}"
+        )
+    return schedule_id
 
 
 def check_int(name: str, value: object, low: int, high: int) -> int:

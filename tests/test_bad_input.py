@@ -39,6 +39,9 @@ VALID: dict[str, dict[str, Any]] = {
     "recover_tasks": {},
     "cancel_task": {"task_id": "waiting"},
     "list_tasks": {"state": "queued"},
+    "schedule_task": {"schedule_id": "s", "task_type": "t", "payload": {}, "every_ms": 60_000},
+    "list_schedules": {},
+    "remove_schedule": {"schedule_id": "s"},
 }
 HUGE = 10**15
 BAD_NAMES = ["", "a b", "new\nline", "q*", "q?", "[q]", "{q}", "a:b", "x" * 129, "\u00e9t\u00e9"]

@@ -60,7 +60,7 @@ def test_a_bare_word_after_server_flags_is_refused_rather_than_starting_the_serv
     [
         ("replay", "did you mean dlq replay?"),  # an action typed without its command
         ("workers", "did you mean worker?"),
-        ("frobnicate", "(commands: serve, stats, top, queues, tasks, dlq, recover, enqueue, worker, demo;"),
+        ("frobnicate", "(commands: serve, stats, top, queues, tasks, dlq, recover, enqueue, schedules, worker, demo;"),
     ],
 )
 def test_an_unknown_command_names_what_was_probably_meant(

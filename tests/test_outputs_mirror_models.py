@@ -48,11 +48,14 @@ MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
     # With all_queues the one queue's result also lists every known queue.
     (models.QueueStats, outputs.QueueStatsOutput, {"added": {"queues"}}),
     (models.QueueStats, outputs.QueueStatsRow, {}),
+    (models.ScheduleSet, outputs.ScheduleSetOutput, {}),
+    (models.Schedule, outputs.ScheduleOut, {}),
+    (models.SchedulePage, outputs.ScheduleListOutput, {}),
 ]
 
 #: Records that are inputs, not results; and StoreInfo, which the operators' views show
 #: (CLI stats, logs) but no tool returns.
-INPUTS = {models.NewTask, models.StoreInfo}
+INPUTS = {models.NewTask, models.StoreInfo, models.NewSchedule, models.Firing}
 #: Tool results with no record behind them (built by the tool from several values).
 TOOL_ONLY = {
     outputs.EnqueueBatchOutput,
@@ -62,6 +65,7 @@ TOOL_ONLY = {
     outputs.CancelOutput,
     outputs.ReplayOutput,
     outputs.PurgeOutput,
+    outputs.RemoveScheduleOutput,
 }
 
 

@@ -9,8 +9,19 @@ from mcp_queue_server import Role, Settings
 from mcp_queue_server.server.app import build_server, tool_names
 
 EXPECTED = {
-    Role.PRODUCER: {"enqueue_task", "enqueue_batch", "fanout", "get_task", "queue_stats", "cancel_task", "list_tasks"},
-    Role.WORKER: {"read_tasks", "ack", "fail_task", "extend_lease", "checkpoint", "get_task"},
+    Role.PRODUCER: {
+        "enqueue_task",
+        "enqueue_batch",
+        "fanout",
+        "get_task",
+        "queue_stats",
+        "cancel_task",
+        "list_tasks",
+        "schedule_task",
+        "list_schedules",
+        "remove_schedule",
+    },
+    Role.WORKER: {"read_tasks", "ack", "fail_task", "extend_lease", "checkpoint", "get_task", "list_schedules"},
     Role.ADMIN: {
         "queue_stats",
         "inspect_dlq",
@@ -20,6 +31,9 @@ EXPECTED = {
         "get_task",
         "cancel_task",
         "list_tasks",
+        "schedule_task",
+        "list_schedules",
+        "remove_schedule",
     },
 }
 EVERY_TOOL = set().union(*EXPECTED.values())
@@ -82,10 +96,11 @@ async def test_every_tool_has_a_title_a_description_hints_and_an_output_schema(s
     read_only = {n for n, t in tools.items() if t.annotations and t.annotations.read_only_hint}
     destructive = {n for n, t in tools.items() if t.annotations and t.annotations.destructive_hint}
     idempotent = {n for n, t in tools.items() if t.annotations and t.annotations.idempotent_hint}
-    assert read_only == {"get_task", "queue_stats", "inspect_dlq", "list_tasks"}
-    assert destructive == {"purge_dlq", "recover_tasks", "cancel_task"}
+    assert read_only == {"get_task", "queue_stats", "inspect_dlq", "list_tasks", "list_schedules"}
+    assert destructive == {"purge_dlq", "recover_tasks", "cancel_task", "remove_schedule"}
     # enqueue_task makes a second task unless given a task_id: not idempotent as such.
-    assert idempotent == read_only | {"ack", "checkpoint", "fanout", "cancel_task"}
+    # schedule_task is keyed by its schedule_id: the same definition again changes nothing.
+    assert idempotent == read_only | {"ack", "checkpoint", "fanout", "cancel_task", "schedule_task", "remove_schedule"}
 
 
 async def test_descriptions_tell_a_worker_what_to_do_next_and_that_payloads_are_data(settings: Settings) -> None:

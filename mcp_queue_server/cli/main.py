@@ -32,6 +32,7 @@ import anyio
 import mcp_queue_server.tracing as tracing
 from mcp_queue_server.cli import demo as cli_demo
 from mcp_queue_server.cli import ops as cli_ops
+from mcp_queue_server.cli import schedules as cli_schedules
 from mcp_queue_server.cli import top as cli_top
 from mcp_queue_server.cli import worker as cli_worker
 from mcp_queue_server.cli.common import (
@@ -51,7 +52,7 @@ from mcp_queue_server.logs import configure_logging
 from mcp_queue_server.settings import Settings
 
 SERVE = "serve"
-COMMANDS = (SERVE, "stats", "top", "queues", "tasks", "dlq", "recover", "enqueue", "worker", "demo")
+COMMANDS = (SERVE, "stats", "top", "queues", "tasks", "dlq", "recover", "enqueue", "schedules", "worker", "demo")
 #: Words that are actions of a command, so `mcp-queue-server replay` can point at `dlq replay`.
 ACTIONS = {
     "get": "tasks get",
@@ -59,6 +60,8 @@ ACTIONS = {
     "list": "dlq list",
     "replay": "dlq replay",
     "purge": "dlq purge",
+    "add": "schedules add",
+    "remove": "schedules remove",
 }
 
 EPILOG = (
@@ -221,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     _queue_flag(c)
     _json_flag(c)
 
+    schedules = command("schedules", cli_schedules.DESCRIPTION, summary=cli_schedules.SUMMARY)
+    cli_schedules.add_actions(
+        schedules.add_subparsers(dest="action", metavar="ACTION", required=True), command, _queue_flag, _json_flag
+    )
+
     cli_worker.add_arguments(
         command("worker", cli_worker.DESCRIPTION, summary="Run task handlers: one process, or a supervised pool.")
     )
@@ -352,6 +360,8 @@ def _runner(args: argparse.Namespace, settings: Settings) -> Callable[[], Corout
         return lambda: cli_top.run(args, settings)
     if args.command == "demo":
         return lambda: cli_demo.run(settings)
+    if args.command == "schedules":
+        return lambda: cli_schedules.run(args, settings)
     return lambda: cli_ops.run(args, settings)
 
 

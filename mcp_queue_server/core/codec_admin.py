@@ -1,5 +1,6 @@
 """The operator scripts' side of the contract: the dead-letter queue (replay, purge,
-inspect_dlq), cancel and list_tasks; argument builders and typed replies, as in
+inspect_dlq), cancel, list_tasks and the schedules (schedule, unschedule, fire_schedule, and the
+schedule hash read straight from Redis); argument builders and typed replies, as in
 :mod:`~mcp_queue_server.core.codec` (which keeps the scripts a producer or worker runs).
 """
 
@@ -8,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from mcp_queue_server.core.models import CancelResult, DeadLetterPage, DeadTask, ListedTask, TaskPage, TaskStatus
+from mcp_queue_server.core.models import (
+    CancelResult,
+    DeadLetterPage,
+    DeadTask,
+    ListedTask,
+    Schedule,
+    TaskPage,
+    TaskStatus,
+)
 from mcp_queue_server.core.replies import Refusal, _int, _json, _texts, refusal, text
 from mcp_queue_server.core.scripts import Code
 
@@ -112,3 +121,115 @@ def list_reply(state: str, reply: Any) -> TaskPage:
             )
         )
     return TaskPage(tasks, f"{state}:{a}:{b}" if a else None)
+
+
+# -- schedule.lua, unschedule.lua, fire_schedule.lua; the schedule hash ----------------
+
+
+class ScheduleSetReply(NamedTuple):
+    next_run_at: int | None  #: None: an unchanged schedule that has ended
+    replaced: bool
+    unchanged: bool
+
+
+def schedule_args(schedule_id: str, definition: str, first_slot: int, fields: dict[str, Any]) -> list[Any]:
+    args: list[Any] = [schedule_id, definition, first_slot]
+    for name, value in fields.items():
+        args += (name, value)
+    return args
+
+
+def schedule_reply(reply: Any) -> ScheduleSetReply:
+    if reply[0] == Code.DUPLICATE:
+        return ScheduleSetReply(_int(reply[1] or None), False, True)
+    return ScheduleSetReply(int(reply[1]), bool(int(reply[2])), False)
+
+
+def unschedule_reply(reply: Any) -> bool:
+    """True: removed; False: there was no such schedule."""
+    return bool(reply[0] == Code.OK)
+
+
+class Fired(NamedTuple):
+    task_id: str | None  #: None: nothing fired (skipped, or the task id existed)
+    skipped: int
+
+
+class FireLost(NamedTuple):
+    """fire_schedule.lua changed nothing: another firer (or a replace, or a remove) came first,
+    or the slot is not due by the store's clock."""
+
+    code: int
+
+
+def fire_args(
+    threshold: int,
+    default_max_attempts: int,
+    schedule_id: str,
+    version: str,
+    expected: int,
+    slot: int,
+    next_slot: int | None,
+    task_id: str,
+    payload: str,
+    missed: int,
+    grace_ms: int,
+) -> list[Any]:
+    return [
+        threshold,
+        default_max_attempts,
+        schedule_id,
+        version,
+        expected,
+        slot,
+        "" if next_slot is None else next_slot,
+        task_id,
+        payload,
+        missed,
+        grace_ms,
+    ]
+
+
+def fire_reply(reply: Any) -> Fired | FireLost:
+    if reply[0] != Code.OK:
+        return FireLost(int(reply[0]))
+    return Fired(text(reply[1]) or None, int(reply[2]))
+
+
+class StoredSchedule(NamedTuple):
+    """The schedule hash as fire and list need it."""
+
+    schedule: Schedule
+    version: str
+    anchor: int
+
+
+def stored_schedule(schedule_id: str, raw: dict[bytes, bytes]) -> StoredSchedule | None:
+    """The schedule hash ``<base>sc:<id>`` (HGETALL); None: no such schedule."""
+    if not raw:
+        return None
+    h = {k.decode(): v.decode() for k, v in raw.items()}
+
+    def num(name: str) -> int | None:
+        value = h.get(name)
+        return int(value) if value else None
+
+    schedule = Schedule(
+        schedule_id=schedule_id,
+        task_type=h["type"],
+        payload=_json(h["payload"]),
+        cron=h.get("cron"),
+        every_ms=num("every_ms"),
+        priority=int(h["priority"]),
+        start_at=num("start_at"),
+        end_at=num("end_at"),
+        catch_up=h["catch_up"],
+        next_run_at=num("next_run_at"),
+        last_run_at=num("last_run_at"),
+        last_task_id=h.get("last_task_id"),
+        fired=int(h.get("fired", 0)),
+        missed=int(h.get("missed", 0)),
+        max_attempts=num("max_attempts"),
+        deadline_ms=num("deadline_ms"),
+    )
+    return StoredSchedule(schedule, h["version"], int(h["anchor"]))

@@ -24,6 +24,7 @@ from mcp_queue_server.core.codec import ReadReply, ReadRequest, Refusal, raise_f
 from mcp_queue_server.core.connection import Connection, guard, request_id
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.models import AckResult, FailResult, Lease, Task
+from mcp_queue_server.core.scheduling import ScheduleOps
 from mcp_queue_server.errors import InvalidInput, QueueError
 from mcp_queue_server.limits import (
     MAX_CHECKPOINT_TTL_S,
@@ -36,8 +37,9 @@ from mcp_queue_server.limits import (
 from mcp_queue_server.settings import Settings
 
 
-class ConsumeOps:
-    """The consumer's side; see :class:`~mcp_queue_server.core.queue.TaskQueue`."""
+class ConsumeOps(ScheduleOps):
+    """The consumer's side; see :class:`~mcp_queue_server.core.queue.TaskQueue`. Its reads fire
+    due schedules too (throttled), hence the base class."""
 
     _conn: Connection
     settings: Settings
@@ -92,6 +94,7 @@ class ConsumeOps:
         lease_ms = check_int("lease_ms", s.lease_ms if lease_ms is None else lease_ms, 1, s.max_lease_ms)
         check_queue_name(queue)
         self._touched.add(queue)
+        await self._tick_schedules_from_read(queue)
         deadline = time.monotonic() + block_ms / 1000
         req = ReadRequest(count, lease_ms, int(prefer_high_priority), s.pending_batch_size)
         got = await self._fresh_read(queue, req)

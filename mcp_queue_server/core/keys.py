@@ -17,6 +17,9 @@ touches several keys of one queue stays in one slot::
     <prefix>:{<queue>}:waiting          zset fanout parent id -> when it began waiting_children (list_tasks)
     <prefix>:{<queue>}:cancelled        zset cancelled task id -> when (list_tasks; trimmed past result_ttl_s)
     <prefix>:{<queue>}:deadlines        zset task id -> deadline_at (ms) of unfinished tasks with a deadline
+    <prefix>:{<queue>}:schedules        zset schedule id -> next_run_at (ms): what falls due next (ended ones leave)
+    <prefix>:{<queue>}:schedule_ids     zset schedule id, score 0: every schedule, listed by id
+    <prefix>:{<queue>}:sc:<schedule_id> hash, a schedule: its definition, version, next and last run, counts
     <prefix>:{<queue>}:t:<task_id>      hash, the task record
     <prefix>:{<queue>}:ck:<task_id>     string, the latest checkpoint (own TTL)
     <prefix>:{<queue>}:fo:<parent_id>   hash, fanout bookkeeping of a parent
@@ -49,7 +52,8 @@ FANOUT = "fo:"
 FANOUT_PENDING = "fp:"
 FANOUT_RESULTS = "fr:"
 REQUESTS = "rq:"
-DERIVED_PREFIXES = (TASK, CHECKPOINT, FANOUT, FANOUT_PENDING, FANOUT_RESULTS, REQUESTS)
+SCHEDULE = "sc:"
+DERIVED_PREFIXES = (TASK, CHECKPOINT, FANOUT, FANOUT_PENDING, FANOUT_RESULTS, REQUESTS, SCHEDULE)
 
 
 def registry_key(prefix: str) -> str:
@@ -79,6 +83,8 @@ class QueueKeys:
     waiting: str
     cancelled: str
     deadlines: str
+    schedules: str
+    schedule_ids: str
     #: KEYS of every script, in the order ``lua/_lib.lua`` reads them (built once per queue).
     script_keys: tuple[str, str, str, str, str, str]
 
@@ -103,6 +109,8 @@ class QueueKeys:
             waiting=base + "waiting",
             cancelled=base + "cancelled",
             deadlines=base + "deadlines",
+            schedules=base + "schedules",
+            schedule_ids=base + "schedule_ids",
             script_keys=(high, low, delayed, leases, dlq, stats),
         )
 
@@ -127,3 +135,6 @@ class QueueKeys:
 
     def requests(self, consumer: str) -> str:
         return self.base + REQUESTS + consumer
+
+    def schedule(self, schedule_id: str) -> str:
+        return self.base + SCHEDULE + schedule_id

@@ -284,3 +284,70 @@ class QueueStats:
     overdue: int = 0  #: in flight with an expired lease, not yet reclaimed by a read or a recovery
     past_deadline: int = 0  #: tasks past their deadline_at and not finished (completed, failed, cancelled)
     most_past_deadline_ms: int | None = None  #: how far the most overdue of them is past its deadline
+
+
+@dataclass(frozen=True, slots=True)
+class NewSchedule:
+    """A recurring task: one task per slot of ``cron`` (5 fields, UTC) or of ``every_ms``."""
+
+    schedule_id: str
+    task_type: str
+    payload: dict[str, Any]
+    cron: str | None = None
+    every_ms: int | None = None
+    priority: int = 0
+    start_at: int | None = None  #: ms since the epoch: no slot before (every_ms: slots count from it)
+    end_at: int | None = None  #: ms since the epoch: no slot after
+    catch_up: str = "skip"  #: missed slots: "skip" them, or fire "once" for all of them
+    max_attempts: int | None = None
+    deadline_ms: int | None = None  #: each slot's task's deadline, from its firing
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A schedule as stored, with where it stands."""
+
+    schedule_id: str
+    task_type: str
+    payload: dict[str, Any]
+    cron: str | None
+    every_ms: int | None
+    priority: int
+    start_at: int | None
+    end_at: int | None
+    catch_up: str
+    next_run_at: int | None  #: None: it has ended (past end_at)
+    last_run_at: int | None  #: the slot of the last task it fired
+    last_task_id: str | None
+    fired: int  #: tasks fired
+    missed: int  #: slots that fired no task (missed while nothing ran, or merged by catch_up "once")
+    max_attempts: int | None = None
+    deadline_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSet:
+    """The outcome of schedule_task."""
+
+    schedule_id: str
+    next_run_at: int
+    replaced: bool  #: an earlier definition of the same id was replaced
+    unchanged: bool  #: the same definition was set before: nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePage:
+    """A page of schedules by id; pass ``next_cursor`` back for the next page."""
+
+    schedules: list[Schedule]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """What one firing of a due schedule did."""
+
+    schedule_id: str
+    slot: int  #: the slot it was for (ms since the epoch)
+    task_id: str | None  #: the task fired; None: the slot was missed (catch_up skip) or fired by another process
+    missed: int  #: earlier slots it stood for (catch_up once) or skipped

@@ -79,6 +79,7 @@ class TaskQueue(ConsumeOps, AdminOps):
         self.consumer = self._conn.consumer
         self._touched: set[str] = set()  # queues this instance read: release() hands their tasks back
         self._deliveries = tracing.Deliveries()  # shared with for_consumer() views: one per process
+        self._schedules_seen: dict[str, float] = {}  # queue -> when a read last looked for due schedules
 
     # -- connection ------------------------------------------------------------------
 
@@ -111,6 +112,7 @@ class TaskQueue(ConsumeOps, AdminOps):
         view._conn = self._conn.for_consumer(consumer)
         view.consumer = consumer
         view._touched = set()
+        view._schedules_seen = {}
         return view
 
     async def __aenter__(self) -> Self:

@@ -30,6 +30,9 @@ SCRIPT_NAMES = (
     "heartbeat",
     "cancel",
     "list_tasks",
+    "schedule",
+    "unschedule",
+    "fire_schedule",
 )
 
 

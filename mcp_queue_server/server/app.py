@@ -26,7 +26,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict
 from mcp_queue_server.observe.http import url_host
 from mcp_queue_server.observe.metrics import Metrics
 from mcp_queue_server.server import admin_tools as admin
-from mcp_queue_server.server import task_tools, tools
+from mcp_queue_server.server import schedule_tools, task_tools, tools
 from mcp_queue_server.server.access import RoleGate
 from mcp_queue_server.server.arg_errors import suggest
 from mcp_queue_server.server.identity import Principals, PrincipalTokenVerifier, load_principals
@@ -111,6 +111,11 @@ TOOLS: list[ToolSpec] = [
     _spec(admin.recover_tasks, _hints("Recover expired tasks", destructive=True), _A),
     _spec(task_tools.cancel_task, _hints("Cancel tasks", idempotent=True, destructive=True), _P, _A),
     _spec(task_tools.list_tasks, _hints("List tasks by state", read_only=True), _P, _A),
+    # Setting the same schedule again changes nothing (idempotent); the same id with another
+    # definition replaces it, as a PUT would.
+    _spec(schedule_tools.schedule_task, _hints("Schedule", idempotent=True), _P, _A),
+    _spec(schedule_tools.list_schedules, _hints("Schedules", read_only=True), _P, _W, _A),
+    _spec(schedule_tools.remove_schedule, _hints("Unschedule", idempotent=True, destructive=True), _P, _A),
 ]
 
 

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_queue_server.limits import (
-    MAX_DEADLINE_MS,
     MAX_IDS,
     NAME_PATTERN,
     PRIORITY_RANGE,
@@ -48,9 +47,8 @@ OptionalTaskId = Annotated[
         description="Your id: retries never enqueue it twice.",
     ),
 ]
-DeadlineMs = Annotated[
-    int | None, Field(strict=True, ge=1, le=MAX_DEADLINE_MS, description="Due within; late shows overdue.")
-]
+# Bounds left to the core (limits.MAX_DEADLINE_MS): the schema is paid on every turn.
+DeadlineMs = Annotated[int | None, Field(strict=True, description="Finish within (ms).")]
 HeldTaskId = Annotated[str, Field(strict=True, pattern=TASK_ID_PATTERN, description="A task you read and hold.")]
 TaskIdList = Annotated[list[TaskId], Field(min_length=1, max_length=MAX_IDS)]
 #: Any JSON value, said as a type list: some hosts mishandle a property without a type.
@@ -61,7 +59,7 @@ JsonObject = dict[str, Any]
 _TaskType = Annotated[str, Field(strict=True, pattern=TASK_TYPE_PATTERN)]
 _Priority = Annotated[int, Field(strict=True, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])]
 _OptionalTaskId = Annotated[str | None, Field(strict=True, pattern=TASK_ID_PATTERN)]
-_DeadlineMs = Annotated[int | None, Field(strict=True, ge=1, le=MAX_DEADLINE_MS)]
+_DeadlineMs = Annotated[int | None, Field(strict=True)]  # the core checks the bounds
 
 
 class _Strict(BaseModel):

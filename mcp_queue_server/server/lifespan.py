@@ -17,6 +17,7 @@ import anyio.to_thread
 
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.queue import TaskQueue
+from mcp_queue_server.core.scheduling import Tick, fire_schedules_forever
 from mcp_queue_server.errors import QueueError, QueueUnavailable
 from mcp_queue_server.limits import HEARTBEAT_INTERVAL_S
 from mcp_queue_server.settings import Role, Settings
@@ -41,6 +42,7 @@ class ServerState:
         self._last_beat = -HEARTBEAT_INTERVAL_S
         #: The holder of each open MCP session on HTTP (see server/identity.py), by holder name.
         self._sessions: dict[str, TaskQueue] = {}
+        self._ticking = False  #: a schedule ticker runs (one per process)
 
     @asynccontextmanager
     async def lifespan(self, _server: Any) -> AsyncIterator[ServerState]:
@@ -53,6 +55,7 @@ class ServerState:
             # lasts; the beats are shared, so several lifespans send one per interval.
             async with anyio.create_task_group() as beats:
                 beats.start_soon(self._heartbeat_periodically)
+                beats.start_soon(self._fire_schedules)
                 try:
                     yield self
                 finally:
@@ -125,6 +128,27 @@ class ServerState:
                 except QueueError as exc:
                     logger.debug("heartbeat skipped: %s", exc)
             await anyio.sleep(HEARTBEAT_INTERVAL_S)
+
+    async def _fire_schedules(self) -> None:
+        """Fire the due schedules of every known queue while the server runs (each slot once,
+        whoever else fires it too). Several lifespans of one process (SSE) share one ticker."""
+        if self._ticking:
+            return
+        self._ticking = True
+        try:
+            await fire_schedules_forever(self, self._schedule_queues)
+        finally:
+            self._ticking = False
+
+    async def fire_due_schedules(self, *, queue: str = DEFAULT_QUEUE) -> Tick:
+        """The ticker's firing, through the queue once the store is open."""
+        return await (await self.queue()).fire_due_schedules(queue=queue)
+
+    async def _schedule_queues(self) -> list[str]:
+        # Not self.queue(): a store that could not be opened is retried by tool calls, not every tick.
+        if self._queue is None:
+            return []
+        return await self._queue.known_queues() or [DEFAULT_QUEUE]
 
     async def _open(self) -> None:
         try:

@@ -272,3 +272,38 @@ class PurgeOutput(_Out):
 class RecoverOutput(_Out):
     requeued: list[str]
     dead_lettered: list[str]
+
+
+class ScheduleSetOutput(_Out):
+    schedule_id: str
+    next_run_at: int
+    replaced: bool
+    unchanged: bool = Field(description="Set before with the same definition: nothing changed.")
+
+
+class ScheduleOut(_Out):
+    schedule_id: str
+    task_type: str
+    payload: dict[str, Any]
+    cron: str | None
+    every_ms: int | None
+    priority: int
+    start_at: int | None
+    end_at: int | None
+    catch_up: str
+    next_run_at: int | None = Field(description="Null: ended.")
+    last_run_at: int | None
+    last_task_id: str | None
+    fired: int
+    missed: int
+    max_attempts: int | None
+    deadline_ms: int | None
+
+
+class ScheduleListOutput(_Out):
+    schedules: list[ScheduleOut]
+    next_cursor: str | None
+
+
+class RemoveScheduleOutput(_Out):
+    removed: bool

@@ -51,6 +51,7 @@ import anyio.to_thread
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.models import Task
 from mcp_queue_server.core.queue import TaskQueue
+from mcp_queue_server.core.scheduling import fire_schedules_forever
 from mcp_queue_server.errors import InvalidInput, NotLeaseHolder, QueueError, QueueUnavailable
 from mcp_queue_server.settings import Settings, default_consumer_name
 from mcp_queue_server.store.open import open_queue
@@ -190,11 +191,15 @@ class Worker(WorkerLoops):
                 async with open_queue(self.settings, consumer=self.name, release=False) as queue:
                     await self._run(queue)
 
+    async def _schedule_queues(self) -> list[str]:
+        return [self.queue_name]
+
     async def _run(self, queue: TaskQueue) -> None:
         await self._check_store(queue)
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._heartbeat_periodically, queue)
+                outer.start_soon(fire_schedules_forever, queue, self._schedule_queues)
                 if self.recover_interval_s:
                     outer.start_soon(self._recover_periodically, queue, self.recover_interval_s)
                 if self.summary_interval_s:
