@@ -39,9 +39,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos import schedules as chaos_schedules
 from chaos.common import HTTP_PRINCIPAL, QUEUE, Config, read_logs
 from mcp_queue_server import QueueError, TaskQueue, TaskStatus
-from mcp_queue_server.core.models import DeadTask, QueueStats, TaskInfo
+from mcp_queue_server.core.models import DeadTask, QueueStats, Schedule, TaskInfo
 
 TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED}
 FINAL = TERMINAL | {TaskStatus.CANCELLED}  #: nothing more happens to these
@@ -56,6 +57,7 @@ class FinalState:
     stored: set[str]  #: every task id with a record in Redis
     dead: list[DeadTask]
     stats: QueueStats
+    schedules: dict[str, Schedule] = field(default_factory=dict)
 
 
 async def read_final_state(q: TaskQueue, ids: Iterable[str]) -> FinalState:
@@ -78,7 +80,7 @@ async def read_final_state(q: TaskQueue, ids: Iterable[str]) -> FinalState:
         cursor = page.next_cursor
         if cursor is None:
             break
-    return FinalState(tasks, stored, dead, await q.get_queue_stats(QUEUE))
+    return FinalState(tasks, stored, dead, await q.get_queue_stats(QUEUE), await chaos_schedules.read_final(q))
 
 
 @dataclass
@@ -321,7 +323,8 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
     lost = {i for i in producers.confirmed if i not in tasks or tasks[i].status not in FINAL}
     missing = {i for i in producers.confirmed if i not in tasks}
     seen = state.stored | {d.task_id for d in state.dead} | workers.touched
-    unexpected = seen - producers.attempted
+    scheduled = chaos_schedules.check(cfg, state.stored, state.schedules)
+    unexpected = seen - producers.attempted - scheduled.ids
     duplicated = {i for i, n in workers.acked.items() if n > 1}
     recovered = {i for i in producers.unknown_ids if i in tasks and tasks[i].status in FINAL}
     poison = {i for i, k in producers.kinds.items() if k == "poison" and i in tasks}
@@ -363,6 +366,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
         "producers_unfinished": int(not extra.get("producers_finished", False)),
         **{k: len(v) for k, v in leases.items()},
         **{k: len(v) for k, v in holders.items()},
+        **scheduled.findings,
     }
     return {
         "valid": not any(findings.values()),
@@ -397,6 +401,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
             "acked": workers.http_acked,
         },
         "poison": {"total": len(poison), "dead_lettered_at_max_attempts": len(poison_ok)},
+        "schedules": scheduled.report,
         "healthy_dead_lettered": len(healthy_dead),
         "fanouts": {"total": len(producers.fanouts), "ok": len(producers.fanouts) - len(fan_bad) - len(fan_lost)},
         "totals": totals,
@@ -413,6 +418,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
             "pending": _sample(pending),
             **{k: _sample(v) for k, v in leases.items()},
             **{k: _sample(v) for k, v in holders.items()},
+            **scheduled.samples,
         },
     }
 

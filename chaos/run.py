@@ -35,6 +35,7 @@ import anyio.to_thread
 from pydantic import SecretStr
 
 from chaos import nemesis
+from chaos import schedules as chaos_schedules
 from chaos.checker import check, group_by_kind, read_final_state
 from chaos.common import FAULTS_RUNNING, QUEUE, Config, Jsonl, faketime_lib, read_jsonl
 from chaos.procs import HttpServer, Supervisor, signal_group, spawn, sweep, wait_until, write_tokens_file
@@ -173,6 +174,7 @@ class Run:
                 await supervisor.run(tg)
                 await wait_ready(supervisor)
                 startup_s = round(time.time() - cfg.t0, 2)
+                await chaos_schedules.create(q, cfg)  # fired by the workers' servers from now on
                 # Producers run for the fault window from now (the workers' start-up is not in it).
                 end = str(time.time() + cfg.produce_for)
                 self.producers = [

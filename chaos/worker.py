@@ -163,6 +163,8 @@ class Worker:
                     self.log.write(op="deliver", id=task["task_id"], attempt=task["attempt"], worker=self.name,
                                    checkpoint=task["checkpoint"] is not None, t=self.now(), sent=sent, got=got,
                                    lease=lease, now=lease - self.cfg.lease_ms)  # fmt: skip
+                    if "schedule" in task["payload"]:  # chaos/schedules.py checks what each slot stood for
+                        self.log.write(op="scheduled", id=task["task_id"], missed=task["payload"]["schedule"]["missed"])
                     tg.start_soon(self.handle, task, bulk)
             if bulk:
                 await self.ack_bulk(bulk)

@@ -9,12 +9,14 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_queue_server import InvalidInput, NewSchedule, Role, Settings, TaskQueue, TaskStatus
+from mcp_queue_server import InvalidInput, NewSchedule, Role, Settings, Task, TaskQueue, TaskStatus, Worker
 from mcp_queue_server.core.cadence import Cadence
 from mcp_queue_server.limits import SCHEDULE_GRACE_MS
 from mcp_queue_server.server.app import build_server
+from mcp_queue_server.worker.context import TaskContext
 from tests.conftest import FakeClock, QueueFactory
 from tests.test_cli import cli
+from tests.test_worker import Events, running
 
 MIN = 60_000
 
@@ -303,3 +305,19 @@ async def test_the_cli_adds_lists_and_removes_schedules(settings: Settings, queu
     assert "removed schedule nightly" in removed.out
     assert "no schedule ghost" in removed.err
     assert (await queue.list_schedules()).schedules == []
+
+
+async def test_a_worker_fires_the_schedules_of_its_queue_and_runs_their_tasks(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    start = await queue.server_now() + 300
+    await queue.set_schedule(NewSchedule("s", "ping", {}, every_ms=1_000, start_at=start))
+    events = Events()
+
+    async def ping(task: Task, ctx: TaskContext) -> str:
+        return "pong"
+
+    async with running(Worker(queue, {"ping": ping}, on_event=events)):
+        [acked] = await events.wait_for("acked")
+
+    assert acked.task.task_id == f"s-{start}"
+    assert (await queue.get_schedule("s")).fired >= 1
