@@ -11,6 +11,7 @@ from mcp_queue_server.observe.metrics import Metrics, QueueView
 from mcp_queue_server.observe.status_page import status_page
 from mcp_queue_server.server.app import build_server
 from tests.conftest import FakeClock, QueueFactory
+from tests.test_cli import cli
 from tests.test_metrics import parse, sample
 
 
@@ -154,3 +155,12 @@ async def test_the_tools_take_deadline_ms_and_get_task_says_overdue(settings: Se
     assert stats.structured_content["past_deadline"] == 1
     assert bad.is_error
     assert "deadline_ms" in bad.content[0].text
+
+
+async def test_the_cli_enqueues_with_a_deadline(settings: Settings, queue: TaskQueue) -> None:
+    done = await cli(settings, "enqueue", "t", "--task-id", "d1", "--deadline-ms", "60000")
+    piped = await cli(settings, "enqueue", stdin='{"task_type": "t", "task_id": "d2", "deadline_ms": 5000}')
+
+    assert (done.code, piped.code) == (0, 0), done.err + piped.err
+    assert (await queue.get_task("d1")).deadline_at is not None
+    assert (await queue.get_task("d2")).deadline_at is not None

@@ -151,6 +151,9 @@ async def test_a_2025_11_25_client_delegates_enqueue_task_as_a_task_and_awaits_t
         "queue_stats": None,
         "cancel_task": None,
         "list_tasks": None,
+        "schedule_task": None,
+        "list_schedules": None,
+        "remove_schedule": None,
     }
     assert created["task"]["taskId"] == "mt1"
     assert created["task"]["status"] == "working"

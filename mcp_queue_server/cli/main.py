@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--priority", type=int, default=0, metavar="N", help="priority (>= the threshold: high)")
     c.add_argument("--task-id", metavar="ID", help="idempotency key: an existing id creates nothing")
     c.add_argument("--delay-ms", type=int, default=0, metavar="MS", help="run no earlier than this from now")
+    c.add_argument("--deadline-ms", type=int, metavar="MS", help="finish within this from now (late shows overdue)")
     _queue_flag(c)
     _json_flag(c)
 

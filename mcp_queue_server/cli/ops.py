@@ -33,7 +33,7 @@ from mcp_queue_server.settings import Settings
 from mcp_queue_server.store.open import open_queue
 
 _ENQUEUE_BATCH = 100  # the MCP tool's batch limit: one round trip each
-_TASK_KEYS = {"task_type", "payload", "priority", "task_id", "delay_ms", "max_attempts"}
+_TASK_KEYS = {"task_type", "payload", "priority", "task_id", "delay_ms", "max_attempts", "deadline_ms"}
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -293,6 +293,7 @@ def _task_from(obj: Any, where: str) -> NewTask:
         task_id=obj.get("task_id"),
         delay_ms=obj.get("delay_ms", 0),
         max_attempts=obj.get("max_attempts"),
+        deadline_ms=obj.get("deadline_ms"),
     )
 
 
@@ -313,7 +314,9 @@ def read_new_tasks(args: argparse.Namespace, stdin: TextIO) -> list[NewTask]:
         payload = _parse_json(args.payload, "--payload")
         if not isinstance(payload, dict):
             raise UsageError("--payload must be a JSON object")
-        return [NewTask(args.task_type, payload, args.priority, args.task_id, args.delay_ms)]
+        return [
+            NewTask(args.task_type, payload, args.priority, args.task_id, args.delay_ms, deadline_ms=args.deadline_ms)
+        ]
     if stdin.isatty():
         raise UsageError("give a TASK_TYPE, or pipe tasks as JSON to stdin")
     text = stdin.read()
