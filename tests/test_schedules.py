@@ -321,3 +321,17 @@ async def test_a_worker_fires_the_schedules_of_its_queue_and_runs_their_tasks(ma
 
     assert acked.task.task_id == f"s-{start}"
     assert (await queue.get_schedule("s")).fired >= 1
+
+
+async def test_a_schedule_found_after_its_end_fires_its_last_slot_at_most(queue: TaskQueue, clock: FakeClock) -> None:
+    start = await queue.server_now() + 1_000
+    await queue.set_schedule(
+        NewSchedule("s", "t", {}, every_ms=1_000, start_at=start, end_at=start + 2_000, catch_up="once")
+    )
+    clock.advance(1_000 + 2_000 + 5_000)  # every slot passed, and end_at too
+
+    [firing] = (await queue.fire_due_schedules()).firings
+
+    assert (firing.slot, firing.task_id, firing.missed) == (start + 2_000, f"s-{start + 2_000}", 2)
+    s = await queue.get_schedule("s")
+    assert (s.next_run_at, s.fired, s.missed) == (None, 1, 2)

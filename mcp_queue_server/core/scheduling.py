@@ -168,7 +168,9 @@ class ScheduleOps:
         expected = sched.next_run_at
         assert expected is not None
         cadence = _cadence(sched, stored.anchor)
-        slot = max(cadence.latest_at_or_before(now), expected)
+        # The latest slot by now, and never past end_at (a schedule that ended meanwhile fires its last).
+        until = now if sched.end_at is None else min(now, sched.end_at)
+        slot = max(cadence.latest_at_or_before(until), expected)
         following = cadence.after(slot)
         missed = cadence.count_between(expected, slot)
         task_id = f"{sid}-{slot}"

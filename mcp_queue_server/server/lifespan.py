@@ -43,6 +43,7 @@ class ServerState:
         #: The holder of each open MCP session on HTTP (see server/identity.py), by holder name.
         self._sessions: dict[str, TaskQueue] = {}
         self._ticking = False  #: a schedule ticker runs (one per process)
+        self._ticker_ended = anyio.Event()
 
     @asynccontextmanager
     async def lifespan(self, _server: Any) -> AsyncIterator[ServerState]:
@@ -131,14 +132,16 @@ class ServerState:
 
     async def _fire_schedules(self) -> None:
         """Fire the due schedules of every known queue while the server runs (each slot once,
-        whoever else fires it too). Several lifespans of one process (SSE) share one ticker."""
-        if self._ticking:
-            return
-        self._ticking = True
+        whoever else fires it too). Several lifespans of one process (SSE) share one ticker: the
+        others wait and one takes over when the ticking one ends."""
+        while self._ticking:  # another lifespan of this process (SSE) ticks: take over when it ends
+            await self._ticker_ended.wait()
+        self._ticking, self._ticker_ended = True, anyio.Event()
         try:
             await fire_schedules_forever(self, self._schedule_queues)
         finally:
             self._ticking = False
+            self._ticker_ended.set()
 
     async def fire_due_schedules(self, *, queue: str = DEFAULT_QUEUE) -> Tick:
         """The ticker's firing, through the queue once the store is open."""
