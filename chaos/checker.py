@@ -25,6 +25,9 @@ skewed clock cannot hide a steal behind the times it reports: the lease of attem
 at least until (read sent + lease) and (checkpoint sent + lease), and attempt n+1 was
 delivered by the time its read returned.
 
+Limits: see :mod:`chaos.limit_checks` (held per key at every start, starts per rolling minute,
+unkeyed tasks flowing while keyed ones wait).
+
 Holders: stdio workers hold as their process's consumer name (the log's worker name); each
 HTTP agent incarnation holds one MCP session on the shared server, ``http/<principal>/<sid>``,
 and logs it. Every session must be a holder of its own: one holder logged by two agent
@@ -41,6 +44,7 @@ from typing import Any
 
 from chaos import schedules as chaos_schedules
 from chaos.common import HTTP_PRINCIPAL, QUEUE, Config, read_logs
+from chaos.limit_checks import check_limits
 from mcp_queue_server import QueueError, TaskQueue, TaskStatus
 from mcp_queue_server.core.models import DeadTask, QueueStats, Schedule, TaskInfo
 
@@ -169,6 +173,10 @@ class WorkerView:
     renewed: dict[tuple[str, int, str], int] = field(default_factory=dict)  #: (id, attempt, worker) -> last ck sent
     failed: set[tuple[str, int]] = field(default_factory=set)  #: (id, attempt) given up by its holder
     holders: dict[str, str] = field(default_factory=dict)  #: HTTP agent incarnation -> its session's holder
+    #: deliveries {id, attempt, worker, now (Redis ms), t} in log order, for the limits checks
+    starts: list[dict[str, Any]] = field(default_factory=list)
+    #: (id, attempt, worker) -> Redis times (ms) at which the worker proved it still held the task
+    proofs: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
     http_started: int = 0  #: HTTP agent incarnations whose session came up
     http_deliveries: int = 0
     http_acked: int = 0
@@ -181,6 +189,12 @@ def _note_times(view: WorkerView, rec: dict[str, Any]) -> None:
     if rec.get("ck_sent"):
         key = (rec["id"], rec["attempt"], rec["worker"])
         view.renewed[key] = max(rec["ck_sent"], view.renewed.get(key, 0))
+
+
+def _note_proof(view: WorkerView, rec: dict[str, Any], lease_ms: int) -> None:
+    """A checkpoint answered with a renewed lease: the worker held the task at (lease - lease_ms), Redis's clock."""
+    if rec["op"] in ("work", "held") and rec.get("lease"):
+        view.proofs.setdefault((rec["id"], rec["attempt"], rec["worker"]), []).append(rec["lease"] - lease_ms)
 
 
 def _note_session(view: WorkerView, rec: dict[str, Any]) -> None:
@@ -198,7 +212,9 @@ def worker_view(cfg: Config) -> WorkerView:
         if "id" in rec:
             view.touched.add(rec["id"])
         http = rec.get("worker", "").startswith("h")
+        _note_proof(view, rec, cfg.lease_ms)
         if op == "deliver":
+            view.starts.append(rec)
             view.http_deliveries += http
             view.deliveries[rec["id"], rec["attempt"]] += 1
             view.delivered.setdefault(rec["id"], []).append((rec["attempt"], rec.get("checkpoint", False)))
@@ -338,7 +354,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
     completed_and_dead = {i for i in dead_ids if i in tasks and tasks[i].status == TaskStatus.COMPLETED}
     pending = {i for i, t in tasks.items() if t.status not in FINAL}
     s = state.stats
-    queue_pending = s.available + s.in_flight + s.delayed
+    queue_pending = s.available + s.in_flight + s.delayed + sum(limit.waiting for limit in s.limits)
     fan_bad = [why for p, f in producers.fanouts.items() if p in tasks and (why := check_fanout(p, f, state, workers))]
     fan_lost = [p for p, f in producers.fanouts.items() if f["ok"] and p not in tasks]
     totals = check_totals(state, producers)
@@ -346,6 +362,8 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
     leases = check_leases(workers, tasks)
     leases["stolen_leases"] = stolen_leases(workers, cfg.lease_ms)
     leases.update(check_cancels(producers, workers, tasks))
+    limit_findings, limits = check_limits(cfg, producers.kinds, workers.starts, workers.proofs)
+    leases.update(limit_findings)
     by_holder = Counter(workers.holders.values())
     holders = {
         "holders_shared": {h for h, n in by_holder.items() if n > 1},
@@ -405,6 +423,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
         "healthy_dead_lettered": len(healthy_dead),
         "fanouts": {"total": len(producers.fanouts), "ok": len(producers.fanouts) - len(fan_bad) - len(fan_lost)},
         "totals": totals,
+        "limits": limits,
         "pending": {"records": len(pending), "available": s.available, "in_flight": s.in_flight, "delayed": s.delayed},
         **extra,
         "samples": {

@@ -52,6 +52,22 @@ class Config:
     http_workers: int = 0  #: HTTP agents, each an MCP session on one shared Streamable HTTP server
     http_port: int = 0
     tokens_file: str = ""  #: MCP_QUEUE_AUTH_TOKENS_FILE of the shared HTTP server (mode 600)
+    #: Limits (issue 18): "limited" tasks share a key with max_working, "rated" ones a key with
+    #: max_per_minute (each producer enqueues at most rated_tasks of them, so the minute's tail
+    #: stays short).
+    working_key: str = "chaos.w"
+    max_working: int = 2
+    rate_key: str = "chaos.r"
+    max_per_minute: int = 12
+    rated_tasks: int = 10
+    client_limits: bool = False  #: negative control: MCP servers count limits before the read script
+
+    @property
+    def server_module(self) -> str:
+        """What the MCP servers run: the package, or a negative control's variant of it."""
+        if self.client_clock:
+            return "chaos.client_clock_server"
+        return "chaos.client_limits_server" if self.client_limits else "mcp_queue_server"
 
     @property
     def http_url(self) -> str:

@@ -136,8 +136,7 @@ class HttpServer:
     async def start(self, within: float) -> None:
         """Start it and wait (at most ``within`` s) until it accepts connections."""
         self.starts += 1
-        module = "chaos.client_clock_server" if self.cfg.client_clock else "mcp_queue_server"
-        self.proc = await spawn(self.cfg, module, [], "http-server", self.env())
+        self.proc = await spawn(self.cfg, self.cfg.server_module, [], "http-server", self.env())
         with anyio.fail_after(within):
             await wait_until(lambda: listening(self.cfg.http_port), 0.05)
 

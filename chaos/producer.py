@@ -28,8 +28,11 @@ from pydantic import SecretStr
 from chaos.common import QUEUE, Config, Jsonl, wall_ms
 from mcp_queue_server import InvalidState, NewTask, QueueError, QueueUnavailable, Settings, TaskQueue
 
-#: Kinds of operations and their weights. "batch" enqueues four tasks in one call.
-KINDS = {"normal": 45, "bulk": 10, "flaky": 10, "poison": 5, "batch": 20, "fanout": 10}
+#: Kinds of operations and their weights. "batch" enqueues four tasks in one call. "limited"
+#: tasks share the max_working key (and come in batches too), "rated" ones the max_per_minute key.
+KINDS = {"normal": 40, "bulk": 10, "flaky": 10, "poison": 5, "batch": 20, "fanout": 10, "limited": 12, "rated": 5}
+#: A limited task's work: long enough that a key over its limit shows (several held at once).
+LIMITED_WORK_MS = (100, 250)
 CHILDREN = 3
 #: Share of confirmed "normal" tasks cancelled, and how long after its enqueue a late cancel comes.
 CANCEL_SHARE = 0.08
@@ -51,20 +54,30 @@ class Op:
 
 def make_task(cfg: Config, task_id: str, kind: str, rng: random.Random) -> NewTask:
     poison = kind == "poison"
+    key = {"limited": cfg.working_key, "rated": cfg.rate_key}.get(kind)
+    payload: dict[str, Any] = {"kind": kind, "poison": poison, "work_ms": rng.randint(10, 60)}
+    if key is not None:
+        payload |= {"limit_key": key, "work_ms": rng.randint(*LIMITED_WORK_MS)}
     return NewTask(
         task_type=f"chaos.{kind}",
-        payload={"kind": kind, "poison": poison, "work_ms": rng.randint(10, 60)},
+        payload=payload,
         priority=rng.choice((0, 0, 0, 15)),
         task_id=task_id,
         max_attempts=cfg.poison_max_attempts if poison else cfg.healthy_max_attempts,
+        limit_key=key,
     )
 
 
-def next_op(cfg: Config, index: int, n: int, rng: random.Random) -> Op:
+def next_op(cfg: Config, index: int, n: int, rng: random.Random, rated: list[int]) -> Op:
+    """The n-th operation; ``rated`` counts the rated tasks made so far (at most cfg.rated_tasks)."""
     kind = rng.choices(list(KINDS), weights=list(KINDS.values()))[0]
+    if kind == "rated":
+        if rated[0] >= cfg.rated_tasks:
+            kind = "normal"
+        rated[0] += 1
     base = f"p{index}-{n:05d}"
     if kind == "batch":
-        tasks = [make_task(cfg, f"{base}-b{j}", rng.choice(("normal", "bulk")), rng) for j in range(4)]
+        tasks = [make_task(cfg, f"{base}-b{j}", rng.choice(("normal", "bulk", "limited")), rng) for j in range(4)]
         return Op("enqueue", tasks)
     if kind == "fanout":
         # Deterministic child and continuation ids: a retried fanout must name the same ones.
@@ -159,9 +172,9 @@ async def produce(cfg: Config, index: int, end: float) -> None:
     q = await TaskQueue(settings, consumer=f"producer-{index}").connect()
     log.write(op="start", t=cfg.since_start())
     try:
-        n, next_at = 0, time.time()
+        n, next_at, rated = 0, time.time(), [0]
         while time.time() < end or cfg.faults_running():
-            op = next_op(cfg, index, n, rng)
+            op = next_op(cfg, index, n, rng, rated)
             n += 1
             known = await attempt(q, op, log, cfg)
             if not known:

@@ -3,7 +3,8 @@ drain, stop everything and check. Exit status 0 when the checker finds the run v
 
     python -m chaos.run --seed 7 --duration 20 [--workers 3] [--http-workers 2] [--producers 2]
                         [--no-persistence] [--faults kill_redis,...] [--json report.json]
-                        [--client-clock] [--skew-s 120]
+                        [--client-clock] [--skew-s 120] [--client-limits]
+                        [--max-working 2] [--max-per-minute 12] [--rated-tasks 10]
 
 Workers: ``--workers`` stdio agents (each its own ``mcp-queue-server`` subprocess) and
 ``--http-workers`` HTTP agents, each an MCP session on one shared
@@ -13,6 +14,12 @@ Workers: ``--workers`` stdio agents (each its own ``mcp-queue-server`` subproces
 their own clock (as before issue 12), so the skewed one steals leases (with a negative
 ``--skew-s``, its own leases are born expired and others take them) and the checker
 reports ``stolen_leases``.
+
+Limits: "limited" tasks share a key with ``--max-working``, "rated" ones a key with
+``--max-per-minute`` (each producer makes at most ``--rated-tasks`` of them). ``--client-limits``
+is their negative control: MCP servers count each key's room before the read script (read, then
+check) and the script trusts the count, so concurrent readers overshoot and the checker reports
+``limit_working_exceeded``.
 """
 
 from __future__ import annotations
@@ -59,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-persistence", action="store_true", help="Redis without AOF (negative control)")
     p.add_argument("--client-clock", action="store_true", help="servers on their own clock (negative control)")
     p.add_argument("--skew-s", type=int, default=120, help="clock_skew: the skewed server's offset, seconds")
+    p.add_argument("--client-limits", action="store_true", help="limits counted outside the script (negative control)")
+    p.add_argument("--max-working", type=int, default=2, help="max_working of the limited tasks' key")
+    p.add_argument("--max-per-minute", type=int, default=12, help="max_per_minute of the rated tasks' key")
+    p.add_argument("--rated-tasks", type=int, default=10, help="rated tasks per producer, at most")
     p.add_argument("--faults", default=",".join(nemesis.KINDS), help="comma-separated fault kinds")
     p.add_argument("--json", type=Path, help="also write the report here")
     p.add_argument("--workdir", type=Path, help="keep logs here (default: a temporary directory)")
@@ -82,15 +93,16 @@ def drain_limit(duration: float) -> float:
 
 
 async def drain(cfg: Config, q: TaskQueue) -> dict[str, Any]:
-    """Wait until nothing is available, in flight or delayed (twice in a row), workers running."""
+    """Wait until nothing is available, in flight, delayed or held back (twice in a row), workers running."""
     start, quiet, polls, requeued, backlog = time.monotonic(), 0, 0, 0, -1
     with anyio.move_on_after(drain_limit(cfg.duration)):
         while quiet < 2:
             polls += 1
             try:
                 s = await q.get_queue_stats(QUEUE)
-                backlog = s.available + s.delayed + s.in_flight if backlog < 0 else backlog
-                quiet = quiet + 1 if s.available == s.in_flight == s.delayed == 0 else 0
+                held = sum(limit.waiting for limit in s.limits)  # tasks held back for a limit wait too
+                backlog = s.available + s.delayed + s.in_flight + held if backlog < 0 else backlog
+                quiet = quiet + 1 if s.available == s.in_flight == s.delayed == held == 0 else 0
                 if polls % 12 == 0:  # reads reclaim expired leases; recover is the backstop
                     requeued += len((await q.recover(queue=QUEUE)).requeued)
             except QueueUnavailable:
@@ -146,6 +158,8 @@ class Run:
             redis_url=self.redis.url, run_id=self.run_id, t0=time.time(), rate=a.rate,
             skew_s=a.skew_s, client_clock=a.client_clock, http_workers=a.http_workers,
             http_port=self.http_port, tokens_file=str(self.workdir / "tokens.json") if a.http_workers else "",
+            max_working=a.max_working, max_per_minute=a.max_per_minute, rated_tasks=a.rated_tasks,
+            client_limits=a.client_limits,
         )  # fmt: skip
 
     async def main(self) -> dict[str, Any]:
@@ -164,6 +178,8 @@ class Run:
             data_dir=self.workdir / "unused",
         )
         q = await TaskQueue(settings, consumer="chaos-checker").connect()
+        await q.set_limit(cfg.working_key, max_working=cfg.max_working, queue=QUEUE)
+        await q.set_limit(cfg.rate_key, max_per_minute=cfg.max_per_minute, queue=QUEUE)
         if cfg.http_workers:
             write_tokens_file(cfg)
             self.http = HttpServer(cfg)
@@ -220,6 +236,7 @@ class Run:
             "faults_skipped": dict(nem.skipped),
             "faults_unavailable": self.args.unavailable,
             "client_clock": cfg.client_clock,
+            "client_limits": cfg.client_limits,
             "skew_s": cfg.skew_s,
             "worker_restarts": supervisor.restarts,
             "workdir": str(self.workdir),

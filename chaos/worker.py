@@ -1,6 +1,7 @@
 """A worker process: a small agent loop driving an MCP server subprocess over stdio.
 
-Per task: checkpoint (renews the lease), work, a "side effect" (a JSONL line), then ack
+Per task: checkpoint (renews the lease), work, (a task with a limit key: checkpoint again,
+logged "held": proof it was still held then), a "side effect" (a JSONL line), then ack
 with a result; poison tasks always ``fail_task``; "flaky" tasks fail their first attempt
 on purpose; "bulk" tasks are acked together with ``ack(task_ids=...)``. Every ack's outcome
 is logged: acked, already_completed, rejected (not the lease holder), error, or unknown.
@@ -200,6 +201,8 @@ class Worker:
                 self.holder_logged = True
                 self.log.write(op="holder", worker=self.name, id=tid, holder=holder, t=self.now())
         await anyio.sleep(int(payload.get("work_ms", 20)) / 1000)  # the "work"
+        if payload.get("limit_key"):
+            await self.prove_held(tid, attempt)
         self.log.write(op="effect", id=tid, attempt=attempt, worker=self.name, t=self.now())
         if Flags.crash:
             crash_now(self.log, self.cfg, self.name)
@@ -215,6 +218,15 @@ class Worker:
         self.log.write(op="ack", id=tid, attempt=attempt, worker=self.name, outcome=status, first=first,
                        tries=tries, finished_parent=bool(fan.get("finished_parent")), parent=fan.get("parent_task_id"),
                        error=reply.text, t=self.now())  # fmt: skip
+
+    async def prove_held(self, tid: str, attempt: int) -> None:
+        """A keyed task: checkpoint again after the work, so the checker knows (by Redis's clock:
+        the renewed lease minus lease_ms) that this worker still held it then."""
+        ck = {"task_id": tid, "data": {"step": "worked", "worker": self.name}}
+        reply = await self.call("checkpoint", ck)
+        lease = reply.data.get("lease_expires_at") if reply.kind == "ok" else None
+        if lease is not None:
+            self.log.write(op="held", id=tid, attempt=attempt, worker=self.name, t=self.now(), lease=lease)
 
     async def ack_bulk(self, tasks: list[dict[str, Any]]) -> None:
         ids = [t["task_id"] for t in tasks]
@@ -257,10 +269,10 @@ async def work(cfg: Config, name: str, skew: str) -> None:
     log = Jsonl(cfg.logs / f"worker-{name}.jsonl")
     if name.startswith("h"):
         return await work_http(cfg, name, log)
-    # The negative control's servers run their scripts on their own (possibly skewed) clock.
-    module = "chaos.client_clock_server" if cfg.client_clock else "mcp_queue_server"
+    # A negative control's servers run a broken variant: their own (possibly skewed) clock, or
+    # limits counted outside the read script.
     env = server_env(cfg, name, skew)
-    params = StdioServerParameters(command=sys.executable, args=["-m", module], env=env, cwd=ROOT)
+    params = StdioServerParameters(command=sys.executable, args=["-m", cfg.server_module], env=env, cwd=ROOT)
     # read_timeout_seconds also bounds initialize (a cold server start under load).
     async with Client(params, read_timeout_seconds=30.0) as client:
         log.write(op="start", worker=name, pid=os.getpid(), server=children(os.getpid()), skew=skew,

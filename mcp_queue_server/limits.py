@@ -57,6 +57,9 @@ SCHEDULE_GRACE_MS = 60_000
 #: How often the server, the Worker runtime and a read look for due schedules at the most
 #: (a ticker sleeps until the next slot when that is sooner).
 SCHEDULE_TICK_S = 1.0
+#: A task's limit_key: the same alphabet as task types (it ends up in Redis key names).
+LIMIT_KEY_PATTERN = TASK_TYPE_PATTERN
+MAX_LIMIT = 1_000_000  #: largest max_working / max_per_minute of a limit
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _TASK_ID_RE = re.compile(TASK_ID_PATTERN)
@@ -103,6 +106,13 @@ def check_schedule_id(schedule_id: object) -> str:
     return schedule_id
 
 
+def check_limit_key(key: object) -> str:
+    """Return ``key`` if it is an allowed limit key, else raise :class:`InvalidInput`."""
+    if not isinstance(key, str) or not _TASK_TYPE_RE.fullmatch(key):
+        raise InvalidInput(f"invalid limit_key {_describe(key)}: use 1-128 characters from A-Z a-z 0-9 _ . : / -")
+    return key
+
+
 def check_int(name: str, value: object, low: int, high: int) -> int:
     """Return ``value`` if it is an int (not a bool) within ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -136,7 +146,7 @@ def check_list_cursor(state: str, cursor: object) -> tuple[str, str]:
     if kind != state:
         raise bad
     if state == "queued":
-        ok = a in ("high", "low") and bool(_ENTRY_ID_RE.fullmatch(b))
+        ok = (a in ("high", "low") and bool(_ENTRY_ID_RE.fullmatch(b))) or (a == "parked" and (b == "" or b.isdigit()))
     elif state == "failed":
         ok = bool(_ENTRY_ID_RE.fullmatch(a)) and b == ""
     else:

@@ -42,6 +42,7 @@ VALID: dict[str, dict[str, Any]] = {
     "schedule_task": {"schedule_id": "s", "task_type": "t", "payload": {}, "every_ms": 60_000},
     "list_schedules": {},
     "remove_schedule": {"schedule_id": "s"},
+    "set_limit": {"limit_key": "api", "max_working": 2},
 }
 HUGE = 10**15
 BAD_NAMES = ["", "a b", "new\nline", "q*", "q?", "[q]", "{q}", "a:b", "x" * 129, "\u00e9t\u00e9"]

@@ -45,7 +45,8 @@ def require_faketime() -> None:
 
 def test_a_short_seeded_run_with_every_fault_kind_loses_nothing_and_completes_each_task_once(tmp_path: Path) -> None:
     require_faketime()
-    code, report = run_chaos(tmp_path, "--seed", "7", "--duration", "8")
+    # A rate limit the short run does not reach: one it reached would hold tasks for the rest of a minute.
+    code, report = run_chaos(tmp_path, "--seed", "7", "--duration", "8", "--max-per-minute", "60")
     # clock_skew (a worker's MCP server two minutes ahead) needs libfaketime.
     assert report["faults"].keys() == set(KINDS) - set(report["faults_unavailable"]), report["faults"]
     assert report["findings"]["stolen_leases"] == 0
@@ -71,6 +72,16 @@ def test_a_short_seeded_run_with_every_fault_kind_loses_nothing_and_completes_ea
     assert http["holders_seen"] >= 3
     assert report["findings"]["holders_shared"] == report["findings"]["holders_malformed"] == 0
     assert report["http_server_starts"] >= 2
+    # Limits: reconstructed from the workers' logs, the working key never held more than its
+    # max_working and the rate key never started more than its max_per_minute in a minute; tasks
+    # of the working key waited, and unkeyed tasks enqueued meanwhile were delivered within the bound.
+    limits = report["limits"]
+    assert report["findings"]["limit_working_exceeded"] == report["findings"]["limit_rate_exceeded"] == 0
+    assert 1 <= limits["most_held_at_once"] <= limits["max_working"] == 2
+    assert limits["most_started_in_a_minute"] <= limits["max_per_minute"]
+    assert limits["limited_tasks_that_waited_over_0_5_s"] > 0, limits
+    assert report["findings"]["unkeyed_stalled"] == 0
+    assert limits["unkeyed_tasks_enqueued_meanwhile"] > 0
 
 
 def test_negative_controls_a_redis_kill_without_persistence_loses_tasks_and_a_skewed_client_clock_steals_leases(
@@ -90,5 +101,20 @@ def test_negative_controls_a_redis_kill_without_persistence_loses_tasks_and_a_sk
     if faketime_lib():
         assert report["faults"]["clock_skew"] >= 1
         assert report["findings"]["stolen_leases"] > 0, report["samples"]
+    assert not report["valid"]
+    assert code == 1
+
+
+def test_negative_control_limits_counted_outside_the_read_script_take_a_key_past_its_limit(tmp_path: Path) -> None:
+    """MCP servers count each key's room when a read call starts (read, then check, in Python)
+    and the script trusts the count: concurrent readers take the key past max_working 1, and the
+    checker, from the workers' logs alone, must say so."""
+    code, report = run_chaos(
+        tmp_path, "--seed", "7", "--duration", "6", "--faults", "pause_worker", "--client-limits", "--max-working", "1",
+        "--max-per-minute", "60",
+    )  # fmt: skip
+    assert report["client_limits"] is True
+    assert report["findings"]["limit_working_exceeded"] > 0, report["limits"]
+    assert report["limits"]["most_held_at_once"] > 1
     assert not report["valid"]
     assert code == 1

@@ -60,7 +60,10 @@ def test_a_bare_word_after_server_flags_is_refused_rather_than_starting_the_serv
     [
         ("replay", "did you mean dlq replay?"),  # an action typed without its command
         ("workers", "did you mean worker?"),
-        ("frobnicate", "(commands: serve, stats, top, queues, tasks, dlq, recover, enqueue, schedules, worker, demo;"),
+        (
+            "frobnicate",
+            "(commands: serve, stats, top, queues, tasks, dlq, recover, enqueue, limits, schedules, worker, demo;",
+        ),
     ],
 )
 def test_an_unknown_command_names_what_was_probably_meant(
@@ -131,7 +134,7 @@ def test_the_commands_start_without_importing_the_mcp_sdk() -> None:
 
 def test_the_command_modules_import_nothing_of_the_cli_but_common() -> None:
     # main imports the command modules; they must not import main (or each other) back.
-    for name in ("common", "ops", "top", "worker", "demo", "flags"):
+    for name in ("common", "ops", "top", "worker", "demo", "flags", "limits"):
         tree = ast.parse((CLI / f"{name}.py").read_text())
         imported = {
             node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module is not None

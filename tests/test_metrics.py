@@ -240,3 +240,29 @@ async def test_the_status_view_lists_the_newest_dead_letters_of_each_queue(
     assert "newest dead letters (1 of 1)" in page
     assert "broken" in page
     assert view.samples[-1].enqueued == 5
+
+
+async def test_a_scrape_and_the_status_page_show_each_limit_keys_limit_and_counts(
+    settings: Settings, queue: TaskQueue
+) -> None:
+    await queue.set_limit("llm/x", max_working=1, max_per_minute=10)
+    await queue.set_limit("db", max_per_minute=5)
+    await queue.enqueue_batch([NewTask("t", {}, task_id=f"k{i}", limit_key="llm/x") for i in range(3)])
+    await queue.read_messages(count=10)
+    metrics = Metrics(settings)
+
+    samples = parse((await metrics.render()).decode())
+    [view] = await metrics.status_view()
+    await metrics.aclose()
+
+    def limit(name: str, key: str) -> float:
+        return sample(samples, f"mcp_queue_limit_{name}", queue="default", key=key)
+
+    assert [limit(n, "llm/x") for n in ("working", "waiting", "started_last_minute")] == [1, 2, 1]
+    assert (limit("max_working", "llm/x"), limit("max_per_minute", "llm/x")) == (1, 10)
+    assert limit("max_per_minute", "db") == 5
+    assert ("mcp_queue_limit_max_working", (("key", "db"), ("queue", "default"))) not in samples
+    page = status_page([view], True, "mcpq")
+    assert "<h3>limits</h3>" in page
+    assert "llm/x" in page
+    assert "<td>1 / 1</td>" in page

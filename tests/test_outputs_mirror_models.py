@@ -45,6 +45,7 @@ MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
     (models.TaskPage, outputs.TaskListOutput, {}),
     (models.StreamStats, outputs.StreamStatsOut, {}),
     (models.ConsumerInfo, outputs.ConsumerOut, {}),
+    (models.LimitInfo, outputs.LimitOut, {}),
     # With all_queues the one queue's result also lists every known queue.
     (models.QueueStats, outputs.QueueStatsOutput, {"added": {"queues"}}),
     (models.QueueStats, outputs.QueueStatsRow, {}),
@@ -66,6 +67,7 @@ TOOL_ONLY = {
     outputs.ReplayOutput,
     outputs.PurgeOutput,
     outputs.RemoveScheduleOutput,
+    outputs.LimitSetOutput,  # set_limit says what it set (the core returns only whether one existed)
 }
 
 

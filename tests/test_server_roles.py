@@ -28,6 +28,7 @@ EXPECTED = {
         "replay_dlq",
         "purge_dlq",
         "recover_tasks",
+        "set_limit",
         "get_task",
         "cancel_task",
         "list_tasks",
@@ -100,7 +101,15 @@ async def test_every_tool_has_a_title_a_description_hints_and_an_output_schema(s
     assert destructive == {"purge_dlq", "recover_tasks", "cancel_task", "remove_schedule"}
     # enqueue_task makes a second task unless given a task_id: not idempotent as such.
     # schedule_task is keyed by its schedule_id: the same definition again changes nothing.
-    assert idempotent == read_only | {"ack", "checkpoint", "fanout", "cancel_task", "schedule_task", "remove_schedule"}
+    assert idempotent == read_only | {
+        "ack",
+        "checkpoint",
+        "fanout",
+        "cancel_task",
+        "schedule_task",
+        "remove_schedule",
+        "set_limit",
+    }
 
 
 async def test_descriptions_tell_a_worker_what_to_do_next_and_that_payloads_are_data(settings: Settings) -> None:

@@ -31,6 +31,7 @@ import anyio
 
 import mcp_queue_server.tracing as tracing
 from mcp_queue_server.cli import demo as cli_demo
+from mcp_queue_server.cli import limits as cli_limits
 from mcp_queue_server.cli import ops as cli_ops
 from mcp_queue_server.cli import schedules as cli_schedules
 from mcp_queue_server.cli import top as cli_top
@@ -52,7 +53,20 @@ from mcp_queue_server.logs import configure_logging
 from mcp_queue_server.settings import Settings
 
 SERVE = "serve"
-COMMANDS = (SERVE, "stats", "top", "queues", "tasks", "dlq", "recover", "enqueue", "schedules", "worker", "demo")
+COMMANDS = (
+    SERVE,
+    "stats",
+    "top",
+    "queues",
+    "tasks",
+    "dlq",
+    "recover",
+    "enqueue",
+    "limits",
+    "schedules",
+    "worker",
+    "demo",
+)
 #: Words that are actions of a command, so `mcp-queue-server replay` can point at `dlq replay`.
 ACTIONS = {
     "get": "tasks get",
@@ -222,6 +236,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--task-id", metavar="ID", help="idempotency key: an existing id creates nothing")
     c.add_argument("--delay-ms", type=int, default=0, metavar="MS", help="run no earlier than this from now")
     c.add_argument("--deadline-ms", type=int, metavar="MS", help="finish within this from now (late shows overdue)")
+    c.add_argument("--limit-key", metavar="KEY", help="the task obeys this key's limit (see `limits`)")
+    _queue_flag(c)
+    _json_flag(c)
+
+    limits = command(
+        "limits",
+        "Limits per limit key of a queue: `limits set|list|remove`. Tasks enqueued with that limit_key run at "
+        "most --max-working at once and start at most --max-per-minute in any 60 s; the others wait, queued.",
+        summary="Set, list or remove the limits of limit keys: `limits set|list|remove`.",
+    )
+    actions = limits.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = command("set", "Set a key's limit (replacing the one it had).", actions)
+    c.add_argument("key", metavar="KEY")
+    c.add_argument("--max-working", type=int, metavar="N", help="tasks of the key held at once, by every worker")
+    c.add_argument("--max-per-minute", type=int, metavar="N", help="deliveries started per rolling minute")
+    _queue_flag(c)
+    _json_flag(c)
+    c = command("list", "Every key with a limit or waiting tasks: its limit, working, waiting, started.", actions)
+    _queue_flag(c)
+    _json_flag(c)
+    c = command("remove", "Remove keys' limits: their waiting tasks go at once.", actions)
+    c.add_argument("keys", nargs="+", metavar="KEY")
     _queue_flag(c)
     _json_flag(c)
 
@@ -363,6 +399,8 @@ def _runner(args: argparse.Namespace, settings: Settings) -> Callable[[], Corout
         return lambda: cli_demo.run(settings)
     if args.command == "schedules":
         return lambda: cli_schedules.run(args, settings)
+    if args.command == "limits":
+        return lambda: cli_limits.run(args, settings)
     return lambda: cli_ops.run(args, settings)
 
 

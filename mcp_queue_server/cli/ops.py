@@ -33,7 +33,7 @@ from mcp_queue_server.settings import Settings
 from mcp_queue_server.store.open import open_queue
 
 _ENQUEUE_BATCH = 100  # the MCP tool's batch limit: one round trip each
-_TASK_KEYS = {"task_type", "payload", "priority", "task_id", "delay_ms", "max_attempts", "deadline_ms"}
+_TASK_KEYS = {"task_type", "payload", "priority", "task_id", "delay_ms", "max_attempts", "deadline_ms", "limit_key"}
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,6 +41,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     # Bad input fails before anything connects (or starts the embedded Redis).
     if args.command == "dlq" and args.action != "list" and bool(args.task_ids) == args.all:
         raise UsageError(f"dlq {args.action}: give task ids or --all (not both)")
+
     tasks = read_new_tasks(args, sys.stdin) if args.command == "enqueue" else []
     async with open_queue(settings) as queue:
         if args.command == "stats":
@@ -55,6 +56,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return await recover(queue, args)
         if args.command == "enqueue":
             return await enqueue(queue, args, tasks)
+
     raise UsageError(f"unknown command {args.command!r}")
 
 
@@ -294,6 +296,7 @@ def _task_from(obj: Any, where: str) -> NewTask:
         delay_ms=obj.get("delay_ms", 0),
         max_attempts=obj.get("max_attempts"),
         deadline_ms=obj.get("deadline_ms"),
+        limit_key=obj.get("limit_key"),
     )
 
 
@@ -315,7 +318,15 @@ def read_new_tasks(args: argparse.Namespace, stdin: TextIO) -> list[NewTask]:
         if not isinstance(payload, dict):
             raise UsageError("--payload must be a JSON object")
         return [
-            NewTask(args.task_type, payload, args.priority, args.task_id, args.delay_ms, deadline_ms=args.deadline_ms)
+            NewTask(
+                args.task_type,
+                payload,
+                args.priority,
+                args.task_id,
+                args.delay_ms,
+                deadline_ms=args.deadline_ms,
+                limit_key=args.limit_key,
+            )
         ]
     if stdin.isatty():
         raise UsageError("give a TASK_TYPE, or pipe tasks as JSON to stdin")

@@ -45,6 +45,7 @@ class NewRow(NamedTuple):
     max_attempts: int | str  #: "" = the queue's default
     deadline_ms: int | str = ""  #: "" = none; else finish within this many ms of the enqueue
     trace: str = ""  #: the enqueuing call's trace context (tracing.carrier_of); "" none
+    limit_key: str = ""  #: "" = none (see set_limit)
 
 
 class ChildRow(NamedTuple):
@@ -57,10 +58,11 @@ class ChildRow(NamedTuple):
     max_attempts: int | str  #: "" = the queue's default
     deadline_ms: int | str = ""  #: "" = none (a continuation has none)
     trace: str = ""  #: the fanout call's trace context (tracing.carrier_of); "" none
+    limit_key: str = ""  #: "" = none (see set_limit)
 
 
 #: fanout.lua's continuation fields when there is none (cont_id "" turns it off).
-_NO_CONTINUATION = ("", "", "", 0, "", "")
+_NO_CONTINUATION = ("", "", "", 0, "", "", "")
 
 
 class Enqueued(NamedTuple):
@@ -115,7 +117,11 @@ def fanout_args(
         "" if parent_data is None else parent_data,
         "fail" if fail_parent_on_child_failure else "continue",
         result_ttl_s,
-        *(_NO_CONTINUATION if continuation is None else (*continuation[:5], continuation.trace)),
+        *(
+            _NO_CONTINUATION
+            if continuation is None
+            else (*continuation[:5], continuation.trace, continuation.limit_key)
+        ),
         len(children),
         max_length,
         parent_trace,
@@ -156,8 +162,9 @@ class ReadReply(NamedTuple):
     traces: list[str | None]  #: each task's stored trace context (tracing.context_of), None: none
 
 
-def read_args(req: ReadRequest, request_id: str, *, recall_only: bool = False) -> list[Any]:
-    return [*req, request_id, int(recall_only), HOLDER_STALE_MS]
+def read_args(req: ReadRequest, request_id: str, *, recall_only: bool = False, client_room: str = "") -> list[Any]:
+    """``client_room`` is for the limits negative control only ("key room ..."; see read.lua)."""
+    return [*req, request_id, int(recall_only), HOLDER_STALE_MS, client_room]
 
 
 # -- heartbeat.lua --------------------------------------------------------------------

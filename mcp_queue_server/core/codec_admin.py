@@ -1,6 +1,6 @@
 """The operator scripts' side of the contract: the dead-letter queue (replay, purge,
-inspect_dlq), cancel, list_tasks and the schedules (schedule, unschedule, fire_schedule, and the
-schedule hash read straight from Redis); argument builders and typed replies, as in
+inspect_dlq), cancel, list_tasks, set_limit and the schedules (schedule, unschedule, fire_schedule,
+and the schedule hash read straight from Redis); argument builders and typed replies, as in
 :mod:`~mcp_queue_server.core.codec` (which keeps the scripts a producer or worker runs).
 """
 
@@ -233,3 +233,16 @@ def stored_schedule(schedule_id: str, raw: dict[bytes, bytes]) -> StoredSchedule
         deadline_ms=num("deadline_ms"),
     )
     return StoredSchedule(schedule, h["version"], int(h["anchor"]))
+
+
+# -- set_limit.lua ----------------------------------------------------------------------
+
+
+def set_limit_args(key: str, max_working: int | None, max_per_minute: int | None) -> list[Any]:
+    """Both None remove the key's limit."""
+    return [key, "" if max_working is None else max_working, "" if max_per_minute is None else max_per_minute]
+
+
+def set_limit_reply(reply: Any) -> bool:
+    """Whether the key had a limit before."""
+    return bool(int(reply[1]))

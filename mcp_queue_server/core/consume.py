@@ -22,6 +22,7 @@ import mcp_queue_server.tracing as tracing
 from mcp_queue_server.core import codec
 from mcp_queue_server.core.codec import ReadReply, ReadRequest, Refusal, raise_for
 from mcp_queue_server.core.connection import Connection, guard, request_id
+from mcp_queue_server.core.key_limits import client_room
 from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.models import AckResult, FailResult, Lease, Task
 from mcp_queue_server.core.scheduling import ScheduleOps
@@ -97,7 +98,9 @@ class ConsumeOps(ScheduleOps):
         await self._tick_schedules_from_read(queue)
         deadline = time.monotonic() + block_ms / 1000
         req = ReadRequest(count, lease_ms, int(prefer_high_priority), s.pending_batch_size)
-        got = await self._fresh_read(queue, req)
+        # "" unless the limits negative control counts each key's room here, once per call (stale by design).
+        room = await client_room(self._conn, queue)
+        got = await self._fresh_read(queue, req, room)
         while True:
             if got.tasks:
                 await self._checkpoint_or_release(queue, got.tasks)
@@ -109,11 +112,13 @@ class ConsumeOps(ScheduleOps):
                 return []
             if got.next_wake_ms != -1:  # a delayed task falls due or a lease expires first
                 wait_s = min(wait_s, max(got.next_wake_ms - got.now_used, 1) / 1000)
-            got = await self._wait_then_read(queue, req, got, wait_s)
+            got = await self._wait_then_read(queue, req, got, wait_s, room)
 
     read_tasks = read_messages
 
-    async def _wait_then_read(self, queue: str, req: ReadRequest, last: ReadReply, wait_s: float) -> ReadReply:
+    async def _wait_then_read(
+        self, queue: str, req: ReadRequest, last: ReadReply, wait_s: float, room: str = ""
+    ) -> ReadReply:
         """Wait for an entry added after the ``last`` read, then read again.
 
         The read is sent behind the wait when it can be (see
@@ -128,17 +133,17 @@ class ConsumeOps(ScheduleOps):
             block_ms,
             last.last_ids,
             "read",
-            codec.read_args(req, rid),
+            codec.read_args(req, rid, client_room=room),
             on_cancel=functools.partial(self._hand_back, queue, req, rid),
         )
         if reply is None:
-            return await self._fresh_read(queue, req)
+            return await self._fresh_read(queue, req, room)
         return codec.read_reply(reply, queue)
 
-    async def _fresh_read(self, queue: str, req: ReadRequest) -> ReadReply:
+    async def _fresh_read(self, queue: str, req: ReadRequest, room: str = "") -> ReadReply:
         # Shielded: once sent, its reply (and the tasks it leased) must reach the caller.
         with anyio.CancelScope(shield=True):
-            reply = await self._conn.script("read", queue, codec.read_args(req, request_id()))
+            reply = await self._conn.script("read", queue, codec.read_args(req, request_id(), client_room=room))
         return codec.read_reply(reply, queue)
 
     async def _hand_back(self, queue: str, req: ReadRequest, rid: str) -> None:
@@ -249,9 +254,9 @@ class ConsumeOps(ScheduleOps):
         with tracing.settling("ack", queue, ids, parents) if traced else tracing.NOT_SETTLING as spans:
             # Shielded: once sent, the leased tasks must reach the caller (or be handed back).
             with anyio.CancelScope(shield=True):
-                acked, read = await self._conn.scripts(
-                    queue, [("ack", args), ("read", codec.read_args(req, request_id()))]
-                )
+                room = await client_room(self._conn, queue)
+                read_args = codec.read_args(req, request_id(), client_room=room)
+                acked, read = await self._conn.scripts(queue, [("ack", args), ("read", read_args)])
                 got = None if isinstance(read, Exception) else codec.read_reply(read, queue)
                 tasks = [] if got is None else got.tasks
                 if isinstance(acked, Exception) and tasks:

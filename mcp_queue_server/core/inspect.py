@@ -146,9 +146,10 @@ class AdminOps:
             async with conn.redis.pipeline(transaction=False) as pipe:
                 for stream, last in zip(k.streams, last_ids, strict=True):
                     pipe.xrange(stream, b"(" + last, "+", count=1)
-                firsts = await pipe.execute(raise_on_error=False)
+                reads.limit_commands(pipe, k, [info.key for info in stats.limits], now)
+                firsts, counts = _split(await pipe.execute(raise_on_error=False), 2)
         age = reads.oldest_age(now, firsts)
-        return dataclasses.replace(stats, oldest_waiting_age_ms=age)
+        return dataclasses.replace(stats, oldest_waiting_age_ms=age, limits=reads.limit_counts(stats.limits, counts))
 
     async def known_queues(self) -> list[str]:
         """Every queue in the registry (added by its first enqueue, fanout or worker heartbeat), sorted."""
@@ -251,7 +252,7 @@ class AdminOps:
         """A queue with nothing left (no task waiting, delayed, in flight or dead, no live
         holder) leaves the registry; its next enqueue adds it again."""
         s = await self.get_queue_stats(queue)
-        if not (s.high.length or s.low.length or s.delayed or s.dead_letter or s.consumers):
+        if not (s.high.length or s.low.length or s.delayed or s.dead_letter or s.consumers or s.limits):
             await self._conn.forget_queue(queue)
 
     async def _dlq_batches(
@@ -273,3 +274,7 @@ class AdminOps:
             batches.append(got)
             if ids is not None or got.picked < limit:
                 return batches
+
+
+def _split(replies: list[Any], at: int) -> tuple[list[Any], list[Any]]:
+    return replies[:at], replies[at:]

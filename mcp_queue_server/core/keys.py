@@ -26,6 +26,14 @@ touches several keys of one queue stays in one slot::
     <prefix>:{<queue>}:fp:<parent_id>   set, children not finished yet
     <prefix>:{<queue>}:fr:<parent_id>   hash, child id -> result JSON
     <prefix>:{<queue>}:rq:<consumer>    hash, script kind -> "<request_id> <first answer JSON>" (60 s)
+    <prefix>:{<queue>}:limits           hash limit key -> "<max_working> <max_per_minute>" ("-": none)
+    <prefix>:{<queue>}:lwait            zset limit key -> when its line of held-back tasks may move
+                                        (>= 1e15: once a slot frees)
+    <prefix>:{<queue>}:parked           zset held-back task id -> place in line (list_tasks)
+    <prefix>:{<queue>}:lseq             counter: places in line, rate-log members
+    <prefix>:{<queue>}:lw:<key>         set, ids of the key's tasks holding a slot (working)
+    <prefix>:{<queue>}:lr:<key>         zset, the key's delivery starts of the last minute (seq -> ms)
+    <prefix>:{<queue>}:lp:<key>         zset, the key's held-back task ids -> place in line
 
 One key lies outside every queue's hash tag::
 
@@ -53,7 +61,23 @@ FANOUT_PENDING = "fp:"
 FANOUT_RESULTS = "fr:"
 REQUESTS = "rq:"
 SCHEDULE = "sc:"
-DERIVED_PREFIXES = (TASK, CHECKPOINT, FANOUT, FANOUT_PENDING, FANOUT_RESULTS, REQUESTS, SCHEDULE)
+LIMIT_WORKING = "lw:"
+LIMIT_STARTS = "lr:"
+LIMIT_LINE = "lp:"
+DERIVED_PREFIXES = (
+    TASK,
+    CHECKPOINT,
+    FANOUT,
+    FANOUT_PENDING,
+    FANOUT_RESULTS,
+    REQUESTS,
+    SCHEDULE,
+    LIMIT_WORKING,
+    LIMIT_STARTS,
+    LIMIT_LINE,
+)
+#: The consumer whose pending list holds the entries of held-back tasks (no worker's lease).
+HELD_CONSUMER = "(held)"
 
 
 def registry_key(prefix: str) -> str:
@@ -85,6 +109,9 @@ class QueueKeys:
     deadlines: str
     schedules: str
     schedule_ids: str
+    limits: str
+    limit_wait: str
+    parked: str
     #: KEYS of every script, in the order ``lua/_lib.lua`` reads them (built once per queue).
     script_keys: tuple[str, str, str, str, str, str]
 
@@ -111,6 +138,9 @@ class QueueKeys:
             deadlines=base + "deadlines",
             schedules=base + "schedules",
             schedule_ids=base + "schedule_ids",
+            limits=base + "limits",
+            limit_wait=base + "lwait",
+            parked=base + "parked",
             script_keys=(high, low, delayed, leases, dlq, stats),
         )
 
@@ -138,3 +168,12 @@ class QueueKeys:
 
     def schedule(self, schedule_id: str) -> str:
         return self.base + SCHEDULE + schedule_id
+
+    def limit_working(self, key: str) -> str:
+        return self.base + LIMIT_WORKING + key
+
+    def limit_starts(self, key: str) -> str:
+        return self.base + LIMIT_STARTS + key
+
+    def limit_line(self, key: str) -> str:
+        return self.base + LIMIT_LINE + key

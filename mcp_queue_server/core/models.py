@@ -46,6 +46,7 @@ class NewTask:
     #: finish within this many ms of the enqueue (delays included), else it shows as overdue;
     #: a late task is never dropped
     deadline_ms: int | None = None
+    limit_key: str | None = None  #: tasks sharing a key obey its limit (see TaskQueue.set_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,7 @@ class TaskInfo:
     queue: str = "default"
     deadline_at: int | None = None  #: ms since the epoch: finish by then (deadline_ms at enqueue)
     overdue: bool = False  #: past its deadline and not finished (the queue's clock)
+    limit_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +286,7 @@ class QueueStats:
     overdue: int = 0  #: in flight with an expired lease, not yet reclaimed by a read or a recovery
     past_deadline: int = 0  #: tasks past their deadline_at and not finished (completed, failed, cancelled)
     most_past_deadline_ms: int | None = None  #: how far the most overdue of them is past its deadline
+    limits: list[LimitInfo] = field(default_factory=list)  #: limit keys with a limit or a line
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,3 +354,15 @@ class Firing:
     slot: int  #: the slot it was for (ms since the epoch)
     task_id: str | None  #: the task fired; None: the slot was missed (catch_up skip) or fired by another process
     missed: int  #: earlier slots it stood for (catch_up once) or skipped
+
+
+@dataclass(frozen=True, slots=True)
+class LimitInfo:
+    """One limit key of a queue: its limit (None: none) and what it holds now."""
+
+    key: str
+    max_working: int | None
+    max_per_minute: int | None
+    working: int  #: tasks of the key held by workers now
+    waiting: int  #: tasks held back for the limit (still ``queued``)
+    started_last_minute: int  #: deliveries started in the last 60 s (the queue's clock)

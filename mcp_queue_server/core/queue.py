@@ -26,6 +26,7 @@ from mcp_queue_server.core.connection import Client, Connection, ScriptClock, ev
 from mcp_queue_server.core.consume import AckedAndRead as AckedAndRead  # re-exported: its old home
 from mcp_queue_server.core.consume import ConsumeOps
 from mcp_queue_server.core.inspect import AdminOps
+from mcp_queue_server.core.key_limits import LimitOps
 from mcp_queue_server.core.keys import DEFAULT_QUEUE, QueueKeys
 from mcp_queue_server.core.models import (
     CancelResult,
@@ -44,6 +45,7 @@ from mcp_queue_server.limits import (
     PRIORITY_RANGE,
     check_error,
     check_int,
+    check_limit_key,
     check_queue_name,
     check_task_id,
     check_task_type,
@@ -54,7 +56,7 @@ from mcp_queue_server.settings import Settings
 _LOW_PRIORITY, _HIGH_PRIORITY = PRIORITY_RANGE
 
 
-class TaskQueue(ConsumeOps, AdminOps):
+class TaskQueue(ConsumeOps, AdminOps, LimitOps):
     """A task queue on one Redis (or Redis Cluster), for one consumer name.
 
     Every method takes ``queue`` (an allowlisted name, default ``"default"``). Methods
@@ -171,12 +173,14 @@ class TaskQueue(ConsumeOps, AdminOps):
         delay_ms: int = 0,
         max_attempts: int | None = None,
         deadline_ms: int | None = None,
+        limit_key: str | None = None,
         queue: str = DEFAULT_QUEUE,
     ) -> EnqueueResult:
         """Enqueue one task. A ``task_id`` that exists already creates nothing (``duplicate``).
         ``deadline_ms``: it should finish within that many ms of now (delay included); past it,
-        unfinished, it counts as overdue (stats, get_task) but runs all the same."""
-        new = NewTask(task_type, payload, priority, task_id, delay_ms, max_attempts, deadline_ms)
+        unfinished, it counts as overdue (stats, get_task) but runs all the same. ``limit_key``: the
+        task obeys that key's limit (see :meth:`set_limit`)."""
+        new = NewTask(task_type, payload, priority, task_id, delay_ms, max_attempts, deadline_ms, limit_key)
         return (await self.enqueue_batch([new], queue=queue))[0]
 
     async def enqueue_batch(self, tasks: Sequence[NewTask], *, queue: str = DEFAULT_QUEUE) -> list[EnqueueResult]:
@@ -192,6 +196,7 @@ class TaskQueue(ConsumeOps, AdminOps):
                     _max_attempts(t.max_attempts),
                     _deadline(t.deadline_ms),
                     sent.carrier,
+                    _limit_key(t.limit_key),
                 )
                 for t in tasks
             ]
@@ -237,7 +242,14 @@ class TaskQueue(ConsumeOps, AdminOps):
         task_id = self._new_id(t.task_id)
         if t.delay_ms:
             raise InvalidInput("subtasks and on_complete run as soon as they can: delay_ms must be 0")
-        return ChildRow(task_id, *self._task_fields(t), _max_attempts(t.max_attempts), _deadline(t.deadline_ms), trace)
+        return ChildRow(
+            task_id,
+            *self._task_fields(t),
+            _max_attempts(t.max_attempts),
+            _deadline(t.deadline_ms),
+            trace,
+            _limit_key(t.limit_key),
+        )
 
     async def fanout(
         self,
@@ -353,6 +365,11 @@ def _refused_cancel(task_id: str, why: Refusal) -> CancelResult:
     except QueueError as exc:
         status = why.state if why.code in (Code.ALREADY, Code.BAD_STATE) else "not_found"
         return CancelResult(task_id, status, False, str(exc))
+
+
+def _limit_key(value: str | None) -> str:
+    """A task's limit key, or "" for none."""
+    return "" if value is None else check_limit_key(value)
 
 
 def _max_attempts(value: int | None) -> int | str:

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from mcp_queue_server.core.codec import text
-from mcp_queue_server.core.keys import QueueKeys
+from mcp_queue_server.core.keys import HELD_CONSUMER, QueueKeys
 from mcp_queue_server.core.models import (
     TERMINAL_STATES,
     ConsumerInfo,
     FanoutState,
+    LimitInfo,
     QueueStats,
     StreamStats,
     TaskInfo,
@@ -84,6 +85,7 @@ def task_info(task_id: str, queue: str, replies: list[Any]) -> TaskInfo | None:
         fanout=fanout,
         queue=queue,
         deadline_at=_int(h.get("deadline_at")),
+        limit_key=h.get("limit_key"),
     )
 
 
@@ -118,6 +120,9 @@ _STATS: tuple[tuple[str, _Add, Any], ...] = (
     ("totals", lambda p, k, g, t: p.hgetall(k.stats), {}),
     # Live holders: seen within HOLDER_STALE_MS (older ones are dropped by the next read or heartbeat).
     ("holders", lambda p, k, g, t: p.zrangebyscore(k.holders, t - HOLDER_STALE_MS, "+inf", withscores=True), []),
+    # Limit keys: those with a limit, and those with a line of held-back tasks.
+    ("limits", lambda p, k, g, t: p.hgetall(k.limits), {}),
+    ("lines", lambda p, k, g, t: p.zrange(k.limit_wait, 0, -1), []),
 )
 
 
@@ -139,10 +144,13 @@ def queue_stats(queue: str, replies: list[Any], group: str, now: int = 0) -> tup
     oldest waiting entry. The consumers are the group's members and the live holders."""
     r = {name: _ok(reply, default) for (name, _, default), reply in zip(_STATS, replies, strict=True)}
     hlen, llen = r["high_length"], r["low_length"]
-    hp, lp = int(r["high_pending"].get("pending", 0)), int(r["low_pending"].get("pending", 0))
+    # Entries of held-back tasks wait in the HELD consumer's pending list: waiting, not in flight.
+    hp, lp = _in_flight(r["high_pending"]), _in_flight(r["low_pending"])
     consumers: dict[str, ConsumerInfo] = {}
     for row in [*r["high_consumers"], *r["low_consumers"]]:
         name = text(row["name"])
+        if name == HELD_CONSUMER:
+            continue
         seen = consumers.get(name)
         pending = int(row["pending"]) + (seen.pending if seen else 0)
         idle = min(int(row["idle"]), seen.idle_ms if seen else int(row["idle"]))
@@ -170,6 +178,7 @@ def queue_stats(queue: str, replies: list[Any], group: str, now: int = 0) -> tup
         most_past_deadline_ms=_most_past(r["first_deadline"], now),
         consumers=sorted(consumers.values(), key=lambda c: c.name),
         totals={k.decode(): int(v) for k, v in r["totals"].items()},
+        limits=[_limit(text(key), raw) for key, raw in sorted({**dict.fromkeys(r["lines"]), **r["limits"]}.items())],
     )
     return stats, [_group_last_id(r["high_groups"], group), _group_last_id(r["low_groups"], group)]
 
@@ -179,6 +188,36 @@ def _most_past(first: list[Any], now: int) -> int | None:
     if not first or now <= int(first[0][1]):
         return None
     return now - int(first[0][1])
+
+
+def _in_flight(pending: dict[str, Any]) -> int:
+    held = sum(int(c["pending"]) for c in pending.get("consumers") or [] if text(c["name"]) == HELD_CONSUMER)
+    return int(pending.get("pending", 0)) - held
+
+
+def _limit(key: str, raw: bytes | None) -> LimitInfo:
+    """A key's limit as set_limit.lua stores it ("<max_working> <max_per_minute>", "-" none);
+    the counts come from :func:`limit_commands`."""
+    working = per_minute = None
+    if raw is not None:
+        a, b = text(raw).split(" ")
+        working, per_minute = (None if a == "-" else int(a)), (None if b == "-" else int(b))
+    return LimitInfo(key, working, per_minute, 0, 0, 0)
+
+
+def limit_commands(pipe: Any, k: QueueKeys, keys: list[str], now: int) -> None:
+    """Queue, per limit key, what :func:`limit_counts` decodes: held, held back, started in the last minute."""
+    for key in keys:
+        pipe.scard(k.limit_working(key))
+        pipe.zcard(k.limit_line(key))
+        pipe.zcount(k.limit_starts(key), f"({now - 60_000}", "+inf")
+
+
+def limit_counts(limits: list[LimitInfo], replies: list[Any]) -> list[LimitInfo]:
+    return [
+        dataclasses.replace(info, working=int(w), waiting=int(q), started_last_minute=int(m))
+        for info, (w, q, m) in zip(limits, zip(*[iter(replies)] * 3, strict=True), strict=True)
+    ]
 
 
 def _group_last_id(rows: list[Any], group: str) -> bytes:

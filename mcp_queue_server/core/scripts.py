@@ -33,6 +33,7 @@ SCRIPT_NAMES = (
     "schedule",
     "unschedule",
     "fire_schedule",
+    "set_limit",
 )
 
 

@@ -2,11 +2,12 @@
 
 At each scrape the queue's statistics are read from the store (so every server process
 reports the same, store-wide numbers): depths, in flight, overdue (expired leases not yet
-reclaimed), delayed, dead letters, the oldest waiting task's age, consumers, and the store's
-running totals as counters. Each refresh also keeps a sample of the totals per queue, in a
-bounded ring (:class:`Sample`), from which the ``/status`` page draws recent rates. This process adds
-its own tool-call latency histogram. Queues reported: ``default``, every queue a tool call
-named and every queue in the store's registry (at most :data:`MAX_QUEUES`).
+reclaimed), delayed, dead letters, the oldest waiting task's age, consumers, each limit key's
+limit and counts, and the store's running totals as counters. Each refresh also keeps a sample
+of the totals per queue, in a bounded ring (:class:`Sample`), from which the ``/status`` page
+draws recent rates. This process adds its own tool-call latency histogram. Queues reported:
+``default``, every queue a tool call named and every queue in the store's registry (at most
+:data:`MAX_QUEUES`).
 
 The store is read over a plain connection of its own: with the embedded Redis it does not
 register as a user (so it neither starts the Redis nor keeps it running), and a scrape while
@@ -51,6 +52,16 @@ HISTORY_SAMPLES = 300
 MIN_SAMPLE_GAP_S = 2.0
 #: Newest dead letters shown per queue on /status.
 STATUS_DLQ = 5
+#: Most limit keys reported per queue (keys with a limit are set by admins; a bound all the same).
+MAX_LIMIT_KEYS = 100
+#: Per limit key (see TaskQueue.set_limit): LimitInfo field -> help text.
+LIMIT_GAUGES = {
+    "working": "Tasks of the limit key held by workers now.",
+    "waiting": "Tasks of the limit key held back for its limit (still queued).",
+    "started_last_minute": "Deliveries of the limit key started in the last 60 s.",
+    "max_working": "The limit key's max_working (no series: none).",
+    "max_per_minute": "The limit key's max_per_minute (no series: none).",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +236,10 @@ class _StoreCollector(Collector):
             name: CounterMetricFamily(f"mcp_queue_tasks_{name}", f"Tasks {name.replace('_', '-')}.", labels=["queue"])
             for name in TOTALS
         }
+        limits = {
+            name: GaugeMetricFamily(f"mcp_queue_limit_{name}", text, labels=["queue", "key"])
+            for name, text in LIMIT_GAUGES.items()
+        }
         for s in m.snapshot:
             gauges["waiting"].add_metric([s.queue, "high"], s.high.available)
             gauges["waiting"].add_metric([s.queue, "low"], s.low.available)
@@ -238,5 +253,11 @@ class _StoreCollector(Collector):
             gauges["consumers"].add_metric([s.queue], len(s.consumers))
             for name, family in totals.items():
                 family.add_metric([s.queue], s.totals.get(name, 0))
+            for info in s.limits[:MAX_LIMIT_KEYS]:
+                for name, gauge in limits.items():
+                    value = getattr(info, name)
+                    if value is not None:  # a key without that limit has no such series
+                        gauge.add_metric([s.queue, info.key], value)
         yield from gauges.values()
         yield from totals.values()
+        yield from limits.values()

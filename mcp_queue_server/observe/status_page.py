@@ -3,8 +3,9 @@
 Per queue: waiting (high / low), delayed, in flight, overdue, dead letters, the oldest waiting
 task's age; enqueue and completion rates as an inline SVG chart (from the samples
 :class:`~mcp_queue_server.observe.metrics.Metrics` keeps at each refresh); the consumers and
-what they hold; the newest dead letters. No script, no external asset: a meta refresh, inline
-CSS for light and dark (``prefers-color-scheme``). Everything read from the store (queue,
+what they hold; each limit key's limit, working and waiting tasks; the newest dead letters. No
+script, no external asset: a meta refresh, inline CSS for light and dark
+(``prefers-color-scheme``). Everything read from the store (queue,
 task and consumer names, types, errors) is data and is escaped.
 
 Also the login form ``/status`` shows a browser without a session when a token is configured.
@@ -216,6 +217,23 @@ def _consumers(s: QueueStats) -> str:
     return f'<h3>consumers</h3><div class="scroll"><table>{head}{rows}</table></div>{tail}'
 
 
+def _limits(s: QueueStats) -> str:
+    """Each limit key: its limit, what it holds, what waits for it (nothing when the queue has none)."""
+    if not s.limits:
+        return ""
+
+    def cap(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    rows = "".join(
+        f'<tr><td class="id">{escape(info.key)}</td><td>{info.working} / {cap(info.max_working)}</td>'
+        f"<td>{info.started_last_minute} / {cap(info.max_per_minute)}</td><td>{info.waiting}</td></tr>"
+        for info in s.limits[:MAX_CONSUMERS]
+    )
+    head = "<tr><th>limit key</th><th>working / max</th><th>started last minute / max</th><th>waiting</th></tr>"
+    return f'<h3>limits</h3><div class="scroll"><table>{head}{rows}</table></div>'
+
+
 def _dead(s: QueueStats, dead: Sequence[DeadTask], now_ms: int) -> str:
     if not dead:
         return ""
@@ -234,7 +252,7 @@ def _queue(view: QueueView, now_ms: int) -> str:
     s = view.stats
     return (
         f'<section class="queue"><h2>{escape(s.queue)}</h2>{_figures(s)}{_chart(view.samples)}'
-        f"{_consumers(s)}{_dead(s, view.dead, now_ms)}</section>"
+        f"{_consumers(s)}{_limits(s)}{_dead(s, view.dead, now_ms)}</section>"
     )
 
 

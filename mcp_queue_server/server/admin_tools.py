@@ -11,6 +11,8 @@ from mcp_queue_server.core.models import TERMINAL_STATES, TaskInfo
 from mcp_queue_server.limits import (
     CURSOR_MAX_LENGTH,
     CURSOR_PATTERN,
+    LIMIT_KEY_PATTERN,
+    MAX_LIMIT,
     MAX_MIN_IDLE_MS,
     MAX_TOOL_PAGE,
     MIN_RECOVER_IDLE_MS,
@@ -20,6 +22,7 @@ from mcp_queue_server.server.inputs import BLOCK_MS_CAP, QueueName, TaskId, Task
 from mcp_queue_server.server.keepalive import wait_in_slices
 from mcp_queue_server.server.outputs import (
     DeadLetterOutput,
+    LimitSetOutput,
     PurgeOutput,
     QueueStatsOutput,
     QueueStatsRow,
@@ -132,3 +135,20 @@ async def recover_tasks(
     takes back a gone worker's tasks."""
     q = await open_queue(ctx)
     return RecoverOutput.model_validate(await q.recover(min_idle_ms, queue=queue))
+
+
+_Limit = Annotated[int | None, Field(strict=True, ge=1, le=MAX_LIMIT)]
+
+
+@queue_errors
+async def set_limit(
+    limit_key: Annotated[str, Field(strict=True, pattern=LIMIT_KEY_PATTERN, description="The key.")],
+    ctx: Ctx,
+    max_working: Annotated[_Limit, Field(description="Held at once.")] = None,
+    max_per_minute: Annotated[_Limit, Field(description="Deliveries started per rolling minute.")] = None,
+    queue: QueueName = "default",
+) -> LimitSetOutput:
+    """Cap tasks of a limit_key; both null remove it. Over it they wait, queued; others flow."""
+    q = await open_queue(ctx)
+    existed = await q.set_limit(limit_key, max_working, max_per_minute, queue=queue)
+    return LimitSetOutput(limit_key=limit_key, max_working=max_working, max_per_minute=max_per_minute, existed=existed)

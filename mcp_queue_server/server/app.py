@@ -109,6 +109,7 @@ TOOLS: list[ToolSpec] = [
     _spec(admin.replay_dlq, _hints("Replay dead letters"), _A),
     _spec(admin.purge_dlq, _hints("Purge dead letters", destructive=True), _A),
     _spec(admin.recover_tasks, _hints("Recover expired tasks", destructive=True), _A),
+    _spec(admin.set_limit, _hints("Set a limit", idempotent=True), _A),
     _spec(task_tools.cancel_task, _hints("Cancel tasks", idempotent=True, destructive=True), _P, _A),
     _spec(task_tools.list_tasks, _hints("List tasks by state", read_only=True), _P, _A),
     # Setting the same schedule again changes nothing (idempotent); the same id with another

@@ -107,4 +107,11 @@ async def open_queue(ctx: Ctx) -> TaskQueue:
 
 def new_task(ctx: Ctx, where: str, spec: TaskSpec) -> NewTask:
     check_json(ctx, f"{where}.payload", spec.payload)
-    return NewTask(spec.task_type, spec.payload, spec.priority, spec.task_id, deadline_ms=spec.deadline_ms)
+    return NewTask(
+        spec.task_type,
+        spec.payload,
+        spec.priority,
+        spec.task_id,
+        deadline_ms=spec.deadline_ms,
+        limit_key=spec.limit_key,
+    )

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_queue_server.limits import (
+    LIMIT_KEY_PATTERN,
     MAX_IDS,
     NAME_PATTERN,
     PRIORITY_RANGE,
@@ -49,6 +50,9 @@ OptionalTaskId = Annotated[
 ]
 # Bounds left to the core (limits.MAX_DEADLINE_MS): the schema is paid on every turn.
 DeadlineMs = Annotated[int | None, Field(strict=True, description="Finish within (ms).")]
+LimitKey = Annotated[
+    str | None, Field(strict=True, pattern=LIMIT_KEY_PATTERN, description="Obeys that key's set_limit.")
+]
 HeldTaskId = Annotated[str, Field(strict=True, pattern=TASK_ID_PATTERN, description="A task you read and hold.")]
 TaskIdList = Annotated[list[TaskId], Field(min_length=1, max_length=MAX_IDS)]
 #: Any JSON value, said as a type list: some hosts mishandle a property without a type.
@@ -60,6 +64,7 @@ _TaskType = Annotated[str, Field(strict=True, pattern=TASK_TYPE_PATTERN)]
 _Priority = Annotated[int, Field(strict=True, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])]
 _OptionalTaskId = Annotated[str | None, Field(strict=True, pattern=TASK_ID_PATTERN)]
 _DeadlineMs = Annotated[int | None, Field(strict=True)]  # the core checks the bounds
+_LimitKey = Annotated[str | None, Field(strict=True, pattern=LIMIT_KEY_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -73,6 +78,7 @@ class TaskSpec(_Strict):
     priority: _Priority = 0
     task_id: _OptionalTaskId = None
     deadline_ms: _DeadlineMs = None
+    limit_key: _LimitKey = None
 
 
 class OnComplete(_Strict):

@@ -202,6 +202,7 @@ class TaskInfoOutput(_Out):
     fanout: FanoutStateOut | None
     deadline_at: int | None = None
     overdue: bool = Field(default=False, description="Past deadline_at, unfinished.")
+    limit_key: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class StreamStatsOut(_Out):
@@ -215,6 +216,22 @@ class ConsumerOut(_Out):
     pending: int
     idle_ms: int
     last_seen_ms: int | None = Field(default=None, description="Since its last heartbeat; null: none live.")
+
+
+class LimitOut(_Out):
+    key: str
+    max_working: int | None
+    max_per_minute: int | None
+    working: int
+    waiting: int = Field(description="Held back for the limit (still queued).")
+    started_last_minute: int
+
+
+class LimitSetOutput(_Out):
+    limit_key: str
+    max_working: int | None
+    max_per_minute: int | None
+    existed: bool = Field(description="The key had a limit before.")
 
 
 class QueueStatsRow(_Out):
@@ -233,6 +250,7 @@ class QueueStatsRow(_Out):
     )
     past_deadline: int = Field(default=0, description="Unfinished tasks past their deadline_ms.")
     most_past_deadline_ms: int | None = None
+    limits: list[LimitOut] = Field(default_factory=list, description="Per limit key (set_limit).")
 
 
 class QueueStatsOutput(QueueStatsRow):

@@ -30,6 +30,7 @@ from mcp_queue_server.server.inputs import (
     DeadlineMs,
     HeldTaskId,
     JsonObject,
+    LimitKey,
     OnChildFailure,
     OnComplete,
     OptionalTaskId,
@@ -75,6 +76,7 @@ async def enqueue_task(
         Field(strict=True, ge=1, le=MAX_ATTEMPTS, description="Deliveries before dead-lettering."),
     ] = None,
     deadline_ms: DeadlineMs = None,
+    limit_key: LimitKey = None,
     queue: QueueName = "default",
 ) -> EnqueueOutput:
     """Hand a task to workers; get_task(task_id, wait_ms) follows it. Many: enqueue_batch."""
@@ -88,6 +90,7 @@ async def enqueue_task(
         delay_ms=delay_ms,
         max_attempts=max_attempts,
         deadline_ms=deadline_ms,
+        limit_key=limit_key,
         queue=queue,
     )
     return EnqueueOutput.model_validate(done)

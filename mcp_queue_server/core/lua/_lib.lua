@@ -102,6 +102,105 @@ local function ensure_groups()
   end
 end
 
+-- Limits per key (a task's limit_key; see keys.py). Per queue: <base>limits hash key ->
+-- "<max_working> <max_per_minute>" ('-' = none); <base>lseq a counter (order, unique members);
+-- <base>lwait zset key -> when its line of held-back tasks may move (>= BLOCKED: once a slot
+-- frees); <base>parked zset of every held-back task -> its place (list_tasks). Per key:
+-- <base>lw:<key> set of the ids holding a slot (working, tracked with or without a limit, so a
+-- limit set later counts what runs), <base>lr:<key> zset seq -> delivery start (the rolling
+-- minute), <base>lp:<key> zset held-back id -> place in line (high-priority tasks first, then
+-- the order they were held back). A held-back task stays `queued`; its stream entry sits in
+-- the pending list of the HELD consumer (so no worker's lease, attempt or release touches it)
+-- until read.lua hands it to a reader with XCLAIM. Unkeyed tasks never touch these keys.
+local HELD = '(held)'
+local BLOCKED = 1e15
+local minute_ms = 60000
+local LOW_LINE = 1e12 -- added to a low-priority task's place: it queues behind every high one
+local limit_cache = {}
+
+-- Whether a task of `key` may start a delivery now: true, or false and when it may (>= BLOCKED:
+-- once a slot frees). Counts are read once per script and kept up to date by the helpers below.
+local function limit_room(key)
+  local c = limit_cache[key]
+  if not c then
+    c = {}
+    local raw = redis.call('HGET', base .. 'limits', key)
+    if raw then
+      local mw, mpm = string.match(raw, '^(%S+) (%S+)$')
+      c.mw, c.mpm = tonumber(mw), tonumber(mpm)
+      if c.mw then c.working = redis.call('SCARD', base .. 'lw:' .. key) end
+      if c.mpm then
+        redis.call('ZREMRANGEBYSCORE', base .. 'lr:' .. key, '-inf', now - minute_ms)
+        c.started = redis.call('ZCARD', base .. 'lr:' .. key)
+      end
+    end
+    limit_cache[key] = c
+  end
+  if c.mw and c.working >= c.mw then return false, c.retry or BLOCKED end
+  if c.mpm and c.started >= c.mpm then
+    local first = redis.call('ZRANGE', base .. 'lr:' .. key, 0, 0, 'WITHSCORES')
+    return false, tonumber(first[2]) + minute_ms
+  end
+  return true, now
+end
+
+-- A delivery of a task of `key` starts: it holds a slot and counts for the rolling minute.
+local function take_slot(id, key)
+  local added = redis.call('SADD', base .. 'lw:' .. key, id)
+  local rk = base .. 'lr:' .. key
+  redis.call('ZADD', rk, now, redis.call('INCR', base .. 'lseq'))
+  redis.call('PEXPIRE', rk, minute_ms)
+  local c = limit_cache[key]
+  if c then
+    if c.working then c.working = c.working + added end
+    if c.started then c.started = c.started + 1 end
+  end
+end
+
+-- Drop a task's slot; true when it held one.
+local function drop_slot(id, key)
+  if redis.call('SREM', base .. 'lw:' .. key, id) == 0 then return false end
+  local c = limit_cache[key]
+  if c and c.working then c.working = c.working - 1 end
+  return true
+end
+
+-- An entry that names no task: a reader blocked in XREAD wakes, and read.lua drops it.
+local function wake_readers()
+  redis.call('XADD', K[2], '*', 'id', '')
+end
+
+-- A task of `key` stops working (acked, failed, released, expired, dead-lettered, cancelled,
+-- fanned out): its slot frees, and a line waiting for a slot may move now (readers are woken).
+local function free_slot(id, key)
+  if not drop_slot(id, key) then return end
+  local score = redis.call('ZSCORE', base .. 'lwait', key)
+  if score and tonumber(score) >= BLOCKED then
+    redis.call('ZADD', base .. 'lwait', now, key)
+    wake_readers()
+  end
+end
+
+-- Hold a task back until `key` has room: its entry moves to the HELD consumer and the task joins
+-- the end of its key's line (not leased, no attempt counted).
+local function park(id, tk, key, stream, entry)
+  redis.call('XCLAIM', stream_key(stream), group, HELD, 0, entry, 'JUSTID')
+  local place = redis.call('INCR', base .. 'lseq')
+  if stream ~= 'high' then place = place + LOW_LINE end
+  redis.call('ZADD', base .. 'lp:' .. key, place, id)
+  redis.call('ZADD', base .. 'parked', place, id)
+  redis.call('HSET', tk, 'state', 'queued', 'held', 1)
+  local _, due = limit_room(key)
+  redis.call('ZADD', base .. 'lwait', due, key)
+end
+
+-- Take a task out of its key's line (delivered or ended).
+local function unpark(id, tk, key)
+  redis.call('ZREM', base .. 'lp:' .. key, id)
+  redis.call('ZREM', base .. 'parked', id)
+  redis.call('HDEL', tk, 'held')
+end
+
 -- Put a task (hash already written) at the tail of its stream, ready for delivery.
 local function push(id, tk)
   local entry = redis.call('XADD', stream_key(redis.call('HGET', tk, 'stream')), '*', 'id', id)
@@ -110,12 +209,16 @@ local function push(id, tk)
 end
 
 -- Take the task's entry out of its stream and its lease out of the index.
+-- A keyed task frees its slot, or leaves its key's line.
 local function unlink(id, tk)
-  local f = redis.call('HMGET', tk, 'stream', 'entry')
+  local f = redis.call('HMGET', tk, 'stream', 'entry', 'limit_key', 'held')
   if f[2] then
     local s = stream_key(f[1])
     redis.call('XACK', s, group, f[2])
     redis.call('XDEL', s, f[2])
+  end
+  if f[3] then
+    if f[4] then unpark(id, tk, f[3]) else free_slot(id, f[3]) end
   end
   redis.call('ZREM', K[4], id)
   redis.call('HDEL', tk, 'entry', 'consumer', 'lease_until')
@@ -124,7 +227,7 @@ end
 -- Enqueue the continuation of a finished fanout, exactly once (guarded by SREM in child_finished).
 local function enqueue_continuation(fk, parent)
   local c = redis.call('HMGET', fk, 'cont_id', 'cont_type', 'cont_payload', 'cont_stream', 'cont_max', 'data',
-    'cont_priority', 'cont_trace')
+    'cont_priority', 'cont_trace', 'cont_limit_key')
   if not c[1] or redis.call('EXISTS', tkey(c[1])) == 1 then return end
   local rk = base .. 'fr:' .. parent
   local parts = {}
@@ -139,6 +242,7 @@ local function enqueue_continuation(fk, parent)
   redis.call('HSET', tk, 'type', c[2], 'priority', c[7], 'payload', payload, 'stream', c[4], 'attempt', 0,
     'max_attempts', c[5], 'created_at', now, 'source_parent', parent)
   if c[8] then redis.call('HSET', tk, 'trace', c[8]) end
+  if c[9] then redis.call('HSET', tk, 'limit_key', c[9]) end
   push(c[1], tk)
   redis.call('HINCRBY', K[6], 'enqueued', 1)
 end

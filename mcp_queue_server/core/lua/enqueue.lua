@@ -3,7 +3,7 @@
 -- ARGV: base, group, consumer, clock, threshold, default_max_attempts, n, max_length (0: none),
 --       then n x (task_id, type, priority, payload_json, delay_ms, max_attempts or "",
 --       deadline_ms or "": see track_deadline in _lib.lua, trace or "": the enqueuing call's trace
---       context (tracing.py), kept as the task's 'trace' field).
+--       context (tracing.py), kept as the task's 'trace' field, limit_key or "": see set_limit).
 -- Returns: n x {code, state}: code OK (1) created, DUPLICATE (2) the id exists and
 --          nothing changed; state is the task's state after the call; or {FULL, length}:
 --          the new tasks would take the queue (waiting + delayed) past max_length, and
@@ -12,7 +12,7 @@ local threshold, default_max, n, max_length = tonumber(ARGV[5]), ARGV[6], tonumb
 if max_length > 0 then
   local new = 0
   for i = 0, n - 1 do
-    if redis.call('EXISTS', tkey(ARGV[9 + i * 8])) == 0 then new = new + 1 end
+    if redis.call('EXISTS', tkey(ARGV[9 + i * 9])) == 0 then new = new + 1 end
   end
   local length = queue_length()
   if new > 0 and length + new > max_length then return {FULL, length} end
@@ -21,7 +21,7 @@ ensure_groups()
 local out = {}
 local created = 0
 for i = 0, n - 1 do
-  local o = 9 + i * 8
+  local o = 9 + i * 9
   local id, delay = ARGV[o], tonumber(ARGV[o + 4])
   local tk = tkey(id)
   local state = redis.call('HGET', tk, 'state')
@@ -43,6 +43,7 @@ for i = 0, n - 1 do
       'attempt', 0, 'max_attempts', max, 'created_at', now, 'enqueued_at', now, 'state', state, field, value)
     track_deadline(id, tk, ARGV[o + 6])
     if ARGV[o + 7] ~= '' then redis.call('HSET', tk, 'trace', ARGV[o + 7]) end
+    if ARGV[o + 8] ~= '' then redis.call('HSET', tk, 'limit_key', ARGV[o + 8]) end
     out[#out + 1] = {OK, state}
     created = created + 1
   end

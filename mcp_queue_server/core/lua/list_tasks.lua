@@ -1,12 +1,13 @@
 -- list_tasks: one page of the tasks in one state (read-only), in its index's order (see below).
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, state, count, task_type ("" = any), cursor_a, cursor_b
---       ("", "" = from the start): queued: "high"/"low" and an entry id; failed: an entry id
+--       ("", "" = from the start): queued: "high"/"low" and an entry id, or "parked" and a place;
+--       failed: an entry id
 --       and ""; the zsets: a score and a member.
 -- Returns: {next_a, next_b, now, task...}; next_a "" on the last page. Each task is
 --          {id, type, state, priority, attempt, consumer, created_at, lease_until} (false when absent).
 -- Indexes: queued: the high then the low stream, after the group's last-delivered id (not yet
--- read); delayed: the delayed zset (by run-at); working: the leases zset (by lease deadline);
+-- read), then the tasks held back by a limit (<base>parked, in line order); delayed: the delayed zset (by run-at); working: the leases zset (by lease deadline);
 -- waiting_children: <base>waiting (by when the fanout began); cancelled: <base>cancelled (by
 -- when cancelled); failed: the dead-letter stream (oldest first).
 -- At most `count` index entries are looked at per page (bounded work); an entry whose record
@@ -85,15 +86,35 @@ local function zset_page(key)
   end
 end
 
+-- Up to `left` held-back tasks after place `after` ("" = from the first).
+local function parked_page(after, left)
+  local rows = redis.call('ZRANGEBYSCORE', base .. 'parked', after == '' and '-inf' or '(' .. after, '+inf',
+    'WITHSCORES', 'LIMIT', 0, left + 1)
+  for i = 1, #rows, 2 do
+    if i > left * 2 then
+      out[1], out[2] = 'parked', rows[i - 1]
+      return
+    end
+    take(rows[i])
+  end
+end
+
 if state == 'queued' then
   local left = count
-  for _, s in ipairs({{'high', K[1]}, {'low', K[2]}}) do
-    if not (ca == 'low' and s[1] == 'high') then
-      local start = last_delivered(s[2])
-      if ca == s[1] and id_after(cb, start) then start = cb end
-      left = stream_page(s[1], s[2], start, left)
-      if not left then break end
+  if ca ~= 'parked' then
+    for _, s in ipairs({{'high', K[1]}, {'low', K[2]}}) do
+      if not (ca == 'low' and s[1] == 'high') then
+        local start = last_delivered(s[2])
+        if ca == s[1] and id_after(cb, start) then start = cb end
+        left = stream_page(s[1], s[2], start, left)
+        if not left then break end
+      end
     end
+  end
+  if left and left > 0 then
+    parked_page(ca == 'parked' and cb or '', left)
+  elseif left == 0 and redis.call('EXISTS', base .. 'parked') == 1 then
+    out[1], out[2] = 'parked', ''
   end
 elseif state == 'failed' then
   stream_page('dlq', K[5], ca == '' and '0-0' or ca, count)
