@@ -8,11 +8,12 @@ import time
 import anyio
 import pytest
 
-from mcp_queue_server import InvalidInput, NewTask, TaskQueue, TaskStatus
+from mcp_queue_server import InvalidInput, NewTask, Settings, TaskQueue, TaskStatus
 from mcp_queue_server.core import codec
 from mcp_queue_server.core.codec import ReadRequest
 from mcp_queue_server.core.connection import request_id
 from tests.conftest import FakeClock, QueueFactory
+from tests.test_recovery import age_pending_entries
 
 
 def ids(tasks: list[object]) -> list[str]:
@@ -318,3 +319,18 @@ async def test_ack_with_read_next_hands_over_the_freed_slot_in_the_same_call(que
     await queue.read_messages(count=5)
     done = await queue.ack_and_read(["k1"], 5)
     assert ids(done.tasks) == ["k2"]
+
+
+async def test_recover_by_idle_time_leaves_held_back_tasks_and_still_finds_the_stuck_ones(
+    make_queue: QueueFactory, settings: Settings
+) -> None:
+    q = await make_queue("w1", real_clock=True, pending_batch_size=2)
+    await q.set_limit("api", max_working=1)
+    await keyed(q, "api", *(f"k{i}" for i in range(6)))
+    await q.enqueue("t", {}, task_id="stuck")
+    assert sorted(ids(await q.read_messages(count=10))) == ["k0", "stuck"]  # k1..k5 held back
+    await age_pending_entries(settings, 5_000)  # every pending entry, the held-back ones too
+    report = await q.recover(min_idle_ms=2_000)
+    assert sorted(report.requeued) == ["k0", "stuck"]
+    assert (await limit_row(q, "api"))[2:4] == (0, 5)  # k0 went back to the stream, k1..k5 still wait
+    assert ids(await q.read_messages(count=10)) == ["k1", "stuck"]  # the line first, then the stream

@@ -16,13 +16,20 @@ local ids, idle = {}, {}
 if min_idle == '' then
   ids = redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, limit)
 else
+  -- Per consumer, so that tasks held back for a limit (the HELD consumer's, never leased, idle
+  -- as long as they wait) neither are taken nor fill the page before the stuck ones.
   for i = 1, 2 do
     if redis.call('EXISTS', K[i]) == 1 then
-      for _, p in ipairs(redis.call('XPENDING', K[i], group, 'IDLE', tonumber(min_idle), '-', '+', limit)) do
-        local e = redis.call('XRANGE', K[i], p[1], p[1])
-        if e[1] then
-          ids[#ids + 1] = e[1][2][2]
-          idle[e[1][2][2]] = p[3]
+      for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', K[i], group)) do
+        local left = limit - #ids
+        if c[2] ~= HELD and left > 0 then
+          for _, p in ipairs(redis.call('XPENDING', K[i], group, 'IDLE', tonumber(min_idle), '-', '+', left, c[2])) do
+            local e = redis.call('XRANGE', K[i], p[1], p[1])
+            if e[1] then
+              ids[#ids + 1] = e[1][2][2]
+              idle[e[1][2][2]] = p[3]
+            end
+          end
         end
       end
     end
