@@ -60,6 +60,10 @@ class Config:
     rate_key: str = "chaos.r"
     max_per_minute: int = 12
     rated_tasks: int = 10
+    #: A keyed task's work takes half this to this (ms): long enough that a key over its limit shows
+    #: (several held at once), short enough that an agent (which waits for the slowest task of its
+    #: read) keeps up with the offered load.
+    limited_work_ms: int = 100
     client_limits: bool = False  #: negative control: MCP servers count limits before the read script
 
     @property

@@ -30,9 +30,7 @@ from mcp_queue_server import InvalidState, NewTask, QueueError, QueueUnavailable
 
 #: Kinds of operations and their weights. "batch" enqueues four tasks in one call. "limited"
 #: tasks share the max_working key (and come in batches too), "rated" ones the max_per_minute key.
-KINDS = {"normal": 40, "bulk": 10, "flaky": 10, "poison": 5, "batch": 20, "fanout": 10, "limited": 12, "rated": 5}
-#: A limited task's work: long enough that a key over its limit shows (several held at once).
-LIMITED_WORK_MS = (100, 250)
+KINDS = {"normal": 40, "bulk": 10, "flaky": 10, "poison": 5, "batch": 20, "fanout": 10, "limited": 8, "rated": 5}
 CHILDREN = 3
 #: Share of confirmed "normal" tasks cancelled, and how long after its enqueue a late cancel comes.
 CANCEL_SHARE = 0.08
@@ -57,7 +55,7 @@ def make_task(cfg: Config, task_id: str, kind: str, rng: random.Random) -> NewTa
     key = {"limited": cfg.working_key, "rated": cfg.rate_key}.get(kind)
     payload: dict[str, Any] = {"kind": kind, "poison": poison, "work_ms": rng.randint(10, 60)}
     if key is not None:
-        payload |= {"limit_key": key, "work_ms": rng.randint(*LIMITED_WORK_MS)}
+        payload |= {"limit_key": key, "work_ms": rng.randint(cfg.limited_work_ms // 2, cfg.limited_work_ms)}
     return NewTask(
         task_type=f"chaos.{kind}",
         payload=payload,

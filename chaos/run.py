@@ -4,7 +4,7 @@ drain, stop everything and check. Exit status 0 when the checker finds the run v
     python -m chaos.run --seed 7 --duration 20 [--workers 3] [--http-workers 2] [--producers 2]
                         [--no-persistence] [--faults kill_redis,...] [--json report.json]
                         [--client-clock] [--skew-s 120] [--client-limits]
-                        [--max-working 2] [--max-per-minute 12] [--rated-tasks 10]
+                        [--max-working 2] [--max-per-minute 12] [--rated-tasks 10] [--limited-work-ms 100]
 
 Workers: ``--workers`` stdio agents (each its own ``mcp-queue-server`` subprocess) and
 ``--http-workers`` HTTP agents, each an MCP session on one shared
@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-working", type=int, default=2, help="max_working of the limited tasks' key")
     p.add_argument("--max-per-minute", type=int, default=12, help="max_per_minute of the rated tasks' key")
     p.add_argument("--rated-tasks", type=int, default=10, help="rated tasks per producer, at most")
+    p.add_argument("--limited-work-ms", type=int, default=100, help="a keyed task works half this to this (ms)")
     p.add_argument("--faults", default=",".join(nemesis.KINDS), help="comma-separated fault kinds")
     p.add_argument("--json", type=Path, help="also write the report here")
     p.add_argument("--workdir", type=Path, help="keep logs here (default: a temporary directory)")
@@ -159,7 +160,7 @@ class Run:
             skew_s=a.skew_s, client_clock=a.client_clock, http_workers=a.http_workers,
             http_port=self.http_port, tokens_file=str(self.workdir / "tokens.json") if a.http_workers else "",
             max_working=a.max_working, max_per_minute=a.max_per_minute, rated_tasks=a.rated_tasks,
-            client_limits=a.client_limits,
+            client_limits=a.client_limits, limited_work_ms=a.limited_work_ms,
         )  # fmt: skip
 
     async def main(self) -> dict[str, Any]:

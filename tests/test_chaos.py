@@ -111,7 +111,7 @@ def test_negative_control_limits_counted_outside_the_read_script_take_a_key_past
     checker, from the workers' logs alone, must say so."""
     code, report = run_chaos(
         tmp_path, "--seed", "7", "--duration", "6", "--faults", "pause_worker", "--client-limits", "--max-working", "1",
-        "--max-per-minute", "60",
+        "--max-per-minute", "60", "--limited-work-ms", "300",
     )  # fmt: skip
     assert report["client_limits"] is True
     assert report["findings"]["limit_working_exceeded"] > 0, report["limits"]
