@@ -17,7 +17,7 @@ import anyio
 import redis
 
 import mcp_queue_server.tracing as tracing
-from benchmarks import memory, redis_cost, runtime, scaling, sections
+from benchmarks import memory, redis_cost, runtime, scaling, script_floor, sections
 from benchmarks.common import Report, load_average, log
 from mcp_queue_server.store.binaries import find_redis_server
 from mcp_queue_server.testing import RedisProc
@@ -101,6 +101,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
 async def _redis_cost(report: Report, server: RedisProc, plan: sections.Plan) -> None:
     await redis_cost.cpu(report, server, plan)
     await redis_cost.memory(report, server, plan)
+    await script_floor.floors(report, [server.binary, *script_floor.other_servers()], plan)
 
 
 async def _aof(report: Report, binary: str | None, plan: sections.Plan) -> None:

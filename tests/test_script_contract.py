@@ -11,7 +11,7 @@ from importlib import resources
 
 from mcp_queue_server.core import keys
 from mcp_queue_server.core.keys import QueueKeys
-from mcp_queue_server.core.scripts import SCRIPT_NAMES, Code
+from mcp_queue_server.core.scripts import SCRIPT_NAMES, Code, prelude, script_source
 
 _LUA = resources.files("mcp_queue_server.core") / "lua"
 # `local OK, DUPLICATE, ALREADY = 1, 2, 3`: upper-case names assigned integer literals.
@@ -83,3 +83,26 @@ def test_scripts_get_their_keys_in_the_order_lib_lua_reads_them() -> None:
     assert len(documented) == 6
     k = QueueKeys.for_queue("p", "q")
     assert [k.base + documented[str(i)] for i in range(1, 7)] == list(k.script_keys)
+
+
+def test_each_script_carries_the_lib_definitions_it_reaches_and_no_others() -> None:
+    heartbeat, read = script_source("heartbeat"), script_source("read")
+    # The clock (and its refusal without TIME) is in every script, whatever it uses.
+    assert all("local now\n" in script_source(name) for name in SCRIPT_NAMES)
+    # read reaches the limits helpers and, through dead_letter, the fanout ones: in order.
+    assert read.index("local function limit_room") < read.index("local function child_finished")
+    assert "local function dead_letter" in read
+    assert "local function enqueue_continuation" in read
+    # heartbeat uses none of them: they are not defined on its every call.
+    assert "child_finished" not in heartbeat
+    assert "limit_room" not in heartbeat
+    assert len(heartbeat) < len(_lua("_lib")) // 2
+
+
+def test_a_definition_is_kept_when_only_another_kept_definition_uses_it() -> None:
+    body = "return requeue(ARGV[5], tkey(ARGV[5]))"
+    src = prelude(body)
+    # requeue -> unlink -> free_slot -> wake_readers, and push -> stream_key
+    for name in ("requeue", "unlink", "free_slot", "wake_readers", "push", "stream_key"):
+        assert f"local function {name}(" in src
+    assert "local function child_finished(" not in src

@@ -1,5 +1,10 @@
-"""The Lua scripts: one file per state change in ``lua/``, each prefixed with ``_lib.lua``,
-and the return codes they share with Python.
+"""The Lua scripts: one file per state change in ``lua/``, each prefixed with the parts of
+``_lib.lua`` it uses, and the return codes they share with Python.
+
+``_lib.lua`` stays the one source of the shared helpers, but a script carries only the
+definitions it reaches (the dependency closure of the names its body uses): Redis runs the
+prelude on every call, and defining all of it cost each call about as much as its own work
+(issue 17; ``benchmarks/script_floor.py`` measures it).
 
 On a standalone Redis the lane (``lane.py``) sends EVALSHA and loads a script on NOSCRIPT;
 in a cluster redis-py's script objects do the same per node, so scripts survive a Redis
@@ -9,6 +14,7 @@ restart or failover without extra code here.
 from __future__ import annotations
 
 import hashlib
+import re
 from enum import IntEnum
 from functools import cache
 from importlib import resources
@@ -58,11 +64,52 @@ class ScriptHost(Protocol):
     def register_script(self, script: str) -> Any: ...
 
 
+#: A top-level definition of _lib.lua: a line at column 0 opening with ``local``.
+_DEFINITION = re.compile(r"^local\b", re.MULTILINE)
+_DEFINES = re.compile(r"^local\s+(?:function\s+(\w+)|([\w\s,]+?)\s*(?:=|$))", re.MULTILINE)
+_WORD = re.compile(r"[A-Za-z_]\w*")
+_COMMENT = re.compile(r"--[^\n]*")
+#: Always kept: the keys, the common arguments and ``now`` (its TIME check refuses a user without it).
+_ALWAYS = frozenset({"K", "base", "now"})
+
+
+def _lua_text(name: str) -> str:
+    return (resources.files("mcp_queue_server.core") / "lua" / f"{name}.lua").read_text()
+
+
+def _blocks(lib: str) -> list[tuple[str, frozenset[str], frozenset[str]]]:
+    """_lib.lua cut at its top-level definitions: (text, names defined, words used)."""
+    starts = [m.start() for m in _DEFINITION.finditer(lib)]
+    out = [(lib[: starts[0]], frozenset[str](), frozenset[str]())]  # the header comment
+    for a, b in zip(starts, [*starts[1:], len(lib)], strict=True):
+        text = lib[a:b]
+        m = _DEFINES.match(text)
+        assert m, text[:80]
+        names = frozenset([m[1]] if m[1] else (n.strip() for n in m[2].split(",")))
+        out.append((text, names, frozenset(_WORD.findall(_COMMENT.sub("", text))) - names))
+    return out
+
+
+def prelude(body: str) -> str:
+    """The definitions of _lib.lua that ``body`` reaches, in their order (Lua defines before use)."""
+    blocks = _blocks(_lua_text("_lib"))
+    want = set(_WORD.findall(_COMMENT.sub("", body))) | _ALWAYS
+    keep = [True] + [False] * (len(blocks) - 1)  # the header comment documents the KEYS and ARGV
+    changed = True
+    while changed:  # the closure: a kept definition's own words are wanted too
+        changed = False
+        for i, (_, names, uses) in enumerate(blocks):
+            if not keep[i] and names & want:
+                keep[i], changed = True, True
+                want |= uses
+    return "".join(text for (text, _, _), k in zip(blocks, keep, strict=True) if k)
+
+
 @cache
 def script_source(name: str) -> str:
-    """The full text of one script: the shared helpers followed by its body."""
-    lua = resources.files("mcp_queue_server.core") / "lua"
-    return (lua / "_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    """The full text of one script: the shared helpers it uses followed by its body."""
+    body = _lua_text(name)
+    return prelude(body) + "\n" + body
 
 
 @cache

