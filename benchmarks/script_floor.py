@@ -49,6 +49,23 @@ redis.call('HSET', tk, 'type', ARGV[5], 'priority', 0, 'payload', ARGV[6], 'stre
   'max_attempts', 3, 'created_at', now, 'state', 'queued', 'entry', entry)
 redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
 return {{1, 'queued'}}"""
+#: The same for 100 tasks in one call (ids ARGV[7] .. 0..99): per task, the batch enqueue's bound.
+MINIMAL_BATCH = """local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 0, 99 do
+  local id = ARGV[7] .. '-' .. i
+  local tk = ARGV[1] .. 't:' .. id
+  local state = redis.call('HGET', tk, 'state')
+  if state then out[#out + 1] = {2, state} else
+    local entry = redis.call('XADD', KEYS[2], '*', 'id', id)
+    redis.call('HSET', tk, 'type', ARGV[5], 'priority', 0, 'payload', ARGV[6], 'stream', 'low', 'attempt', 0,
+      'max_attempts', 3, 'created_at', now, 'state', 'queued', 'entry', entry)
+    out[#out + 1] = {1, 'queued'}
+  end
+end
+redis.call('HINCRBY', KEYS[6], 'enqueued', 100)
+return out"""
 LIBRARY = (
     "#!lua name=floor\n"
     "redis.register_function('xadd1', function(keys, args)\n"
@@ -64,6 +81,7 @@ def _scripts() -> dict[str, str]:
         "EVALSHA _lib.lua prelude + one XADD": lib + "\n" + XADD,
         "EVALSHA ten HGET": "for _ = 1, 10 do redis.call('HGET', KEYS[6], 'x') end",
         "EVALSHA minimal enqueue (TIME HGET XADD HSET HINCRBY)": MINIMAL_ENQUEUE,
+        "EVALSHA minimal enqueue, 100 tasks per call (per task)": MINIMAL_BATCH,
     }
 
 
@@ -145,9 +163,10 @@ async def _one_server(report: Report, server: RedisProc, n: int, reps: int) -> N
             for name in order:
                 await c.execute([("FLUSHALL",)])  # keys only: scripts and functions stay
                 before = await _cpu_us(c)
-                for i in range(n):
+                batch = "100 tasks" in name
+                for i in range(n // 10 if batch else n):
                     await c.execute([call(name, f"{rep}-{i}")])
-                per_call[name].append((await _cpu_us(c) - before) / n)
+                per_call[name].append((await _cpu_us(c) - before) / ((n // 10) * 100 if batch else n))
     finally:
         await c.aclose()
     unit = per_call.pop("bare XADD")
