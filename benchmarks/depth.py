@@ -1,0 +1,291 @@
+"""Flat cost as queues grow (issue 17): the same work on a deep queue beside an empty one.
+
+* Rates at depth: enqueue (one at a time, batches of 100) and processing (read 100 +
+  ``ack_many``) on a queue holding ``waiting`` queued tasks, each beside the same work on an
+  empty queue of the same server, alternating; target >= 0.8 x the empty queue. Each carries
+  Redis's CPU per task (``INFO cpu``) and, per script, the commands it calls (commandstats), so
+  a cost that grows with the depth shows where it is.
+* Paging at size: ``inspect_dlq`` (newest and oldest first) and ``list_tasks`` (``queued``,
+  ``failed``) walked page by page (100 per page, the tools' largest) over ``entries`` tasks,
+  beside the same walk over 1,000; each page's Redis time from commandstats
+  around the call. Target: the slowest page <= 10 ms, and the median page flat in the size
+  (large ÷ small <= 1.5).
+* ``all_queue_stats`` (what ``queue_stats`` with ``all_queues`` runs) over ``queues`` queues;
+  target: one call <= 10 ms of Redis time; floor: ``get_queue_stats`` of one queue times the
+  number of queues (what the call would cost at no overhead beyond one queue's stats).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from benchmarks import library
+from benchmarks.common import Report, Target, log, make_figure, payload
+from benchmarks.redis_cost import Cost, Meter
+from benchmarks.sections import QUICK, Bench, Plan
+from mcp_queue_server import NewTask, TaskQueue
+from mcp_queue_server.testing import RedisProc
+
+PAGE = 100  #: the tools' largest page (MAX_TOOL_PAGE)
+PAGE_BUDGET_US = 10_000  #: issue 17: each page <= 10 ms of Redis CPU
+FLAT = 1.5  #: "flat in the size": the median page at the large size <= this x at the small one
+DEPTH_RATIO = 0.8  #: issue 17: rates at depth >= 0.8 x the empty queue
+
+
+@dataclass(frozen=True)
+class Sizes:
+    waiting: int  #: tasks queued on the deep queue
+    enqueue_one: int  #: per rep, on each queue
+    enqueue_batch: int
+    entries: int  #: paging: the large index (the small one is entries // 100)
+    queues: int  #: all_queue_stats
+
+
+FULL_SIZES = Sizes(waiting=1_000_000, enqueue_one=3_000, enqueue_batch=20_000, entries=100_000, queues=1_000)
+QUICK_SIZES = Sizes(waiting=20_000, enqueue_one=300, enqueue_batch=2_000, entries=5_000, queues=100)
+
+
+async def depth(report: Report, server: RedisProc, plan: Plan) -> None:
+    sizes = QUICK_SIZES if plan == QUICK else FULL_SIZES
+    await rates(report, server, plan, sizes)
+    await paging(report, server, sizes)
+    await all_queues(report, server, sizes)
+
+
+# -- rates at depth ----------------------------------------------------------------------------
+
+
+async def drain_n(q: TaskQueue, n: int, queue: str) -> int:
+    """Read 100 + ``ack_many`` until ``n`` tasks are done (the queue may hold more)."""
+    done = 0
+    while done < n:
+        tasks = await q.read_messages(min(100, n - done), queue=queue)
+        if not tasks:
+            break
+        await q.ack_many([t.task_id for t in tasks], queue=queue)
+        done += len(tasks)
+    return done
+
+
+Work = Callable[[], Awaitable[object]]
+
+
+async def _timed(b: Bench, n: int, work: Work, into: list[tuple[float, Cost]]) -> None:
+    async with Meter(b.r, n) as cost:
+        t0 = time.perf_counter()
+        await work()
+        elapsed = time.perf_counter() - t0
+    into.append((n / elapsed, cost))
+
+
+async def rates(report: Report, server: RedisProc, plan: Plan, sizes: Sizes) -> None:
+    d, n1, nb = sizes.waiting, sizes.enqueue_one, sizes.enqueue_batch
+    log(f"depth: rates with {d:,} tasks waiting beside an empty queue ({n1} one at a time, {nb} batched, drained)")
+    async with Bench(server) as b:
+        b.fresh()
+        q = b.q
+        await library.enqueue_one(q, 100, queue="empty")
+        await drain_n(q, 100, "empty")
+        t0 = time.perf_counter()
+        info0 = await b.r.info("memory")
+        for start in range(0, d, 100_000):
+            await library.enqueue_batches(q, min(100_000, d - start), queue="deep")
+        fill_s = time.perf_counter() - t0
+        info1 = await b.r.info("memory")
+        log(f"    filled {d:,} in {fill_s:.1f} s ({d / fill_s:,.0f}/s)")
+        runs: dict[str, dict[str, list[tuple[float, Cost]]]] = {
+            name: {"one": [], "batch": [], "process": []} for name in ("empty", "deep")
+        }
+
+        async def rep(name: str) -> None:
+            into = runs[name]
+            await _timed(b, n1, lambda: library.enqueue_one(q, n1, queue=name), into["one"])
+            await _timed(b, nb, lambda: library.enqueue_batches(q, nb, queue=name), into["batch"])
+            # drains the oldest n1 + nb: the deep queue is back to its depth, the empty one empty
+            await _timed(b, n1 + nb, lambda: drain_n(q, n1 + nb, name), into["process"])
+
+        for i in range(plan.reps):
+            for name in ("empty", "deep") if i % 2 == 0 else ("deep", "empty"):
+                await rep(name)
+        b.fresh()
+    labels = {
+        "one": "enqueue one at a time",
+        "batch": "batch enqueue, 100 per call",
+        "process": "process no-op, read 100 + ack_many",
+    }
+    for key, label in labels.items():
+        deep, empty = runs["deep"][key], runs["empty"][key]
+        cpu = statistics.median(c.cpu_per_task() for _, c in deep)
+        report.add(
+            make_figure(
+                f"depth: {label}, {d:,} waiting",
+                "tasks/s",
+                [r for r, _ in deep],
+                "the same on an empty queue, same server",
+                [r for r, _ in empty],
+                target=Target(ratio=DEPTH_RATIO, text=f">= {DEPTH_RATIO} x the empty queue (issue 17)"),
+                waiting=d,
+                redis_cpu_us_per_task=round(cpu, 1),
+                redis_bound_tasks_per_s=round(1e6 / cpu),
+                redis_cpu_us_per_task_empty=round(statistics.median(c.cpu_per_task() for _, c in empty), 1),
+                profile_us_per_task=deep[-1][1].breakdown(),
+                profile_us_per_task_empty=empty[-1][1].breakdown(),
+                fill_tasks_per_s=round(d / fill_s),
+                used_memory_bytes_per_waiting_task=round((info1["used_memory"] - info0["used_memory"]) / d),
+            )
+        )
+
+
+# -- paging at size ----------------------------------------------------------------------------
+
+
+async def _dead(q: TaskQueue, n: int, queue: str) -> None:
+    """``n`` dead-lettered tasks: enqueued with one attempt, leased, failed without retry."""
+    for start in range(0, n, PAGE):
+        batch = [NewTask("noop", payload(i), max_attempts=1) for i in range(start, min(start + PAGE, n))]
+        await q.enqueue_batch(batch, queue=queue)
+        tasks = await q.read_messages(len(batch), queue=queue)
+
+        async def fail(task_id: str) -> None:
+            await q.fail(task_id, "bench", retry=False, queue=queue)
+
+        async with anyio.create_task_group() as tg:
+            for t in tasks:
+                tg.start_soon(fail, t.task_id)
+
+
+Page = Callable[[str | None], Awaitable[str | None]]
+
+
+async def _walk(b: Bench, page: Page) -> list[Cost]:
+    """Every page from the first to the last: each page's counters."""
+    costs: list[Cost] = []
+    cursor: str | None = None
+    while True:
+        async with Meter(b.r, 1) as cost:
+            cursor = await page(cursor)
+        costs.append(cost)
+        if cursor is None:
+            return costs
+
+
+def _pagers(q: TaskQueue, queue: str) -> dict[str, Page]:
+    async def dlq_newest(cursor: str | None) -> str | None:
+        return (await q.inspect_dlq(PAGE, cursor, queue=queue)).next_cursor
+
+    async def dlq_oldest(cursor: str | None) -> str | None:
+        return (await q.inspect_dlq(PAGE, cursor, newest_first=False, queue=queue)).next_cursor
+
+    async def failed(cursor: str | None) -> str | None:
+        return (await q.list_tasks("failed", None, PAGE, cursor, queue=queue)).next_cursor
+
+    async def queued(cursor: str | None) -> str | None:
+        return (await q.list_tasks("queued", None, PAGE, cursor, queue=queue)).next_cursor
+
+    return {
+        "inspect_dlq, newest first": dlq_newest,
+        "inspect_dlq, oldest first": dlq_oldest,
+        "list_tasks failed": failed,
+        "list_tasks queued": queued,
+    }
+
+
+async def paging(report: Report, server: RedisProc, sizes: Sizes) -> None:
+    large, small = sizes.entries, min(1_000, sizes.entries // 2)
+    log(f"depth: paging {PAGE} per page over {large:,} dead and {large:,} queued tasks, beside {small:,}")
+    walks: dict[int, dict[str, list[Cost]]] = {}
+    async with Bench(server) as b:
+        b.fresh()
+        q = b.q
+        for n in (small, large):
+            t0 = time.perf_counter()
+            await _dead(q, n, f"p{n}")
+            await library.enqueue_batches(q, n, queue=f"p{n}")
+            log(f"    {n:,} dead + {n:,} queued in {time.perf_counter() - t0:.1f} s")
+        for n in (small, large):
+            walks[n] = {name: await _walk(b, page) for name, page in _pagers(q, f"p{n}").items()}
+        b.fresh()
+    for name in walks[large]:
+        big, little = walks[large][name], walks[small][name]
+        us = [c.top_level_us() for c in big]
+        worst = max(us)
+        figure = make_figure(
+            f"depth: {name}, Redis time per page of {PAGE} at {large:,} entries",
+            "us/page",
+            us,
+            f"the same walk at {small:,} entries",
+            [c.top_level_us() for c in little],
+            better="lower",
+            pages=len(big),
+            slowest_page_us=round(worst, 1),
+            first_page_us=round(us[0], 1),
+            last_page_us=round(us[-1], 1),
+            info_cpu_us_per_page=round(statistics.median(c.cpu_us for c in big), 1),
+            profile_us_per_page=_sum(big).breakdown(),
+        )
+        figure.target = f"slowest page <= {PAGE_BUDGET_US / 1000:g} ms, median flat (<= {FLAT} x at {small:,})"
+        figure.met = worst <= PAGE_BUDGET_US and (figure.ratio or 0) <= FLAT
+        report.add(figure)
+
+
+def _sum(costs: list[Cost]) -> Cost:
+    total = Cost(len(costs))
+    for c in costs:
+        total.add(c)
+    return total
+
+
+# -- queue_stats over many queues --------------------------------------------------------------
+
+
+async def all_queues(report: Report, server: RedisProc, sizes: Sizes) -> None:
+    n = sizes.queues
+    log(f"depth: all_queue_stats over {n:,} queues, beside one queue's stats x {n:,}")
+    ours: list[Cost] = []
+    walls: list[float] = []
+    one: list[Cost] = []
+    async with Bench(server) as b:
+        b.fresh()
+        q = b.q
+        for i in range(n):
+            await q.enqueue("noop", payload(i), queue=f"q{i:05d}")
+        assert len(await q.known_queues()) == n
+        for _ in range(3):
+            async with Meter(b.r, 1) as cost:
+                t0 = time.perf_counter()
+                rows = await q.all_queue_stats()
+                walls.append((time.perf_counter() - t0) * 1000)
+            assert len(rows) == n
+            ours.append(cost)
+            async with Meter(b.r, 1) as single:
+                await q.get_queue_stats("q00000")
+            one.append(single)
+        b.fresh()
+    report.add(
+        make_figure(
+            f"depth: queue_stats all_queues over {n:,} queues, Redis time per call",
+            "us/call",
+            [c.top_level_us() for c in ours],
+            f"one queue's get_queue_stats x {n:,}",
+            [c.top_level_us() * n for c in one],
+            better="lower",
+            target=Target(value=PAGE_BUDGET_US, text=f"<= {PAGE_BUDGET_US / 1000:g} ms per call (issue 17)"),
+            queues=n,
+            us_per_queue=round(statistics.median(c.top_level_us() for c in ours) / n, 1),
+            info_cpu_us_per_call=round(statistics.median(c.cpu_us for c in ours), 1),
+            wall_ms_per_call=round(statistics.median(walls), 1),
+            commands_per_call=_commands(ours[-1]),
+        )
+    )
+
+
+def _commands(cost: Cost) -> dict[str, Any]:
+    """Calls and usec of each command over one call, biggest first."""
+    rows = sorted(cost.commands.items(), key=lambda kv: -kv[1][1])
+    return {name: {"calls": calls, "usec": round(usec)} for name, (calls, usec) in rows}
