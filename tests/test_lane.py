@@ -67,7 +67,9 @@ async def test_a_timed_out_call_is_not_sent_again_and_leaves_the_next_reply_in_s
         # would then be taken for the next caller's.
         await client.xadd(key, {"f": "v"})
         assert await lane.execute(("ECHO", "next")) == [b"next"]
-    assert await _calls(client, "xread") == before + 1
+    # Sent once, never again. Redis counts the abandoned XREAD when it blocks; Valkey 9 counts a
+    # blocked command only if it completes, so there it may not count at all.
+    assert before <= await _calls(client, "xread") <= before + 1
 
 
 async def test_a_cancelled_call_leaves_the_lane_usable(lane: Lane, client: Redis) -> None:
