@@ -130,7 +130,7 @@ class SchedulesModel(RuleBasedStateMachine):
         old = self.model.schedules.get(sid)
         if old is not None and (old.kind, old.catch_up, old.start) == (kind, catch_up, start):
             assert got.unchanged
-            assert got.next_run_at == (0 if old.next is None else self.ms(old.next))
+            assert got.next_run_at == (None if old.next is None else self.ms(old.next))
             return
         fresh = ModelSchedule(kind, catch_up, start, None)
         fresh.next = start if start is not None else fresh.after(self.now)
@@ -217,7 +217,7 @@ class SchedulesModel(RuleBasedStateMachine):
         assert [s.schedule_id for s in page.schedules] == sorted(self.model.schedules)
         for s in page.schedules:
             m = self.model.schedules[s.schedule_id]
-            assert s.next_run_at == self.ms(m.next if m.next is not None else 0)
+            assert s.next_run_at == (None if m.next is None else self.ms(m.next))
             assert s.last_run_at == (None if m.last_run is None else self.ms(m.last_run))
             assert (s.last_task_id, s.fired, s.missed, s.catch_up) == (m.last_task, m.fired, m.missed, m.catch_up)
 

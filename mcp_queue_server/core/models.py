@@ -333,7 +333,7 @@ class ScheduleSet:
     """The outcome of schedule_task."""
 
     schedule_id: str
-    next_run_at: int
+    next_run_at: int | None  #: None: an unchanged schedule that has ended
     replaced: bool  #: an earlier definition of the same id was replaced
     unchanged: bool  #: the same definition was set before: nothing changed
 

@@ -65,7 +65,9 @@ class Tick:
         return min(cap_s, max(self.next_due_at - self.now, 0) / 1000)
 
 
-def _cadence(s: Schedule, anchor: int) -> Cadence:
+def _cadence(s: Schedule | NewSchedule, anchor: int) -> Cadence:
+    """Its slots: an interval counts from ``anchor`` (start_at, or when it was set); cron slots
+    only bound below by start_at."""
     return Cadence(s.cron, s.every_ms, anchor if s.every_ms is not None else (s.start_at or 0), s.end_at)
 
 
@@ -90,12 +92,7 @@ class ScheduleOps:
         fields, definition = _checked_fields(schedule, s.max_payload_bytes)
         now = await self._conn.server_now(queue)
         anchor = schedule.start_at if schedule.start_at is not None else now
-        cadence = Cadence(
-            schedule.cron,
-            schedule.every_ms,
-            anchor if schedule.every_ms is not None else (schedule.start_at or 0),
-            schedule.end_at,
-        )
+        cadence = _cadence(schedule, anchor)
         # Without start_at the first slot is the next one after now (every_ms: one interval from now).
         first = cadence.after(now) if schedule.start_at is None else cadence.first_at_or_after(now)
         if first is None:
@@ -105,7 +102,7 @@ class ScheduleOps:
         args = codec_admin.schedule_args(sid, definition, first, {**fields, "anchor": anchor})
         got = codec_admin.schedule_reply(await self._conn.script("schedule", queue, args, register=True))
         if got.unchanged:
-            return ScheduleSet(sid, got.next_run_at or 0, replaced=False, unchanged=True)
+            return ScheduleSet(sid, got.next_run_at, replaced=False, unchanged=True)
         return ScheduleSet(sid, first, replaced=got.replaced, unchanged=False)
 
     async def get_schedule(self, schedule_id: str, *, queue: str = DEFAULT_QUEUE) -> Schedule:

@@ -294,7 +294,7 @@ class RecoverOutput(_Out):
 
 class ScheduleSetOutput(_Out):
     schedule_id: str
-    next_run_at: int
+    next_run_at: int | None
     replaced: bool
     unchanged: bool = Field(description="Set before with the same definition: nothing changed.")
 
