@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos import sagas
 from chaos import schedules as chaos_schedules
 from chaos.common import HTTP_PRINCIPAL, QUEUE, Config, read_logs
 from chaos.limit_checks import check_limits
@@ -49,7 +50,7 @@ from mcp_queue_server import QueueError, TaskQueue, TaskStatus
 from mcp_queue_server.core.models import DeadTask, QueueStats, Schedule, TaskInfo
 
 TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED}
-FINAL = TERMINAL | {TaskStatus.CANCELLED}  #: nothing more happens to these
+FINAL = TERMINAL | {TaskStatus.CANCELLED, TaskStatus.COMPENSATED}  #: nothing more happens to these
 SAMPLE = 10  #: ids listed per finding in the report
 #: An HTTP agent's holder: the shared server's consumer name, the principal, 12 hex digits of the session.
 SESSION_HOLDER = re.compile(rf"http/{HTTP_PRINCIPAL}/[0-9a-f]{{12}}")
@@ -104,6 +105,17 @@ class ProducerView:
     #: id -> (status, done: the producer's wall clock in ms when the reply came) of each cancel answered ok
     cancels: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     cancel_outcomes: Counter[str] = field(default_factory=Counter)
+    sagas: dict[str, dict[str, Any]] = field(default_factory=dict)  #: saga id -> units, poison, ok
+
+    def add_saga(self, rec: dict[str, Any]) -> None:
+        """A start_saga attempt: every id the saga may create is expected (chaos/sagas.py checks them)."""
+        self.attempted.update(rec["ids"])
+        saga = self.sagas.setdefault(rec["id"], {"units": rec["units"], "poison": rec["poison"], "ok": False})
+        saga["ok"] = saga["ok"] or rec["outcome"] == "ok"
+        if rec["outcome"] == "unknown":
+            self.unknown_attempts += 1
+        elif rec["outcome"] == "error":
+            self.errors.append(f"{rec['id']}: {rec.get('error')}")
 
     def add_cancel(self, rec: dict[str, Any]) -> None:
         outcome = rec["outcome"]
@@ -147,6 +159,8 @@ def producer_view(cfg: Config) -> ProducerView:
             view.add(rec, pending_unknown)
         elif rec["op"] == "cancel":
             view.add_cancel(rec)
+        elif rec["op"] == "saga":
+            view.add_saga(rec)
     return view
 
 
@@ -267,10 +281,10 @@ def check_fanout(parent: str, fan: dict[str, Any], state: FinalState, workers: W
 
 def check_totals(state: FinalState, producers: ProducerView) -> dict[str, Any]:
     """The running totals match the records: nothing enqueued or completed twice."""
-    records = state.tasks.values()
-    parents = sum(1 for t in records if t.task_id in producers.fanouts)
+    records = [t for t in state.tasks.values() if t.saga is None]  # a saga's own record is no task
+    parents = sum(1 for t in records if t.task_id in producers.fanouts or t.task_type == "saga.parallel")
     want = {
-        "enqueued": len(state.tasks) - parents,
+        "enqueued": len(records) - parents,
         "completed": sum(1 for t in records if t.status == TaskStatus.COMPLETED),
         "dead_lettered": sum(1 for t in records if t.status == TaskStatus.FAILED),
         "cancelled": sum(1 for t in records if t.status == TaskStatus.CANCELLED),
@@ -349,7 +363,9 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
         for i in poison
         if tasks[i].status == TaskStatus.FAILED and tasks[i].attempt == tasks[i].max_attempts == cfg.poison_max_attempts
     }
-    healthy_dead = {i for i, t in tasks.items() if t.status == TaskStatus.FAILED and i not in poison}
+    saga_poison = {sagas.unit_task(i, f["poison"]) for i, f in producers.sagas.items() if f["poison"]}
+    healthy_dead = {i for i, t in tasks.items() if t.status == TaskStatus.FAILED and i not in poison | saga_poison}
+    saga_report = sagas.check_sagas(cfg, producers.sagas, tasks, workers.acked)
     dead_ids = {d.task_id for d in state.dead}
     completed_and_dead = {i for i in dead_ids if i in tasks and tasks[i].status == TaskStatus.COMPLETED}
     pending = {i for i, t in tasks.items() if t.status not in FINAL}
@@ -378,6 +394,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
         "poison_not_at_max_attempts": len(poison - poison_ok),
         "completed_and_dead_lettered": len(completed_and_dead),
         "fanouts_bad": len(fan_bad) + len(fan_lost),
+        "sagas_bad": len(saga_report["bad"]),
         "producer_errors": len(producers.errors),
         "totals_inconsistent": int(not totals["consistent"]),
         "not_drained": int(not extra.get("drained", False)),
@@ -422,6 +439,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
         "schedules": scheduled.report,
         "healthy_dead_lettered": len(healthy_dead),
         "fanouts": {"total": len(producers.fanouts), "ok": len(producers.fanouts) - len(fan_bad) - len(fan_lost)},
+        "sagas": {k: v for k, v in saga_report.items() if k != "bad"},
         "totals": totals,
         "limits": limits,
         "pending": {"records": len(pending), "available": s.available, "in_flight": s.in_flight, "delayed": s.delayed},
@@ -432,6 +450,7 @@ def check(cfg: Config, state: FinalState, extra: dict[str, Any]) -> dict[str, An
             "duplicated": _sample(duplicated),
             "healthy_dead_lettered": _sample(healthy_dead),
             "fanouts_bad": sorted(fan_bad)[:SAMPLE] + _sample(fan_lost),
+            "sagas_bad": saga_report["bad"][:SAMPLE],
             "producer_errors": producers.errors[:SAMPLE],
             "ack_errors": workers.ack_errors[:SAMPLE],
             "pending": _sample(pending),

@@ -66,6 +66,8 @@ class Config:
     limited_work_ms: int = 100
     client_limits: bool = False  #: negative control: MCP servers count limits before the read script
 
+    split_sagas: bool = False  #: negative control: a saga's step transition in two calls (chaos/sagas.py)
+
     @property
     def server_module(self) -> str:
         """What the MCP servers run: the package, or a negative control's variant of it."""

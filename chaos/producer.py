@@ -25,12 +25,23 @@ from typing import Any
 import anyio
 from pydantic import SecretStr
 
+from chaos import sagas
 from chaos.common import QUEUE, Config, Jsonl, wall_ms
 from mcp_queue_server import InvalidState, NewTask, QueueError, QueueUnavailable, Settings, TaskQueue
 
 #: Kinds of operations and their weights. "batch" enqueues four tasks in one call. "limited"
 #: tasks share the max_working key (and come in batches too), "rated" ones the max_per_minute key.
-KINDS = {"normal": 40, "bulk": 10, "flaky": 10, "poison": 5, "batch": 20, "fanout": 10, "limited": 8, "rated": 5}
+KINDS = {
+    "normal": 40,
+    "bulk": 10,
+    "flaky": 10,
+    "poison": 5,
+    "batch": 20,
+    "fanout": 10,
+    "limited": 8,
+    "rated": 5,
+    "saga": 6,
+}
 CHILDREN = 3
 #: Share of confirmed "normal" tasks cancelled, and how long after its enqueue a late cancel comes.
 CANCEL_SHARE = 0.08
@@ -43,11 +54,12 @@ SETTLE_S = 30.0
 class Op:
     """One logical operation; retried with identical arguments until its outcome is known."""
 
-    kind: str  # "enqueue" or "fanout"
+    kind: str  # "enqueue", "fanout" or "saga"
     tasks: list[NewTask]
     parent: str | None = None
     continuation: NewTask | None = None
     tries: int = field(default=0)
+    saga: sagas.SagaPlan | None = None
 
 
 def make_task(cfg: Config, task_id: str, kind: str, rng: random.Random) -> NewTask:
@@ -77,6 +89,8 @@ def next_op(cfg: Config, index: int, n: int, rng: random.Random, rated: list[int
     if kind == "batch":
         tasks = [make_task(cfg, f"{base}-b{j}", rng.choice(("normal", "bulk", "limited")), rng) for j in range(4)]
         return Op("enqueue", tasks)
+    if kind == "saga":
+        return Op("saga", [], saga=sagas.plan(index, n, rng))
     if kind == "fanout":
         # Deterministic child and continuation ids: a retried fanout must name the same ones.
         children = [make_task(cfg, f"{base}-c{j}", "normal", rng) for j in range(CHILDREN)]
@@ -89,8 +103,13 @@ async def attempt(q: TaskQueue, op: Op, log: Jsonl, cfg: Config) -> bool:
     """Run one operation once; log the outcome of each id. True when the outcome is known."""
     op.tries += 1
     common: dict[str, Any] = {"t": cfg.since_start(), "try": op.tries}
+    saga = op.saga
+    saga_log = {} if saga is None else {"id": saga.saga_id, "ids": saga.task_ids(), "units": saga.units,
+                                        "poison": saga.poison}  # fmt: skip
     try:
-        if op.kind == "fanout":
+        if saga is not None:
+            log.write(op="saga", outcome="ok", duplicate=await sagas.start(q, saga), **saga_log, **common)
+        elif op.kind == "fanout":
             assert op.parent is not None
             assert op.continuation is not None
             res = await q.fanout(op.parent, op.tasks, {"by": "chaos"}, on_complete=op.continuation, queue=QUEUE)
@@ -115,7 +134,9 @@ async def attempt(q: TaskQueue, op: Op, log: Jsonl, cfg: Config) -> bool:
         outcome = {"outcome": "error", "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
     else:
         return True
-    if op.kind == "fanout":
+    if saga is not None:
+        log.write(op="saga", **saga_log, **outcome, **common)
+    elif op.kind == "fanout":
         assert op.continuation is not None
         log.write(op="fanout", id=op.parent, children=[t.task_id for t in op.tasks],
                   continuation=op.continuation.task_id, **outcome, **common)  # fmt: skip
@@ -143,6 +164,8 @@ async def cancel(q: TaskQueue, task_id: str, log: Jsonl, cfg: Config) -> None:
 def pick_cancels(op: Op, rng: random.Random, late: list[tuple[float, str]]) -> list[str]:
     """Of a confirmed operation's tasks, those to cancel now; those to cancel later go to ``late``."""
     now: list[str] = []
+    if op.saga is not None and rng.random() < sagas.CANCEL_SHARE:
+        bisect.insort(late, (time.monotonic() + rng.uniform(*LATE_CANCEL_S), op.saga.saga_id))
     if op.kind != "enqueue" or len(op.tasks) != 1 or op.tasks[0].payload["kind"] != "normal":
         return now
     task_id = op.tasks[0].task_id or ""

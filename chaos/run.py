@@ -3,7 +3,7 @@ drain, stop everything and check. Exit status 0 when the checker finds the run v
 
     python -m chaos.run --seed 7 --duration 20 [--workers 3] [--http-workers 2] [--producers 2]
                         [--no-persistence] [--faults kill_redis,...] [--json report.json]
-                        [--client-clock] [--skew-s 120] [--client-limits]
+                        [--client-clock] [--skew-s 120] [--client-limits] [--split-sagas]
                         [--max-working 2] [--max-per-minute 12] [--rated-tasks 10] [--limited-work-ms 100]
 
 Workers: ``--workers`` stdio agents (each its own ``mcp-queue-server`` subprocess) and
@@ -20,6 +20,9 @@ Limits: "limited" tasks share a key with ``--max-working``, "rated" ones a key w
 is their negative control: MCP servers count each key's room before the read script (read, then
 check) and the script trusts the count, so concurrent readers overshoot and the checker reports
 ``limit_working_exceeded``.
+
+``--split-sagas`` is the sagas' negative control (chaos/sagas.py): a saga's step transition
+takes two calls, a worker sometimes crashes between them, and the checker reports ``sagas_bad``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import anyio.abc
 import anyio.to_thread
 from pydantic import SecretStr
 
-from chaos import nemesis
+from chaos import nemesis, sagas
 from chaos import schedules as chaos_schedules
 from chaos.checker import check, group_by_kind, read_final_state
 from chaos.common import FAULTS_RUNNING, QUEUE, Config, Jsonl, faketime_lib, read_jsonl
@@ -65,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=10.0, help="operations per second per producer")
     p.add_argument("--no-persistence", action="store_true", help="Redis without AOF (negative control)")
     p.add_argument("--client-clock", action="store_true", help="servers on their own clock (negative control)")
+    p.add_argument("--split-sagas", action="store_true", help="saga transitions in two calls (negative control)")
     p.add_argument("--skew-s", type=int, default=120, help="clock_skew: the skewed server's offset, seconds")
     p.add_argument("--client-limits", action="store_true", help="limits counted outside the script (negative control)")
     p.add_argument("--max-working", type=int, default=2, help="max_working of the limited tasks' key")
@@ -161,6 +165,7 @@ class Run:
             http_port=self.http_port, tokens_file=str(self.workdir / "tokens.json") if a.http_workers else "",
             max_working=a.max_working, max_per_minute=a.max_per_minute, rated_tasks=a.rated_tasks,
             client_limits=a.client_limits, limited_work_ms=a.limited_work_ms,
+            split_sagas=a.split_sagas,
         )  # fmt: skip
 
     async def main(self) -> dict[str, Any]:
@@ -171,6 +176,8 @@ class Run:
         cfg = self.config(window)
         cfg.logs.mkdir(parents=True, exist_ok=True)
         path = cfg.save()
+        if cfg.split_sagas:
+            await sagas.split_on(cfg)
         fault_log = Jsonl(cfg.logs / "faults.jsonl")
         settings = Settings(
             redis_url=SecretStr(cfg.redis_url),
@@ -238,6 +245,7 @@ class Run:
             "faults_unavailable": self.args.unavailable,
             "client_clock": cfg.client_clock,
             "client_limits": cfg.client_limits,
+            "split_sagas": cfg.split_sagas,
             "skew_s": cfg.skew_s,
             "worker_restarts": supervisor.restarts,
             "workdir": str(self.workdir),

@@ -36,6 +36,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CONNECTION_CLOSED, TextContent
 
+from chaos import sagas
 from chaos.common import HTTP_PRINCIPAL, ROOT, Config, Jsonl, faketime_lib, wall_ms
 from chaos.procs import children, listening, wait_until
 
@@ -176,10 +177,16 @@ class Worker:
         kind = payload.get("kind")
         if payload.get("poison") or (kind == "flaky" and attempt == 1):
             reason = "poison payload" if payload.get("poison") else "flaky: first attempt fails on purpose"
-            reply, tries, _ = await self.call_retrying("fail_task", {"task_id": tid, "error": reason}, ACK_RETRY_S)
+            fail: dict[str, Any] = {"task_id": tid, "error": reason}
+            if kind == "saga":
+                fail["retry"] = False  # a saga's poison step dead-letters at once: its saga compensates
+            reply, tries, _ = await self.call_retrying("fail_task", fail, ACK_RETRY_S)
             self.log.write(op="fail", id=tid, attempt=attempt, worker=self.name, outcome=reply.kind,
                            status=reply.data.get("status"), tries=tries, error=reply.text, t=self.now())  # fmt: skip
             return
+        if payload.get("saga", {}).get("compensate"):  # the checker compares it with the step's result
+            self.log.write(op="undo", id=tid, attempt=attempt, worker=self.name, result=payload["saga"]["result"],
+                           t=self.now())  # fmt: skip
         ck = {"task_id": tid, "data": {"step": "started", "worker": self.name}}
         ck_sent = wall_ms()
         reply, _, _ = await self.call_retrying("checkpoint", ck, self.cfg.lease_ms / 1000)
@@ -218,6 +225,8 @@ class Worker:
         self.log.write(op="ack", id=tid, attempt=attempt, worker=self.name, outcome=status, first=first,
                        tries=tries, finished_parent=bool(fan.get("finished_parent")), parent=fan.get("parent_task_id"),
                        error=reply.text, t=self.now())  # fmt: skip
+        if self.cfg.split_sagas and status == "acked":
+            await self.second_call(payload)
 
     async def prove_held(self, tid: str, attempt: int) -> None:
         """A keyed task: checkpoint again after the work, so the checker knows (by Redis's clock:
@@ -227,6 +236,15 @@ class Worker:
         lease = reply.data.get("lease_expires_at") if reply.kind == "ok" else None
         if lease is not None:
             self.log.write(op="held", id=tid, attempt=attempt, worker=self.name, t=self.now(), lease=lease)
+
+    async def second_call(self, payload: dict[str, Any]) -> None:
+        """Negative control (--split-sagas): a saga step's transition needs a second call after its
+        ack, and a crash may come between the two."""
+        saga = payload.get("saga", {})
+        if saga.get("step") and not saga.get("compensate"):
+            if self.rng.random() < sagas.SPLIT_CRASH_SHARE:
+                crash_now(self.log, self.cfg, self.name)
+            await sagas.advance(self.cfg, saga["saga_id"], saga["step"])
 
     async def ack_bulk(self, tasks: list[dict[str, Any]]) -> None:
         ids = [t["task_id"] for t in tasks]

@@ -60,11 +60,17 @@ SCHEDULE_TICK_S = 1.0
 #: A task's limit_key: the same alphabet as task types (it ends up in Redis key names).
 LIMIT_KEY_PATTERN = TASK_TYPE_PATTERN
 MAX_LIMIT = 1_000_000  #: largest max_working / max_per_minute of a limit
+MAX_SAGA_STEPS = 50  #: steps of one saga
+SAGA_BRANCHES = (2, 100)  #: branches of one parallel saga step
+MAX_SAGA_BYTES = 4 * 1024 * 1024  #: all payloads of one saga together (the MCP request cap)
+#: A saga id leaves room for its tasks' suffixes (".c50.b100") within a task id's 128 characters.
+SAGA_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,118}$"
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 _TASK_TYPE_RE = re.compile(TASK_TYPE_PATTERN)
 _SCHEDULE_ID_RE = re.compile(SCHEDULE_ID_PATTERN)
+_SAGA_ID_RE = re.compile(SAGA_ID_PATTERN)
 _CURSOR_RE = re.compile(CURSOR_PATTERN)
 _LIST_CURSOR_RE = re.compile(LIST_CURSOR_PATTERN)
 _ENTRY_ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
@@ -88,6 +94,13 @@ def check_task_id(task_id: object) -> str:
     if not isinstance(task_id, str) or not _TASK_ID_RE.fullmatch(task_id):
         raise InvalidInput(f"invalid task id {_describe(task_id)}: use 1-128 characters from A-Z a-z 0-9 _ . -")
     return task_id
+
+
+def check_saga_id(saga_id: object) -> str:
+    """Return ``saga_id`` if it is an allowed saga id, else raise :class:`InvalidInput`."""
+    if not isinstance(saga_id, str) or not _SAGA_ID_RE.fullmatch(saga_id):
+        raise InvalidInput(f"invalid saga id {_describe(saga_id)}: use 1-118 characters from A-Z a-z 0-9 _ . -")
+    return saga_id
 
 
 def check_task_type(task_type: object) -> str:

@@ -43,6 +43,7 @@ VALID: dict[str, dict[str, Any]] = {
     "list_schedules": {},
     "remove_schedule": {"schedule_id": "s"},
     "set_limit": {"limit_key": "api", "max_working": 2},
+    "start_saga": {"saga_id": "s", "steps": [{"task_type": "t", "payload": {}}]},
 }
 HUGE = 10**15
 BAD_NAMES = ["", "a b", "new\nline", "q*", "q?", "[q]", "{q}", "a:b", "x" * 129, "\u00e9t\u00e9"]

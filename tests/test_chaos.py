@@ -57,6 +57,13 @@ def test_a_short_seeded_run_with_every_fault_kind_loses_nothing_and_completes_ea
     assert report["healthy_dead_lettered"] == 0
     assert report["poison"]["total"] == report["poison"]["dead_lettered_at_max_attempts"]
     assert report["fanouts"]["ok"] == report["fanouts"]["total"] > 0
+    # Sagas ran through the faults: each completed, or compensated (a poison step, or cancelled)
+    # with every completed step undone once, in reverse order, with its result (chaos/sagas.py).
+    sagas = report["sagas"]
+    assert report["findings"]["sagas_bad"] == 0, report["samples"]["sagas_bad"]
+    assert sagas["completed"] > 0
+    assert sagas["compensated"] > 0
+    assert sagas["compensations"] > 0
     assert report["pending"] == {"records": 0, "available": 0, "in_flight": 0, "delayed": 0}
     assert report["tasks"]["enqueued_ok"] > 50
     # Producers cancelled some tasks: those ended cancelled (not lost, not pending), and none was
@@ -116,5 +123,19 @@ def test_negative_control_limits_counted_outside_the_read_script_take_a_key_past
     assert report["client_limits"] is True
     assert report["findings"]["limit_working_exceeded"] > 0, report["limits"]
     assert report["limits"]["most_held_at_once"] > 1
+    assert not report["valid"]
+    assert code == 1
+
+
+def test_negative_control_a_saga_transition_split_in_two_calls_leaves_sagas_stuck(tmp_path: Path) -> None:
+    """--split-sagas: a completed step's transition stops after its bookkeeping and the worker makes
+    the second call, crashing between the two now and then: those sagas never move on."""
+    code, report = run_chaos(
+        tmp_path, "--seed", "7", "--duration", "4", "--workers", "2", "--http-workers", "0",
+        "--faults", "kill_worker", "--split-sagas",
+    )  # fmt: skip
+    assert report["findings"]["sagas_bad"] > 0, report["sagas"]
+    assert all("working waiting on" in why for why in report["samples"]["sagas_bad"])
+    assert report["lost"] == report["duplicated"] == 0  # only the sagas are wrong
     assert not report["valid"]
     assert code == 1

@@ -154,6 +154,7 @@ async def test_a_2025_11_25_client_delegates_enqueue_task_as_a_task_and_awaits_t
         "schedule_task": None,
         "list_schedules": None,
         "remove_schedule": None,
+        "start_saga": None,
     }
     assert created["task"]["taskId"] == "mt1"
     assert created["task"]["status"] == "working"

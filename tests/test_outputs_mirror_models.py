@@ -52,11 +52,15 @@ MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
     (models.ScheduleSet, outputs.ScheduleSetOutput, {}),
     (models.Schedule, outputs.ScheduleOut, {}),
     (models.SchedulePage, outputs.ScheduleListOutput, {}),
+    (models.SagaStarted, outputs.SagaStartedOutput, {}),
+    (models.SagaState, outputs.SagaStateOut, {}),
+    (models.SagaStepState, outputs.SagaStepStateOut, {}),
+    (models.SagaBranchState, outputs.SagaBranchStateOut, {}),
 ]
 
 #: Records that are inputs, not results; and StoreInfo, which the operators' views show
 #: (CLI stats, logs) but no tool returns.
-INPUTS = {models.NewTask, models.StoreInfo, models.NewSchedule, models.Firing}
+INPUTS = {models.NewTask, models.StoreInfo, models.NewSchedule, models.Firing, models.SagaStep, models.SagaAction}
 #: Tool results with no record behind them (built by the tool from several values).
 TOOL_ONLY = {
     outputs.EnqueueBatchOutput,

@@ -39,7 +39,7 @@ def _lua_codes() -> dict[str, int]:
 def _lua_prefixes() -> dict[str, set[str]]:
     """Prefix -> the lua files that derive a key with it."""
     found: dict[str, set[str]] = {}
-    for name in ("_lib", *SCRIPT_NAMES):
+    for name in ("_lib", "_saga", *SCRIPT_NAMES):
         for prefix in _DERIVED.findall(_lua(name)):
             found.setdefault(prefix, set()).add(name)
     return found
@@ -53,7 +53,7 @@ def test_lua_and_python_define_the_same_return_codes() -> None:
 
 def test_every_code_a_script_replies_with_is_a_defined_code() -> None:
     used = {name for script in SCRIPT_NAMES for name in _REPLY_CODE.findall(_lua(script))}
-    used |= set(_REPLY_CODE.findall(_lua("_lib")))
+    used |= set(_REPLY_CODE.findall(_lua("_lib"))) | set(_REPLY_CODE.findall(_lua("_saga")))
     assert {"OK", "DUPLICATE", "NOT_HOLDER", "BAD_STATE", "CONFLICT"} <= used  # the parser sees replies
     assert used <= set(Code.__members__)
 
@@ -63,6 +63,7 @@ def test_every_key_prefix_lua_derives_is_named_in_keys_py_and_the_other_way_roun
     # The parser reads the scripts as well as _lib.lua.
     assert "fanout" in lua["fo:"]
     assert "_lib" in lua["t:"]
+    assert "_saga" in lua["sg:"]
     assert set(lua) == set(keys.DERIVED_PREFIXES)
 
 
@@ -75,6 +76,7 @@ def test_each_derived_key_of_queue_keys_uses_its_named_prefix() -> None:
     assert k.fanout_pending("x") == k.base + keys.FANOUT_PENDING + "x"
     assert k.fanout_results("x") == k.base + keys.FANOUT_RESULTS + "x"
     assert k.requests("c") == k.base + keys.REQUESTS + "c"
+    assert k.saga("s") == k.base + keys.SAGA + "s"
 
 
 def test_scripts_get_their_keys_in_the_order_lib_lua_reads_them() -> None:

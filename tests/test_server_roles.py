@@ -20,6 +20,7 @@ EXPECTED = {
         "schedule_task",
         "list_schedules",
         "remove_schedule",
+        "start_saga",
     },
     Role.WORKER: {"read_tasks", "ack", "fail_task", "extend_lease", "checkpoint", "get_task", "list_schedules"},
     Role.ADMIN: {
@@ -35,6 +36,7 @@ EXPECTED = {
         "schedule_task",
         "list_schedules",
         "remove_schedule",
+        "start_saga",
     },
 }
 EVERY_TOOL = set().union(*EXPECTED.values())
@@ -100,7 +102,8 @@ async def test_every_tool_has_a_title_a_description_hints_and_an_output_schema(s
     assert read_only == {"get_task", "queue_stats", "inspect_dlq", "list_tasks", "list_schedules"}
     assert destructive == {"purge_dlq", "recover_tasks", "cancel_task", "remove_schedule"}
     # enqueue_task makes a second task unless given a task_id: not idempotent as such.
-    # schedule_task is keyed by its schedule_id: the same definition again changes nothing.
+    # schedule_task is keyed by its schedule_id: the same definition again changes nothing; start_saga
+    # by its saga_id.
     assert idempotent == read_only | {
         "ack",
         "checkpoint",
@@ -109,6 +112,7 @@ async def test_every_tool_has_a_title_a_description_hints_and_an_output_schema(s
         "schedule_task",
         "remove_schedule",
         "set_limit",
+        "start_saga",
     }
 
 

@@ -34,6 +34,10 @@ touches several keys of one queue stays in one slot::
     <prefix>:{<queue>}:lw:<key>         set, ids of the key's tasks holding a slot (working)
     <prefix>:{<queue>}:lr:<key>         zset, the key's delivery starts of the last minute (seq -> ms)
     <prefix>:{<queue>}:lp:<key>         zset, the key's held-back task ids -> place in line
+    <prefix>:{<queue>}:sg:<saga_id>     hash, a saga's steps and progress (its own record is t:<saga_id>;
+                                        layout in lua/_saga.lua)
+    <prefix>:{<queue>}:saga-split       string; set only by the chaos run's negative control, which splits a
+                                        saga's transition into two calls
 
 One key lies outside every queue's hash tag::
 
@@ -64,6 +68,7 @@ SCHEDULE = "sc:"
 LIMIT_WORKING = "lw:"
 LIMIT_STARTS = "lr:"
 LIMIT_LINE = "lp:"
+SAGA = "sg:"
 DERIVED_PREFIXES = (
     TASK,
     CHECKPOINT,
@@ -75,6 +80,7 @@ DERIVED_PREFIXES = (
     LIMIT_WORKING,
     LIMIT_STARTS,
     LIMIT_LINE,
+    SAGA,
 )
 #: The consumer whose pending list holds the entries of held-back tasks (no worker's lease).
 HELD_CONSUMER = "(held)"
@@ -177,3 +183,11 @@ class QueueKeys:
 
     def limit_line(self, key: str) -> str:
         return self.base + LIMIT_LINE + key
+
+    def saga(self, saga_id: str) -> str:
+        return self.base + SAGA + saga_id
+
+    @property
+    def saga_split(self) -> str:
+        """Negative control only (chaos): while it exists, a saga's step transition stops half-way."""
+        return self.base + "saga-split"

@@ -18,10 +18,12 @@ class TaskStatus(StrEnum):
     COMPLETED = "completed"  #: acknowledged; the result is kept for result_ttl_s
     FAILED = "failed"  #: dead-lettered (or a fanout parent whose child was)
     CANCELLED = "cancelled"  #: cancelled; the reason is its error; the record is kept for result_ttl_s
+    COMPENSATING = "compensating"  #: a saga undoing its completed steps
+    COMPENSATED = "compensated"  #: a saga whose completed steps were all undone
 
 
 #: States a task never leaves (except a dead-lettered task replayed by an operator).
-TERMINAL_STATES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+TERMINAL_STATES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.COMPENSATED})
 #: States list_tasks can list (each has an index; completed tasks have none).
 LISTABLE_STATES = (
     TaskStatus.QUEUED,
@@ -47,6 +49,25 @@ class NewTask:
     #: a late task is never dropped
     deadline_ms: int | None = None
     limit_key: str | None = None  #: tasks sharing a key obey its limit (see TaskQueue.set_limit)
+
+
+@dataclass(frozen=True, slots=True)
+class SagaAction:
+    """A task a saga enqueues when its turn comes: a compensation or the on_complete task."""
+
+    task_type: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SagaStep:
+    """One step of a saga: one task (``task_type``, ``payload``, optional ``compensate``), or
+    ``parallel`` branches (2 to ``MAX_SAGA_BRANCHES`` steps without ``parallel``) run as one step."""
+
+    task_type: str | None = None
+    payload: dict[str, Any] | None = None
+    compensate: SagaAction | None = None
+    parallel: list[SagaStep] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +196,52 @@ class FanoutState:
 
 
 @dataclass(frozen=True, slots=True)
+class SagaStarted:
+    """The outcome of start_saga."""
+
+    saga_id: str
+    status: TaskStatus  #: working (or, if its first step could not start, how it ended)
+    duplicate: bool  #: the saga existed already; nothing changed
+    queue: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class SagaBranchState:
+    """One branch of a parallel saga step."""
+
+    branch: int
+    task_id: str
+    #: working, completed, failed, cancelled, compensating, compensated, compensation_failed
+    status: str
+    result: Any
+    compensation_task_id: str | None  #: when it has a compensation that started
+
+
+@dataclass(frozen=True, slots=True)
+class SagaStepState:
+    """One step of a saga as get_task shows it."""
+
+    step: int
+    task_id: str
+    #: pending, working, completed, failed, cancelled, compensating, compensated, compensation_failed
+    status: str
+    result: Any
+    error: str | None
+    compensation_task_id: str | None  #: when its compensation started
+    branches: list[SagaBranchState] | None  #: a parallel step's branches
+
+
+@dataclass(frozen=True, slots=True)
+class SagaState:
+    """A saga's progress (get_task on its id); its status is the record's status."""
+
+    current_step: int  #: the step running or the last one started (0: none yet)
+    total_steps: int
+    steps: list[SagaStepState]
+    waiting_on: str | None  #: the task whose end moves the saga on (a failed saga: its dead compensation)
+
+
+@dataclass(frozen=True, slots=True)
 class TaskInfo:
     """Everything known about one task."""
 
@@ -199,6 +266,7 @@ class TaskInfo:
     deadline_at: int | None = None  #: ms since the epoch: finish by then (deadline_ms at enqueue)
     overdue: bool = False  #: past its deadline and not finished (the queue's clock)
     limit_key: str | None = None
+    saga: SagaState | None = None  #: a saga's steps (get_task on a saga id)
 
 
 @dataclass(frozen=True, slots=True)

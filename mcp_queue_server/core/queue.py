@@ -35,6 +35,7 @@ from mcp_queue_server.core.models import (
     NewTask,
     StoreInfo,
 )
+from mcp_queue_server.core.sagas import SagaOps
 from mcp_queue_server.core.scripts import Code
 from mcp_queue_server.errors import InvalidInput, QueueError, QueueFull, StoreMisconfigured
 from mcp_queue_server.limits import (
@@ -56,7 +57,7 @@ from mcp_queue_server.settings import Settings
 _LOW_PRIORITY, _HIGH_PRIORITY = PRIORITY_RANGE
 
 
-class TaskQueue(ConsumeOps, AdminOps, LimitOps):
+class TaskQueue(ConsumeOps, AdminOps, LimitOps, SagaOps):
     """A task queue on one Redis (or Redis Cluster), for one consumer name.
 
     Every method takes ``queue`` (an allowlisted name, default ``"default"``). Methods

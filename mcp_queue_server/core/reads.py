@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mcp_queue_server.core.codec import text
+from mcp_queue_server.core.codec_saga import saga_state
 from mcp_queue_server.core.keys import HELD_CONSUMER, QueueKeys
 from mcp_queue_server.core.models import (
     TERMINAL_STATES,
@@ -40,11 +41,12 @@ def task_commands(pipe: Any, k: QueueKeys, task_id: str) -> None:
     pipe.get(k.checkpoint(task_id))
     pipe.hgetall(k.fanout(task_id))
     pipe.hgetall(k.fanout_results(task_id))
+    pipe.hgetall(k.saga(task_id))  # one more reply in the same round trip; empty for a task
 
 
 def task_info(task_id: str, queue: str, replies: list[Any]) -> TaskInfo | None:
     """The full record of one task from :func:`task_commands`' replies; None: no such task."""
-    raw, ckpt, fo, fr = replies
+    raw, ckpt, fo, fr, sg = replies
     if not raw:
         return None
     h = _decode_map(raw)
@@ -86,6 +88,7 @@ def task_info(task_id: str, queue: str, replies: list[Any]) -> TaskInfo | None:
         queue=queue,
         deadline_at=_int(h.get("deadline_at")),
         limit_key=h.get("limit_key"),
+        saga=saga_state(task_id, sg) if h.get("kind") == "saga" else None,
     )
 
 

@@ -40,6 +40,7 @@ SCRIPT_NAMES = (
     "unschedule",
     "fire_schedule",
     "set_limit",
+    "start_saga",
 )
 
 
@@ -105,11 +106,19 @@ def prelude(body: str) -> str:
     return "".join(text for (text, _, _), k in zip(blocks, keep, strict=True) if k)
 
 
+#: The scripts that may end a task a saga waits on (directly or through _lib.lua's dead_letter,
+#: cancel_now and child_finished), and start_saga: only these carry _saga.lua. Every script's text
+#: lives in Redis's script cache, which counts against maxmemory: the others stay as small as before.
+SAGA_SCRIPTS = frozenset({"ack", "fail", "read", "recover", "release", "cancel", "start_saga"})
+
+
 @cache
 def script_source(name: str) -> str:
-    """The full text of one script: the shared helpers it uses followed by its body."""
+    """The full text of one script: the shared helpers it uses (with, for the scripts that may end a
+    saga's task, the saga transitions of ``_saga.lua``) followed by its body."""
     body = _lua_text(name)
-    return prelude(body) + "\n" + body
+    saga = _lua_text("_saga") + "\n" if name in SAGA_SCRIPTS else ""
+    return prelude(saga + body) + "\n" + saga + body
 
 
 @cache

@@ -26,7 +26,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict
 from mcp_queue_server.observe.http import url_host
 from mcp_queue_server.observe.metrics import Metrics
 from mcp_queue_server.server import admin_tools as admin
-from mcp_queue_server.server import schedule_tools, task_tools, tools
+from mcp_queue_server.server import saga_tools, schedule_tools, task_tools, tools
 from mcp_queue_server.server.access import RoleGate
 from mcp_queue_server.server.arg_errors import suggest
 from mcp_queue_server.server.identity import Principals, PrincipalTokenVerifier, load_principals
@@ -117,6 +117,8 @@ TOOLS: list[ToolSpec] = [
     _spec(schedule_tools.schedule_task, _hints("Schedule", idempotent=True), _P, _A),
     _spec(schedule_tools.list_schedules, _hints("Schedules", read_only=True), _P, _W, _A),
     _spec(schedule_tools.remove_schedule, _hints("Unschedule", idempotent=True, destructive=True), _P, _A),
+    # Keyed by its required saga_id: starting it again returns the existing saga.
+    _spec(saga_tools.start_saga, _hints("Start a saga", idempotent=True), _P, _A),
 ]
 
 

@@ -17,6 +17,7 @@ from mcp_queue_server.limits import (
     MAX_IDS,
     NAME_PATTERN,
     PRIORITY_RANGE,
+    SAGA_BRANCHES,
     TASK_ID_PATTERN,
     TASK_TYPE_PATTERN,
 )
@@ -90,3 +91,33 @@ class OnComplete(_Strict):
 
 
 OnChildFailure = Literal["fail_parent", "continue"]
+
+
+# Saga task types carry no pattern in the schema (the tool's share of the list is small and the
+# type appears five times): the core checks each and names the step in its error.
+def _no_extra_in_schema(schema: dict[str, Any]) -> None:
+    schema.pop("additionalProperties", None)
+
+
+class SagaActionIn(_Strict):
+    # A compensation or a saga's on_complete; its payload gets a "saga" key (see start_saga). Unknown
+    # fields are still refused; the schema leaves out saying so (it appears three times in the tool).
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_no_extra_in_schema)
+    task_type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class SagaBranchIn(_Strict):
+    task_type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    compensate: SagaActionIn | None = None
+
+
+class SagaStepIn(_Strict):
+    # One task (task_type, payload, compensate) or parallel branches; the core says which is missing.
+    task_type: str | None = None
+    payload: dict[str, Any] | None = None
+    compensate: SagaActionIn | None = None
+    parallel: Annotated[list[SagaBranchIn] | None, Field(min_length=SAGA_BRANCHES[0], max_length=SAGA_BRANCHES[1])] = (
+        None
+    )

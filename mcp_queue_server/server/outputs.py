@@ -180,6 +180,38 @@ class FanoutStateOut(_Out):
     failed_child: str | None = None
 
 
+class SagaStartedOutput(_Out):
+    saga_id: str
+    status: TaskStatus
+    duplicate: bool = Field(description="The saga existed already: nothing changed.")
+    queue: str
+
+
+class SagaBranchStateOut(_Out):
+    branch: int
+    task_id: str
+    status: str
+    result: Any = None
+    compensation_task_id: str | None
+
+
+class SagaStepStateOut(_Out):
+    step: int
+    task_id: str
+    status: str
+    result: Any = None
+    error: str | None
+    compensation_task_id: str | None
+    branches: list[SagaBranchStateOut] | None
+
+
+class SagaStateOut(_Out):
+    current_step: int
+    total_steps: int
+    steps: list[SagaStepStateOut]
+    waiting_on: str | None
+
+
 class TaskInfoOutput(_Out):
     task_id: str
     queue: str
@@ -203,6 +235,7 @@ class TaskInfoOutput(_Out):
     deadline_at: int | None = None
     overdue: bool = Field(default=False, description="Past deadline_at, unfinished.")
     limit_key: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    saga: SagaStateOut | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class StreamStatsOut(_Out):

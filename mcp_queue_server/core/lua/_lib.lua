@@ -7,7 +7,8 @@
 -- ARGV[4] = clock: "" in production; a test clock's offset in ms; "@<ms>" a client's own
 -- clock (the chaos negative control only). Per-task keys are derived from the base
 -- (same hash tag, so same slot) with the prefixes keys.py names: t: ck: fo: fp: fr: rq:.
--- Task states: queued delayed working waiting_children completed failed cancelled.
+-- Task states: queued delayed working waiting_children completed failed cancelled; a saga's own
+-- record (kind saga, see _saga.lua) also compensating and compensated.
 -- Tasks that reach completed, failed or cancelled are announced on the queue's events stream
 -- (<base>events, see announce()). Two per-queue zsets index states no other key lists:
 -- <base>waiting (fanout parents waiting_children -> when they began waiting) and
@@ -76,6 +77,9 @@ local function publish_finished()
     finished = {}
   end
 end
+
+-- Defined in _saga.lua (prepended after this file): a task a saga waits on ended.
+local saga_ended
 
 local function tkey(id) return base .. 't:' .. id end
 local function ckey(id) return base .. 'ck:' .. id end
@@ -268,6 +272,8 @@ local function child_finished(parent, child, result, ok, why)
       redis.call('HINCRBY', fk, 'completed', 1)
     else
       redis.call('HINCRBY', fk, 'failed', 1)
+      -- How it ended, kept: a replay may complete the child's record later (a saga reads this).
+      redis.call('HSET', fk, 'lost:' .. child, why and 'cancelled' or 'failed')
     end
     redis.call('HSET', base .. 'fr:' .. parent, child, result)
     local pk = tkey(parent)
@@ -281,6 +287,8 @@ local function child_finished(parent, child, result, ok, why)
       untrack_deadline(parent)
       finished_now = 1
       expire_fanout(parent, pk, fk)
+      local saga = redis.call('HGET', pk, 'saga')
+      if saga then saga_ended(saga, parent, 'failed', 'child ' .. child .. ' ' .. (why or 'was dead-lettered')) end
     elseif redis.call('SCARD', base .. 'fp:' .. parent) == 0 and pstate == 'waiting_children' then
       redis.call('HSET', fk, 'done', 1)
       redis.call('HSET', pk, 'state', 'completed', 'finished_at', now)
@@ -291,6 +299,8 @@ local function child_finished(parent, child, result, ok, why)
       enqueue_continuation(fk, parent)
       finished_now = 1
       expire_fanout(parent, pk, fk)
+      local saga = redis.call('HGET', pk, 'saga')
+      if saga then saga_ended(saga, parent, 'completed') end
     end
   end
   local f = redis.call('HMGET', fk, 'completed', 'failed', 'total', 'done')
@@ -307,9 +317,10 @@ local function dead_letter(id, tk, err)
   redis.call('HINCRBY', K[6], 'dead_lettered', 1)
   untrack_deadline(id)
   announce(id, 'failed')
-  local parent = redis.call('HGET', tk, 'parent')
-  if parent then
-    return child_finished(parent, id, cjson.encode({error = err}), false)
+  local f = redis.call('HMGET', tk, 'parent', 'saga')
+  if f[2] then saga_ended(f[2], id, 'failed', err) end
+  if f[1] then
+    return child_finished(f[1], id, cjson.encode({error = err}), false)
   end
   return false
 end
@@ -321,7 +332,7 @@ end
 -- retried nor dead-lettered. Announced; a fanout child counts as a failed one ('was cancelled').
 -- Returns the fanout report or false.
 local function cancel_now(id, tk)
-  local f = redis.call('HMGET', tk, 'cancel_reason', 'cancel_ttl', 'parent')
+  local f = redis.call('HMGET', tk, 'cancel_reason', 'cancel_ttl', 'parent', 'saga')
   local ttl = tonumber(f[2])
   unlink(id, tk)
   redis.call('ZREM', K[3], id)
@@ -335,6 +346,7 @@ local function cancel_now(id, tk)
   redis.call('HINCRBY', K[6], 'cancelled', 1)
   untrack_deadline(id)
   announce(id, 'cancelled')
+  if f[4] then saga_ended(f[4], id, 'cancelled', f[1]) end
   if f[3] then return child_finished(f[3], id, cjson.encode({error = f[1]}), false, 'was cancelled') end
   return false
 end

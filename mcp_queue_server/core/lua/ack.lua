@@ -1,6 +1,6 @@
--- ack: complete tasks held by the caller, store their results, finish fanout parents;
--- announce the completed tasks on the events stream (one XADD, see _lib.lua); a keyed task's
--- slot frees (see free_slot).
+-- ack: complete tasks held by the caller, store their results, finish fanout parents, move sagas on
+-- (see _saga.lua); announce the completed tasks on the events stream (one XADD, see _lib.lua); a
+-- keyed task's slot frees (see free_slot).
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, result_ttl_s, n, then n x (task_id, result_json).
 -- Returns: n x {code, state_or_holder, lease_until, fanout|false}:
@@ -15,12 +15,13 @@ local entries = {high = {}, low = {}}
 local done = {}
 local deadlined = {} -- completed tasks that had a deadline: out of <base>deadlines at the end
 -- Fields kept on the completed record only when the task had them (positions in f below).
-local OPTIONAL, OPTIONAL_NAMES = {6, 13, 14, 15, 16}, {'parent', 'replays', 'error', 'deadline_at', 'limit_key'}
+local OPTIONAL, OPTIONAL_NAMES = {6, 13, 14, 15, 16, 17}, {'parent', 'replays', 'error', 'deadline_at', 'limit_key',
+  'saga'}
 for i = 0, n - 1 do
   local id, result = ARGV[7 + i * 2], ARGV[8 + i * 2]
   local tk = tkey(id)
   local f = redis.call('HMGET', tk, 'state', 'consumer', 'lease_until', 'stream', 'entry', 'parent', 'ck',
-    'type', 'priority', 'attempt', 'max_attempts', 'created_at', 'replays', 'error', 'deadline_at', 'limit_key')
+    'type', 'priority', 'attempt', 'max_attempts', 'created_at', 'replays', 'error', 'deadline_at', 'limit_key', 'saga')
   local why = refusal(f[1], f[2], f[3])
   if why then
     out[#out + 1] = why
@@ -34,7 +35,7 @@ for i = 0, n - 1 do
     -- completed record lives for result_ttl_s.
     local record = {'state', 'completed', 'result', result, 'finished_at', now, 'type', f[8],
       'priority', f[9], 'attempt', f[10], 'max_attempts', f[11], 'created_at', f[12]}
-    for i = 1, 5 do
+    for i = 1, #OPTIONAL do
       local v = f[OPTIONAL[i]]
       if v then record[#record + 1] = OPTIONAL_NAMES[i]; record[#record + 1] = v end
     end
@@ -45,6 +46,7 @@ for i = 0, n - 1 do
     if f[16] then free_slot(id, f[16]) end
     local fan = false
     if f[6] then fan = child_finished(f[6], id, result, true) end
+    if f[17] then saga_ended(f[17], id, 'completed', result) end
     out[#out + 1] = {OK, 'completed', '', fan}
   end
 end
