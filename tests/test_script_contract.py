@@ -11,7 +11,7 @@ from importlib import resources
 
 from mcp_queue_server.core import keys
 from mcp_queue_server.core.keys import QueueKeys
-from mcp_queue_server.core.scripts import SCRIPT_NAMES, Code, prelude, script_source
+from mcp_queue_server.core.scripts import SAGA_SCRIPTS, SCRIPT_NAMES, Code, prelude, script_source
 
 _LUA = resources.files("mcp_queue_server.core") / "lua"
 # `local OK, DUPLICATE, ALREADY = 1, 2, 3`: upper-case names assigned integer literals.
@@ -108,3 +108,12 @@ def test_a_definition_is_kept_when_only_another_kept_definition_uses_it() -> Non
     for name in ("requeue", "unlink", "free_slot", "wake_readers", "push", "stream_key"):
         assert f"local function {name}(" in src
     assert "local function child_finished(" not in src
+
+
+def test_every_script_that_may_end_a_saga_s_task_carries_the_saga_transitions() -> None:
+    # Only SAGA_SCRIPTS get _saga.lua (script-cache memory); a script ending tasks without it would
+    # leave saga_ended nil and fail at the first saga task it ends.
+    ends = re.compile(r"\b(dead_letter|cancel_now|child_finished|saga_\w+)\(")
+    needing = {name for name in SCRIPT_NAMES if ends.search(_lua(name))}
+    assert {"ack", "fail", "cancel"} <= needing
+    assert needing <= SAGA_SCRIPTS
