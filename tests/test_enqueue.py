@@ -136,3 +136,20 @@ async def test_invalid_tasks_are_refused_with_a_reason(
 async def _evalsha_calls(queue: TaskQueue) -> int:
     stats = await queue.redis.info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0)) + int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("delay_ms", [0, 60_000])
+async def test_the_first_enqueue_of_a_queue_makes_both_streams_with_the_group_and_later_ones_only_add(
+    queue: TaskQueue, delay_ms: int
+) -> None:
+    k = queue.keys("fresh")
+    await queue.enqueue("t", {}, queue="fresh", delay_ms=delay_ms, task_id="first")
+    for stream in (k.high, k.low):
+        groups = await queue.redis.xinfo_groups(stream)
+        assert [g["name"].decode() for g in groups] == [queue.settings.group]
+    before = (await queue.redis.info("commandstats")).get("cmdstat_exists", {}).get("calls", 0)
+    await queue.enqueue("t", {}, queue="fresh", task_id="second")
+    after = (await queue.redis.info("commandstats")).get("cmdstat_exists", {}).get("calls", 0)
+    assert after == before  # the groups are not looked for again
+    expected = ["second"] if delay_ms else ["first", "second"]
+    assert [t.task_id for t in await queue.read_messages(10, queue="fresh")] == expected
