@@ -45,6 +45,7 @@ def add_actions(actions: Any, command: Any, queue_flag: Any, json_flag: Any) -> 
     c.add_argument("--catch-up", choices=["skip", "once"], default="skip",
                    help="slots missed while nothing ran: skip them (default) or fire one task for them")  # fmt: skip
     c.add_argument("--deadline-ms", type=int, metavar="MS", help="each task's deadline, from its firing")
+    c.add_argument("--limit-key", metavar="KEY", help="each task's limit_key (see limits set)")
     queue_flag(c)
     json_flag(c)
     c = command("remove", "Remove schedules (the tasks they fired stay).", actions)
@@ -90,6 +91,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             args.end_at,
             args.catch_up,
             deadline_ms=args.deadline_ms,
+            limit_key=args.limit_key,
         )
     async with open_queue(settings) as queue:
         if new is not None:

@@ -231,6 +231,7 @@ def stored_schedule(schedule_id: str, raw: dict[bytes, bytes]) -> StoredSchedule
         missed=int(h.get("missed", 0)),
         max_attempts=num("max_attempts"),
         deadline_ms=num("deadline_ms"),
+        limit_key=h.get("limit_key"),
     )
     return StoredSchedule(schedule, h["version"], int(h["anchor"]))
 

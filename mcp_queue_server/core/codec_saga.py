@@ -25,6 +25,8 @@ class SagaRow(NamedTuple):
     comp_type: str  #: "" = no compensation
     comp_payload: str
     branches: tuple[SagaRow, ...] = ()
+    limit_key: str = ""  #: "" = none
+    comp_limit_key: str = ""  #: "" = none (sagas.py gives a compensation its step's by default)
 
 
 class SagaCreated(NamedTuple):
@@ -42,11 +44,11 @@ def start_saga_args(
     max_attempts: int,
     stream: str,
     saga_data: str | None,
-    on_complete: tuple[str, str] | None,
+    on_complete: tuple[str, str, str] | None,
     max_length: int,
     steps: Sequence[SagaRow],
 ) -> list[Any]:
-    oc_type, oc_payload = on_complete or ("", "")
+    oc_type, oc_payload, oc_limit_key = on_complete or ("", "", "")
     args: list[Any] = [
         saga_id,
         result_ttl_s,
@@ -55,13 +57,14 @@ def start_saga_args(
         saga_data or "",
         oc_type,
         oc_payload,
+        oc_limit_key,
         max_length,
         len(steps),
     ]
     for step in steps:
-        args += [*step[:4], len(step.branches)]
+        args += [*step[:4], step.limit_key, step.comp_limit_key, len(step.branches)]
         for branch in step.branches:
-            args += branch[:4]
+            args += [*branch[:4], branch.limit_key, branch.comp_limit_key]
     return args
 
 

@@ -57,6 +57,7 @@ class SagaAction:
 
     task_type: str
     payload: dict[str, Any]
+    limit_key: str | None = None  #: a compensation without one takes its step's
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class SagaStep:
     payload: dict[str, Any] | None = None
     compensate: SagaAction | None = None
     parallel: list[SagaStep] | None = None
+    limit_key: str | None = None  #: the step's task's (a parallel step: give it per branch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +374,7 @@ class NewSchedule:
     catch_up: str = "skip"  #: missed slots: "skip" them, or fire "once" for all of them
     max_attempts: int | None = None
     deadline_ms: int | None = None  #: each slot's task's deadline, from its firing
+    limit_key: str | None = None  #: each slot's task's (see set_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +397,7 @@ class Schedule:
     missed: int  #: slots that fired no task (missed while nothing ran, or merged by catch_up "once")
     max_attempts: int | None = None
     deadline_ms: int | None = None
+    limit_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from mcp_queue_server.limits import (
     MAX_SAGA_BYTES,
     MAX_SAGA_STEPS,
     SAGA_BRANCHES,
+    check_limit_key,
     check_saga_id,
     check_task_type,
     dump_json,
@@ -113,29 +114,51 @@ def _task_type(name: str, task_type: Any) -> str:
         raise InvalidInput(f"{name}: {exc}") from None
 
 
-def _action(name: str, action: Any, budget: _Budget) -> tuple[str, str]:
+def _limit_key(name: str, key: Any, default: str = "") -> str:
+    if key is None:
+        return default
+    try:
+        return check_limit_key(key)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{name}: {exc}") from None
+
+
+def _action(name: str, action: Any, budget: _Budget, inherit: str = "") -> tuple[str, str, str]:
+    """(type, payload, limit_key); a compensation without a limit_key takes ``inherit``, its step's."""
     if not isinstance(action, SagaAction):
         raise InvalidInput(f"{name} must be a SagaAction (task_type, payload)")
-    return _task_type(name, action.task_type), budget.payload(f"{name}.payload", action.payload)
+    return (
+        _task_type(name, action.task_type),
+        budget.payload(f"{name}.payload", action.payload),
+        _limit_key(f"{name}.limit_key", action.limit_key, inherit),
+    )
 
 
 def _step_row(name: str, step: Any, budget: _Budget, *, branch: bool = False) -> SagaRow:
     if not isinstance(step, SagaStep):
         raise InvalidInput(f"{name} must be a SagaStep")
-    comp_type, comp_payload = "", ""
+    key = _limit_key(f"{name}.limit_key", step.limit_key)
+    comp_type, comp_payload, comp_key = "", "", ""
     if step.compensate is not None:
-        comp_type, comp_payload = _action(f"{name}.compensate", step.compensate, budget)
+        comp_type, comp_payload, comp_key = _action(f"{name}.compensate", step.compensate, budget, key)
     if step.parallel is None:
         if step.task_type is None or step.payload is None:
             raise InvalidInput(f"{name} needs task_type and payload, or parallel (a list of branches)")
         return SagaRow(
-            _task_type(name, step.task_type), budget.payload(f"{name}.payload", step.payload), comp_type, comp_payload
+            _task_type(name, step.task_type),
+            budget.payload(f"{name}.payload", step.payload),
+            comp_type,
+            comp_payload,
+            limit_key=key,
+            comp_limit_key=comp_key,
         )
     low, high = SAGA_BRANCHES
     if branch:
         raise InvalidInput(f"{name}: a branch cannot have parallel branches of its own")
     if step.task_type is not None or step.payload is not None or step.compensate is not None:
         raise InvalidInput(f"{name} has parallel: put task_type, payload and compensate in each branch instead")
+    if key:
+        raise InvalidInput(f"{name} has parallel: give each branch its own limit_key instead")
     if not isinstance(step.parallel, Sequence) or not low <= len(step.parallel) <= high:
         got = len(step.parallel) if isinstance(step.parallel, Sequence) else type(step.parallel).__name__
         raise InvalidInput(f"{name}.parallel takes {low} to {high} branches, got {got}")

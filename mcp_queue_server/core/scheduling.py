@@ -37,6 +37,7 @@ from mcp_queue_server.limits import (
     SCHEDULE_GRACE_MS,
     SCHEDULE_TICK_S,
     check_int,
+    check_limit_key,
     check_schedule_id,
     check_task_type,
     dump_json,
@@ -239,12 +240,21 @@ def _checked_fields(schedule: NewSchedule, max_payload_bytes: int) -> tuple[dict
             fields[name] = check_int(name, value, 0, _MAX_TIME_MS)
     if schedule.start_at is not None and schedule.end_at is not None and schedule.end_at <= schedule.start_at:
         raise InvalidInput(f"end_at ({schedule.end_at}) must be after start_at ({schedule.start_at})")
+    fields |= _task_fields(schedule)
+    definition = json.dumps({k: v for k, v in fields.items()}, sort_keys=True, separators=(",", ":"))
+    return fields, definition
+
+
+def _task_fields(schedule: NewSchedule) -> dict[str, str | int]:
+    """The optional fields each slot's task gets (unset: the queue's default, or none)."""
+    fields: dict[str, str | int] = {}
     if schedule.max_attempts is not None:
         fields["max_attempts"] = check_int("max_attempts", schedule.max_attempts, 1, MAX_ATTEMPTS)
     if schedule.deadline_ms is not None:
         fields["deadline_ms"] = check_int("deadline_ms", schedule.deadline_ms, 1, MAX_DEADLINE_MS)
-    definition = json.dumps({k: v for k, v in fields.items()}, sort_keys=True, separators=(",", ":"))
-    return fields, definition
+    if schedule.limit_key is not None:
+        fields["limit_key"] = check_limit_key(schedule.limit_key)
+    return fields
 
 
 class Firer(Protocol):

@@ -107,10 +107,16 @@ class SagaActionIn(_Strict):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
+# limit_key without a pattern (the core checks it); a compensation takes its step's (core API only:
+# SagaAction.limit_key names another).
+_SagaLimitKey = Annotated[str | None, Field(strict=True)]
+
+
 class SagaBranchIn(_Strict):
     task_type: str
     payload: dict[str, Any] = Field(default_factory=dict)
     compensate: SagaActionIn | None = None
+    limit_key: _SagaLimitKey = None
 
 
 class SagaStepIn(_Strict):
@@ -118,6 +124,7 @@ class SagaStepIn(_Strict):
     task_type: str | None = None
     payload: dict[str, Any] | None = None
     compensate: SagaActionIn | None = None
+    limit_key: _SagaLimitKey = None
     parallel: Annotated[list[SagaBranchIn] | None, Field(min_length=SAGA_BRANCHES[0], max_length=SAGA_BRANCHES[1])] = (
         None
     )

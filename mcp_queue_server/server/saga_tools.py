@@ -26,7 +26,8 @@ def _step(ctx: Ctx, where: str, spec: SagaStepIn | SagaBranchIn) -> SagaStep:
     parallel = None
     if isinstance(spec, SagaStepIn) and spec.parallel is not None:
         parallel = [_step(ctx, f"{where}.parallel[{j}]", b) for j, b in enumerate(spec.parallel)]
-    return SagaStep(spec.task_type, spec.payload, _action(ctx, f"{where}.compensate", spec.compensate), parallel)
+    compensate = _action(ctx, f"{where}.compensate", spec.compensate)
+    return SagaStep(spec.task_type, spec.payload, compensate, parallel, spec.limit_key)
 
 
 @queue_errors

@@ -33,12 +33,15 @@ async def schedule_task(
     start_at: Annotated[int | None, _d("From.")] = None,
     end_at: Annotated[int | None, _d("Until.")] = None,
     catch_up: Annotated[Literal["skip", "once"], Field(description="Missed slots: skip, or one task.")] = "skip",
+    limit_key: Annotated[str | None, _d("Each task's.")] = None,
     queue: QueueName = "default",
 ) -> ScheduleSetOutput:
     """Enqueue one task per cron or every_ms slot, exactly once."""
     check_json(ctx, "payload", payload)
     q = await open_queue(ctx)
-    new = NewSchedule(schedule_id, task_type, payload, cron, every_ms, priority or 0, start_at, end_at, catch_up)
+    new = NewSchedule(
+        schedule_id, task_type, payload, cron, every_ms, priority or 0, start_at, end_at, catch_up, limit_key=limit_key
+    )
     return ScheduleSetOutput.model_validate(await q.set_schedule(new, queue=queue))
 
 

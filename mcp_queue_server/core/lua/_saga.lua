@@ -11,7 +11,8 @@
 --   oc_payload (on_complete); cur (the step running, 0 before the first); wait (the task id the saga
 --   waits on: the only task whose end moves it on); cancel (1: cancel requested); clist (JSON list
 --   of the units to compensate, in order) and cpos (how many started);
---   per step i: t<i>, p<i> (type, payload JSON), ct<i>, cp<i> (its compensation, optional),
+--   per step i: t<i>, p<i> (type, payload JSON), ct<i>, cp<i> (its compensation, optional), l<i>,
+--   cl<i> (the limit_key of its task and of its compensation, optional; oc_l: on_complete's),
 --   nb<i> (0: one task; else branches i.1 .. i.nb with the same four fields);
 --   per unit u (i or i.j): st<u> (working completed failed cancelled compensating compensated
 --   compensation_failed), r<u> (result JSON), e<u> (error).
@@ -38,13 +39,14 @@ local function saga_results(sk, upto)
 end
 
 -- Create one task of the saga (false: its id is taken). `saga` is set on tasks the saga waits on.
-local function saga_task(sk, saga, id, type_, payload, parent)
+local function saga_task(sk, saga, id, type_, payload, parent, limit_key)
   local tk = tkey(id)
   if redis.call('EXISTS', tk) == 1 then return false end
   local f = redis.call('HMGET', sk, 'stream', 'max')
   redis.call('HSET', tk, 'type', type_, 'priority', 0, 'payload', payload, 'stream', f[1], 'attempt', 0,
     'max_attempts', f[2], 'created_at', now)
   if saga then redis.call('HSET', tk, 'saga', saga) end
+  if limit_key then redis.call('HSET', tk, 'limit_key', limit_key) end -- read.lua enforces it
   if parent then
     redis.call('HSET', tk, 'parent', parent)
     redis.call('SADD', base .. 'fp:' .. parent, id)
@@ -62,11 +64,11 @@ local function saga_finish(sk, saga, status)
   announce(saga, status)
   if status ~= 'failed' then redis.call('HDEL', sk, 'wait') end
   if status == 'completed' then
-    local f = redis.call('HMGET', sk, 'oc_type', 'oc_payload', 'n', 'data')
+    local f = redis.call('HMGET', sk, 'oc_type', 'oc_payload', 'n', 'data', 'oc_l')
     if f[1] then
       local obj = '{"saga_id":' .. cjson.encode(saga) .. ',"results":' .. saga_results(sk, tonumber(f[3])) ..
         ',"saga_data":' .. (f[4] or 'null') .. '}'
-      saga_task(sk, false, saga .. '.done', f[1], with_saga(f[2], obj), false)
+      saga_task(sk, false, saga .. '.done', f[1], with_saga(f[2], obj), false, f[5])
     end
   end
   local ttl = redis.call('HGET', sk, 'ttl')
@@ -95,11 +97,11 @@ local function saga_compensate_next(sk, saga)
   local id = saga .. '.c' .. u
   redis.call('HSET', sk, 'cpos', pos, 'wait', id, 'st' .. u, 'compensating')
   local step, branch = string.match(u, '^(%d+)%.?(%d*)$')
-  local c = redis.call('HMGET', sk, 'ct' .. u, 'cp' .. u, 'r' .. u)
+  local c = redis.call('HMGET', sk, 'ct' .. u, 'cp' .. u, 'r' .. u, 'cl' .. u)
   local obj = '{"saga_id":' .. cjson.encode(saga) .. ',"step":' .. step ..
     (branch ~= '' and (',"branch":' .. branch) or '') .. ',"compensate":true,"result":' .. (c[3] or 'null') ..
     ',"saga_data":' .. (f[4] or 'null') .. '}'
-  if not saga_task(sk, saga, id, c[1], with_saga(c[2], obj), false) then
+  if not saga_task(sk, saga, id, c[1], with_saga(c[2], obj), false, c[4]) then
     saga_comp_failed(sk, saga, u, 'could not start: its task id is taken')
   end
 end
@@ -140,14 +142,14 @@ end
 -- Enqueue step i: one task, or a fanout parent whose branches all run ('continue': the parent
 -- finishes once every branch has, so no branch is still running when compensation starts).
 local function saga_start_step(sk, saga, i)
-  local f = redis.call('HMGET', sk, 't' .. i, 'p' .. i, 'nb' .. i, 'data', 'ttl', 'max')
+  local f = redis.call('HMGET', sk, 't' .. i, 'p' .. i, 'nb' .. i, 'data', 'ttl', 'max', 'l' .. i)
   local id = saga .. '.s' .. i
   local nb = tonumber(f[3])
   redis.call('HSET', sk, 'cur', i, 'wait', id, 'st' .. i, 'working')
   local head = '{"saga_id":' .. cjson.encode(saga) .. ',"step":' .. i
   local tail = ',"results":' .. saga_results(sk, i - 1) .. ',"saga_data":' .. (f[4] or 'null') .. '}'
   if nb == 0 then
-    if not saga_task(sk, saga, id, f[1], with_saga(f[2], head .. tail), false) then
+    if not saga_task(sk, saga, id, f[1], with_saga(f[2], head .. tail), false, f[7]) then
       saga_step_failed(sk, saga, i, 'failed', 'could not start: task id ' .. id .. ' is taken')
     end
     return
@@ -168,9 +170,9 @@ local function saga_start_step(sk, saga, i)
     'children', cjson.encode(ids), 'ttl', f[5])
   for j = 1, nb do
     local u = i .. '.' .. j
-    local b = redis.call('HMGET', sk, 't' .. u, 'p' .. u)
+    local b = redis.call('HMGET', sk, 't' .. u, 'p' .. u, 'l' .. u)
     redis.call('HSET', sk, 'st' .. u, 'working')
-    saga_task(sk, false, ids[j], b[1], with_saga(b[2], head .. ',"branch":' .. j .. tail), id)
+    saga_task(sk, false, ids[j], b[1], with_saga(b[2], head .. ',"branch":' .. j .. tail), id, b[3])
   end
 end
 

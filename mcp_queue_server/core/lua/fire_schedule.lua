@@ -19,7 +19,7 @@ local sid, version, expected, slot, nxt = ARGV[7], ARGV[8], ARGV[9], tonumber(AR
 local id, payload, missed, grace = ARGV[12], ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15])
 local sk = base .. 'sc:' .. sid
 local f = redis.call('HMGET', sk, 'version', 'next_run_at', 'type', 'priority', 'max_attempts', 'deadline_ms',
-  'catch_up')
+  'catch_up', 'limit_key')
 if not f[1] then return {NOT_FOUND} end
 if f[1] ~= version or f[2] ~= expected then return {CONFLICT, f[2] or ''} end
 if now < slot then return {BAD_STATE, f[2]} end
@@ -33,6 +33,7 @@ if on_time or f[7] == 'once' then
     redis.call('HSET', tk, 'type', f[3], 'priority', priority, 'payload', payload,
       'stream', priority >= threshold and 'high' or 'low', 'attempt', 0, 'max_attempts', f[5] or default_max,
       'created_at', now, 'schedule', sid)
+    if f[8] then redis.call('HSET', tk, 'limit_key', f[8]) end -- read.lua enforces it
     push(id, tk)
     track_deadline(id, tk, f[6] or '')
     redis.call('HINCRBY', K[6], 'enqueued', 1)

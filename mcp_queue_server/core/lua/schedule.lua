@@ -5,7 +5,8 @@
 -- ARGV: base, group, consumer, clock, schedule_id, definition (canonical JSON of what the caller
 --       set: equal means a repeat), first_slot (ms, from the caller's cadence), then field/value
 --       pairs of the definition for the schedule hash <base>sc:<id> (type, payload, priority,
---       catch_up, anchor, and those set of cron, every_ms, start_at, end_at, max_attempts, deadline_ms).
+--       catch_up, anchor, and those set of cron, every_ms, start_at, end_at, max_attempts, deadline_ms,
+--       limit_key).
 -- A replace keeps the history (last run, counts) and bumps `version`, so a firing computed from
 -- the old definition (fire_schedule.lua compares the version) changes nothing.
 -- Returns: {OK, next_run_at, replaced 1/0} set now; {DUPLICATE, next_run_at or ""} the same
@@ -16,7 +17,8 @@ local f = redis.call('HMGET', sk, 'definition', 'next_run_at')
 if f[1] == definition then return {DUPLICATE, f[2] or ''} end
 local fields = {}
 for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HDEL', sk, 'cron', 'every_ms', 'start_at', 'end_at', 'max_attempts', 'deadline_ms')
+redis.call('HDEL', sk, 'cron', 'every_ms', 'start_at', 'end_at', 'max_attempts', 'deadline_ms',
+  'limit_key')
 redis.call('HSET', sk, 'definition', definition, 'next_run_at', first, 'set_at', now, unpack(fields))
 redis.call('HINCRBY', sk, 'version', 1)
 redis.call('ZADD', base .. 'schedules', first, sid)

@@ -1,10 +1,11 @@
 -- start_saga: create a saga and enqueue its first step (see _saga.lua), unless the saga exists.
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, saga_id, result_ttl_s, max_attempts, stream (of its tasks),
---       saga_data_json ("" none), on_complete_type ("" none), on_complete_payload_json, max_length
---       (0: none), n, then n steps x (type, payload_json, comp_type ("" none), comp_payload_json, nb,
---       then nb branches x (type, payload_json, comp_type, comp_payload_json)); a parallel step has
---       type "" and nb >= 2.
+--       saga_data_json ("" none), on_complete_type ("" none), on_complete_payload_json,
+--       on_complete_limit_key, max_length (0: none), n, then n steps x (type, payload_json, comp_type
+--       ("" none), comp_payload_json, limit_key, comp_limit_key, nb, then nb branches x (type,
+--       payload_json, comp_type, comp_payload_json, limit_key, comp_limit_key)); a parallel step has
+--       type "" and nb >= 2. A limit_key "" is none.
 -- Returns: {OK, state} created (state: working, or what its first step's start made of it);
 --          {DUPLICATE, state} the saga exists and nothing changed; {CONFLICT, id} the id is a task's;
 --          {FULL, length} its first step would take the queue (waiting + delayed) past max_length.
@@ -15,12 +16,13 @@ if f[1] then
   if f[2] == 'saga' then return {DUPLICATE, f[1]} end
   return {CONFLICT, saga}
 end
-local n = tonumber(ARGV[13])
+local n = tonumber(ARGV[14])
 local fields = {'n', n, 'stream', stream, 'max', max, 'ttl', ttl, 'cur', 0}
 if ARGV[9] ~= '' then fields[#fields + 1] = 'data'; fields[#fields + 1] = ARGV[9] end
 if ARGV[10] ~= '' then
   fields[#fields + 1] = 'oc_type'; fields[#fields + 1] = ARGV[10]
   fields[#fields + 1] = 'oc_payload'; fields[#fields + 1] = ARGV[11]
+  if ARGV[12] ~= '' then fields[#fields + 1] = 'oc_l'; fields[#fields + 1] = ARGV[12] end
 end
 local function add(u, o)
   fields[#fields + 1] = 't' .. u; fields[#fields + 1] = ARGV[o]
@@ -29,21 +31,23 @@ local function add(u, o)
     fields[#fields + 1] = 'ct' .. u; fields[#fields + 1] = ARGV[o + 2]
     fields[#fields + 1] = 'cp' .. u; fields[#fields + 1] = ARGV[o + 3]
   end
+  if ARGV[o + 4] ~= '' then fields[#fields + 1] = 'l' .. u; fields[#fields + 1] = ARGV[o + 4] end
+  if ARGV[o + 5] ~= '' then fields[#fields + 1] = 'cl' .. u; fields[#fields + 1] = ARGV[o + 5] end
 end
-local o = 14
+local o = 15
 local first_tasks = 1
 for i = 1, n do
-  local nb = tonumber(ARGV[o + 4])
+  local nb = tonumber(ARGV[o + 6])
   add(tostring(i), o)
   fields[#fields + 1] = 'nb' .. i; fields[#fields + 1] = nb
-  o = o + 5
+  o = o + 7
   if i == 1 and nb > 0 then first_tasks = nb end
   for j = 1, nb do
     add(i .. '.' .. j, o)
-    o = o + 4
+    o = o + 6
   end
 end
-local max_length = tonumber(ARGV[12])
+local max_length = tonumber(ARGV[13])
 if max_length > 0 then
   local length = queue_length()
   if length + first_tasks > max_length then return {FULL, length} end
