@@ -349,6 +349,7 @@ class ScheduleOut(_Out):
     missed: int
     max_attempts: int | None
     deadline_ms: int | None
+    limit_key: str | None
 
 
 class ScheduleListOutput(_Out):
