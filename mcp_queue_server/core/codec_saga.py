@@ -27,6 +27,7 @@ class SagaRow(NamedTuple):
     branches: tuple[SagaRow, ...] = ()
     limit_key: str = ""  #: "" = none
     comp_limit_key: str = ""  #: "" = none (sagas.py gives a compensation its step's by default)
+    deadline_ms: int | str = ""  #: "" = none; else from the step's start
 
 
 class SagaCreated(NamedTuple):
@@ -62,9 +63,9 @@ def start_saga_args(
         len(steps),
     ]
     for step in steps:
-        args += [*step[:4], step.limit_key, step.comp_limit_key, len(step.branches)]
+        args += [*step[:4], step.limit_key, step.comp_limit_key, step.deadline_ms, len(step.branches)]
         for branch in step.branches:
-            args += [*branch[:4], branch.limit_key, branch.comp_limit_key]
+            args += [*branch[:4], branch.limit_key, branch.comp_limit_key, branch.deadline_ms]
     return args
 
 

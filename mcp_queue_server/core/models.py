@@ -70,6 +70,9 @@ class SagaStep:
     compensate: SagaAction | None = None
     parallel: list[SagaStep] | None = None
     limit_key: str | None = None  #: the step's task's (a parallel step: give it per branch)
+    #: its task should finish within this many ms of the step's start (a parallel step's applies to
+    #: each branch that names none); late tasks are shown, never dropped (see Deadlines)
+    deadline_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,11 @@ from mcp_queue_server.core.keys import DEFAULT_QUEUE
 from mcp_queue_server.core.models import SagaAction, SagaStarted, SagaStep
 from mcp_queue_server.errors import InvalidInput, QueueFull
 from mcp_queue_server.limits import (
+    MAX_DEADLINE_MS,
     MAX_SAGA_BYTES,
     MAX_SAGA_STEPS,
     SAGA_BRANCHES,
+    check_int,
     check_limit_key,
     check_saga_id,
     check_task_type,
@@ -134,10 +136,17 @@ def _action(name: str, action: Any, budget: _Budget, inherit: str = "") -> tuple
     )
 
 
-def _step_row(name: str, step: Any, budget: _Budget, *, branch: bool = False) -> SagaRow:
+def _deadline(name: str, value: Any, default: int | str = "") -> int | str:
+    if value is None:
+        return default
+    return check_int(f"{name}.deadline_ms", value, 1, MAX_DEADLINE_MS)
+
+
+def _step_row(name: str, step: Any, budget: _Budget, *, branch: bool = False, deadline: int | str = "") -> SagaRow:
     if not isinstance(step, SagaStep):
         raise InvalidInput(f"{name} must be a SagaStep")
     key = _limit_key(f"{name}.limit_key", step.limit_key)
+    deadline = _deadline(name, step.deadline_ms, deadline)
     comp_type, comp_payload, comp_key = "", "", ""
     if step.compensate is not None:
         comp_type, comp_payload, comp_key = _action(f"{name}.compensate", step.compensate, budget, key)
@@ -151,6 +160,7 @@ def _step_row(name: str, step: Any, budget: _Budget, *, branch: bool = False) ->
             comp_payload,
             limit_key=key,
             comp_limit_key=comp_key,
+            deadline_ms=deadline,
         )
     low, high = SAGA_BRANCHES
     if branch:
@@ -162,5 +172,8 @@ def _step_row(name: str, step: Any, budget: _Budget, *, branch: bool = False) ->
     if not isinstance(step.parallel, Sequence) or not low <= len(step.parallel) <= high:
         got = len(step.parallel) if isinstance(step.parallel, Sequence) else type(step.parallel).__name__
         raise InvalidInput(f"{name}.parallel takes {low} to {high} branches, got {got}")
-    branches = tuple(_step_row(f"{name}.parallel[{j}]", b, budget, branch=True) for j, b in enumerate(step.parallel))
+    where = f"{name}.parallel"
+    branches = tuple(
+        _step_row(f"{where}[{j}]", b, budget, branch=True, deadline=deadline) for j, b in enumerate(step.parallel)
+    )
     return SagaRow("", "", "", "", branches)

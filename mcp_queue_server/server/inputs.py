@@ -117,6 +117,7 @@ class SagaBranchIn(_Strict):
     payload: dict[str, Any] = Field(default_factory=dict)
     compensate: SagaActionIn | None = None
     limit_key: _SagaLimitKey = None
+    deadline_ms: _DeadlineMs = None
 
 
 class SagaStepIn(_Strict):
@@ -125,6 +126,7 @@ class SagaStepIn(_Strict):
     payload: dict[str, Any] | None = None
     compensate: SagaActionIn | None = None
     limit_key: _SagaLimitKey = None
+    deadline_ms: _DeadlineMs = None
     parallel: Annotated[list[SagaBranchIn] | None, Field(min_length=SAGA_BRANCHES[0], max_length=SAGA_BRANCHES[1])] = (
         None
     )

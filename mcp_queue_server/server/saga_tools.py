@@ -27,7 +27,7 @@ def _step(ctx: Ctx, where: str, spec: SagaStepIn | SagaBranchIn) -> SagaStep:
     if isinstance(spec, SagaStepIn) and spec.parallel is not None:
         parallel = [_step(ctx, f"{where}.parallel[{j}]", b) for j, b in enumerate(spec.parallel)]
     compensate = _action(ctx, f"{where}.compensate", spec.compensate)
-    return SagaStep(spec.task_type, spec.payload, compensate, parallel, spec.limit_key)
+    return SagaStep(spec.task_type, spec.payload, compensate, parallel, spec.limit_key, spec.deadline_ms)
 
 
 @queue_errors

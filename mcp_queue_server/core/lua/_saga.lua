@@ -12,7 +12,8 @@
 --   waits on: the only task whose end moves it on); cancel (1: cancel requested); clist (JSON list
 --   of the units to compensate, in order) and cpos (how many started);
 --   per step i: t<i>, p<i> (type, payload JSON), ct<i>, cp<i> (its compensation, optional), l<i>,
---   cl<i> (the limit_key of its task and of its compensation, optional; oc_l: on_complete's),
+--   cl<i> (the limit_key of its task and of its compensation, optional; oc_l: on_complete's), d<i>
+--   (its task's deadline_ms from the step's start, optional),
 --   nb<i> (0: one task; else branches i.1 .. i.nb with the same four fields);
 --   per unit u (i or i.j): st<u> (working completed failed cancelled compensating compensated
 --   compensation_failed), r<u> (result JSON), e<u> (error).
@@ -39,7 +40,7 @@ local function saga_results(sk, upto)
 end
 
 -- Create one task of the saga (false: its id is taken). `saga` is set on tasks the saga waits on.
-local function saga_task(sk, saga, id, type_, payload, parent, limit_key)
+local function saga_task(sk, saga, id, type_, payload, parent, limit_key, deadline_ms)
   local tk = tkey(id)
   if redis.call('EXISTS', tk) == 1 then return false end
   local f = redis.call('HMGET', sk, 'stream', 'max')
@@ -47,6 +48,7 @@ local function saga_task(sk, saga, id, type_, payload, parent, limit_key)
     'max_attempts', f[2], 'created_at', now)
   if saga then redis.call('HSET', tk, 'saga', saga) end
   if limit_key then redis.call('HSET', tk, 'limit_key', limit_key) end -- read.lua enforces it
+  if deadline_ms then track_deadline(id, tk, deadline_ms) end
   if parent then
     redis.call('HSET', tk, 'parent', parent)
     redis.call('SADD', base .. 'fp:' .. parent, id)
@@ -142,14 +144,14 @@ end
 -- Enqueue step i: one task, or a fanout parent whose branches all run ('continue': the parent
 -- finishes once every branch has, so no branch is still running when compensation starts).
 local function saga_start_step(sk, saga, i)
-  local f = redis.call('HMGET', sk, 't' .. i, 'p' .. i, 'nb' .. i, 'data', 'ttl', 'max', 'l' .. i)
+  local f = redis.call('HMGET', sk, 't' .. i, 'p' .. i, 'nb' .. i, 'data', 'ttl', 'max', 'l' .. i, 'd' .. i)
   local id = saga .. '.s' .. i
   local nb = tonumber(f[3])
   redis.call('HSET', sk, 'cur', i, 'wait', id, 'st' .. i, 'working')
   local head = '{"saga_id":' .. cjson.encode(saga) .. ',"step":' .. i
   local tail = ',"results":' .. saga_results(sk, i - 1) .. ',"saga_data":' .. (f[4] or 'null') .. '}'
   if nb == 0 then
-    if not saga_task(sk, saga, id, f[1], with_saga(f[2], head .. tail), false, f[7]) then
+    if not saga_task(sk, saga, id, f[1], with_saga(f[2], head .. tail), false, f[7], f[8]) then
       saga_step_failed(sk, saga, i, 'failed', 'could not start: task id ' .. id .. ' is taken')
     end
     return
@@ -170,9 +172,9 @@ local function saga_start_step(sk, saga, i)
     'children', cjson.encode(ids), 'ttl', f[5])
   for j = 1, nb do
     local u = i .. '.' .. j
-    local b = redis.call('HMGET', sk, 't' .. u, 'p' .. u, 'l' .. u)
+    local b = redis.call('HMGET', sk, 't' .. u, 'p' .. u, 'l' .. u, 'd' .. u)
     redis.call('HSET', sk, 'st' .. u, 'working')
-    saga_task(sk, false, ids[j], b[1], with_saga(b[2], head .. ',"branch":' .. j .. tail), id, b[3])
+    saga_task(sk, false, ids[j], b[1], with_saga(b[2], head .. ',"branch":' .. j .. tail), id, b[3], b[4])
   end
 end
 

@@ -3,9 +3,9 @@
 -- ARGV: base, group, consumer, clock, saga_id, result_ttl_s, max_attempts, stream (of its tasks),
 --       saga_data_json ("" none), on_complete_type ("" none), on_complete_payload_json,
 --       on_complete_limit_key, max_length (0: none), n, then n steps x (type, payload_json, comp_type
---       ("" none), comp_payload_json, limit_key, comp_limit_key, nb, then nb branches x (type,
---       payload_json, comp_type, comp_payload_json, limit_key, comp_limit_key)); a parallel step has
---       type "" and nb >= 2. A limit_key "" is none.
+--       ("" none), comp_payload_json, limit_key, comp_limit_key, deadline_ms, nb, then nb branches x
+--       (type, payload_json, comp_type, comp_payload_json, limit_key, comp_limit_key, deadline_ms));
+--       a parallel step has type "" and nb >= 2. A limit_key or deadline_ms "" is none.
 -- Returns: {OK, state} created (state: working, or what its first step's start made of it);
 --          {DUPLICATE, state} the saga exists and nothing changed; {CONFLICT, id} the id is a task's;
 --          {FULL, length} its first step would take the queue (waiting + delayed) past max_length.
@@ -33,18 +33,19 @@ local function add(u, o)
   end
   if ARGV[o + 4] ~= '' then fields[#fields + 1] = 'l' .. u; fields[#fields + 1] = ARGV[o + 4] end
   if ARGV[o + 5] ~= '' then fields[#fields + 1] = 'cl' .. u; fields[#fields + 1] = ARGV[o + 5] end
+  if ARGV[o + 6] ~= '' then fields[#fields + 1] = 'd' .. u; fields[#fields + 1] = ARGV[o + 6] end
 end
 local o = 15
 local first_tasks = 1
 for i = 1, n do
-  local nb = tonumber(ARGV[o + 6])
+  local nb = tonumber(ARGV[o + 7])
   add(tostring(i), o)
   fields[#fields + 1] = 'nb' .. i; fields[#fields + 1] = nb
-  o = o + 7
+  o = o + 8
   if i == 1 and nb > 0 then first_tasks = nb end
   for j = 1, nb do
     add(i .. '.' .. j, o)
-    o = o + 6
+    o = o + 7
   end
 end
 local max_length = tonumber(ARGV[13])
