@@ -48,6 +48,7 @@ def start_saga_args(
     on_complete: tuple[str, str, str] | None,
     max_length: int,
     steps: Sequence[SagaRow],
+    trace: str = "",
 ) -> list[Any]:
     oc_type, oc_payload, oc_limit_key = on_complete or ("", "", "")
     args: list[Any] = [
@@ -60,6 +61,7 @@ def start_saga_args(
         oc_payload,
         oc_limit_key,
         max_length,
+        trace,
         len(steps),
     ]
     for step in steps:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import mcp_queue_server.tracing as tracing
 from mcp_queue_server.core import codec_saga
 from mcp_queue_server.core.codec import Refusal, raise_for
 from mcp_queue_server.core.codec_saga import SagaRow
@@ -68,10 +69,14 @@ class SagaOps:
         if on_complete is not None:
             follow = _action("on_complete", on_complete, budget)
         stream = "high" if s.priority_threshold <= 0 else "low"
-        args = codec_saga.start_saga_args(
-            saga_id, s.result_ttl_s, s.max_attempts, stream, data, follow, s.max_queue_length, rows
-        )
-        got = codec_saga.start_saga_reply(await self._conn.script("start_saga", queue, args, register=True))
+        # The saga stores the caller's trace context: each step and compensation continues it.
+        with tracing.sending("start_saga", queue) as sent:
+            args = codec_saga.start_saga_args(
+                saga_id, s.result_ttl_s, s.max_attempts, stream, data, follow, s.max_queue_length, rows, sent.carrier
+            )
+            got = codec_saga.start_saga_reply(await self._conn.script("start_saga", queue, args, register=True))
+            if sent.carrier and not isinstance(got, Refusal | codec_saga.SagaFull):
+                sent.tasks([saga_id], duplicates=int(got.duplicate))
         if isinstance(got, codec_saga.SagaFull):
             raise QueueFull(
                 f"queue {queue} is full: {got.length} tasks wait (limit {s.max_queue_length}, "

@@ -13,7 +13,8 @@
 --   of the units to compensate, in order) and cpos (how many started);
 --   per step i: t<i>, p<i> (type, payload JSON), ct<i>, cp<i> (its compensation, optional), l<i>,
 --   cl<i> (the limit_key of its task and of its compensation, optional; oc_l: on_complete's), d<i>
---   (its task's deadline_ms from the step's start, optional),
+--   (its task's deadline_ms from the step's start, optional), trace (start_saga's caller's trace
+--   context, optional: every task of the saga carries it),
 --   nb<i> (0: one task; else branches i.1 .. i.nb with the same four fields);
 --   per unit u (i or i.j): st<u> (working completed failed cancelled compensating compensated
 --   compensation_failed), r<u> (result JSON), e<u> (error).
@@ -43,9 +44,10 @@ end
 local function saga_task(sk, saga, id, type_, payload, parent, limit_key, deadline_ms)
   local tk = tkey(id)
   if redis.call('EXISTS', tk) == 1 then return false end
-  local f = redis.call('HMGET', sk, 'stream', 'max')
+  local f = redis.call('HMGET', sk, 'stream', 'max', 'trace')
   redis.call('HSET', tk, 'type', type_, 'priority', 0, 'payload', payload, 'stream', f[1], 'attempt', 0,
     'max_attempts', f[2], 'created_at', now)
+  if f[3] then redis.call('HSET', tk, 'trace', f[3]) end -- start_saga's caller's trace, continued
   if saga then redis.call('HSET', tk, 'saga', saga) end
   if limit_key then redis.call('HSET', tk, 'limit_key', limit_key) end -- read.lua enforces it
   if deadline_ms then track_deadline(id, tk, deadline_ms) end

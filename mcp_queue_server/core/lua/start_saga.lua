@@ -2,7 +2,8 @@
 -- KEYS: the six queue keys (see _lib.lua).
 -- ARGV: base, group, consumer, clock, saga_id, result_ttl_s, max_attempts, stream (of its tasks),
 --       saga_data_json ("" none), on_complete_type ("" none), on_complete_payload_json,
---       on_complete_limit_key, max_length (0: none), n, then n steps x (type, payload_json, comp_type
+--       on_complete_limit_key, max_length (0: none), trace (the caller's trace context, "" none;
+--       every task of the saga carries it), n, then n steps x (type, payload_json, comp_type
 --       ("" none), comp_payload_json, limit_key, comp_limit_key, deadline_ms, nb, then nb branches x
 --       (type, payload_json, comp_type, comp_payload_json, limit_key, comp_limit_key, deadline_ms));
 --       a parallel step has type "" and nb >= 2. A limit_key or deadline_ms "" is none.
@@ -16,9 +17,10 @@ if f[1] then
   if f[2] == 'saga' then return {DUPLICATE, f[1]} end
   return {CONFLICT, saga}
 end
-local n = tonumber(ARGV[14])
+local n = tonumber(ARGV[15])
 local fields = {'n', n, 'stream', stream, 'max', max, 'ttl', ttl, 'cur', 0}
 if ARGV[9] ~= '' then fields[#fields + 1] = 'data'; fields[#fields + 1] = ARGV[9] end
+if ARGV[14] ~= '' then fields[#fields + 1] = 'trace'; fields[#fields + 1] = ARGV[14] end
 if ARGV[10] ~= '' then
   fields[#fields + 1] = 'oc_type'; fields[#fields + 1] = ARGV[10]
   fields[#fields + 1] = 'oc_payload'; fields[#fields + 1] = ARGV[11]
@@ -35,7 +37,7 @@ local function add(u, o)
   if ARGV[o + 5] ~= '' then fields[#fields + 1] = 'cl' .. u; fields[#fields + 1] = ARGV[o + 5] end
   if ARGV[o + 6] ~= '' then fields[#fields + 1] = 'd' .. u; fields[#fields + 1] = ARGV[o + 6] end
 end
-local o = 15
+local o = 16
 local first_tasks = 1
 for i = 1, n do
   local nb = tonumber(ARGV[o + 7])
