@@ -19,27 +19,21 @@ deadlines the replies report.
 
 from __future__ import annotations
 
-import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import pytest
-from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
-from mcp_queue_server import InvalidState, NewTask, NotLeaseHolder, Settings, TaskNotFound, TaskQueue, TaskStatus
-from tests.conftest import FakeClock
+from mcp_queue_server import InvalidState, NewTask, NotLeaseHolder, TaskNotFound, TaskStatus
+from tests.queue_machine import QueueMachine, run_machine
 
 IDS = [f"t{i}" for i in range(8)]
 PARENTS = ["P0", "P1"]
@@ -76,40 +70,16 @@ class ModelFanout:
     finished_reports: int = 0  #: acks/fails that said they finished the parent (must end at 1)
 
 
-class QueueModel(RuleBasedStateMachine):
-    redis_url: str = ""
-
+class QueueModel(QueueMachine):
     @initialize()
     def open_queues(self) -> None:
-        self.stack = ExitStack()
-        self.portal: BlockingPortal = self.stack.enter_context(start_blocking_portal())
-        self.clock = FakeClock()
+        self.start_queues(CONSUMERS, "sm", max_attempts=MAX_ATTEMPTS, retry_backoff_ms=0, lease_ms=LEASE_MS)
         self.now = 0  #: the model's clock (grid units of UNIT_MS)
-        s = Settings(
-            redis_url=self.redis_url,
-            key_prefix=f"sm{uuid.uuid4().hex[:10]}",
-            max_attempts=MAX_ATTEMPTS,
-            retry_backoff_ms=0,
-            lease_ms=LEASE_MS,
-        )
-        self.queues = {c: TaskQueue(s, consumer=c, clock=self.clock) for c in CONSUMERS}
-        for q in self.queues.values():
-            self.portal.call(q.connect)
         self.tasks: dict[str, ModelTask] = {}
         self.fanouts: dict[str, ModelFanout] = {}
         self.seq = 0
         self.totals = {"enqueued": 0, "completed": 0, "retried": 0, "dead_lettered": 0, "replayed": 0, "cancelled": 0}
         self.delayed = 0  #: ids of the delayed tasks cancel_a_delayed_task enqueued
-
-    def teardown(self) -> None:
-        if hasattr(self, "portal"):
-            for q in self.queues.values():
-                self.portal.call(lambda q=q: q.disconnect(release=False))
-            self.stack.close()
-
-    def call(self, consumer: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        fn = getattr(self.queues[consumer], method)
-        return self.portal.call(lambda: fn(*args, **kwargs))
 
     def push(self, task: ModelTask) -> None:
         self.seq += 1
@@ -484,19 +454,5 @@ def _refusal(task: ModelTask | None, consumer: str) -> type[Exception] | None:
     return NotLeaseHolder
 
 
-@pytest.fixture
-def machine(redis_url: str) -> type[QueueModel]:
-    QueueModel.redis_url = redis_url
-    return QueueModel
-
-
-def test_the_queue_behaves_like_its_model(machine: type[QueueModel]) -> None:
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=200,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        ),
-    )
+def test_the_queue_behaves_like_its_model(redis_url: str) -> None:
+    run_machine(QueueModel, redis_url, max_examples=200, steps=30)

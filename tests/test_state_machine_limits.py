@@ -17,26 +17,20 @@ decided in the model exactly as in Redis (see test_state_machine.py).
 
 from __future__ import annotations
 
-import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, event, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
-from mcp_queue_server import NotLeaseHolder, Settings, TaskQueue, TaskStatus
-from tests.conftest import FakeClock
+from mcp_queue_server import NotLeaseHolder, TaskStatus
+from tests.queue_machine import QueueMachine, run_machine
 
 IDS = [f"t{i}" for i in range(10)]
 KEYS = ["a", "a", "a", "b", None]  #: mostly the limited key
@@ -74,39 +68,15 @@ class LimitsModel:
     wait: int | str | None = None  #: a's score in lwait: a time, BLOCKED, or None (not waiting)
 
 
-class LimitsMachine(RuleBasedStateMachine):
-    redis_url: str = ""
-
+class LimitsMachine(QueueMachine):
     @initialize(max_working=st.sampled_from([1, 2, None]), max_per_minute=st.sampled_from([None, 2, 3]))
     def open_queues(self, max_working: int | None, max_per_minute: int | None) -> None:
-        self.stack = ExitStack()
-        self.portal: BlockingPortal = self.stack.enter_context(start_blocking_portal())
-        self.clock = FakeClock()
+        self.start_queues(CONSUMERS, "sml", max_attempts=1000, retry_backoff_ms=0, lease_ms=LEASE_MS)
         self.now = 0
-        s = Settings(
-            redis_url=self.redis_url,
-            key_prefix=f"sml{uuid.uuid4().hex[:10]}",
-            max_attempts=1000,
-            retry_backoff_ms=0,
-            lease_ms=LEASE_MS,
-        )
-        self.queues = {c: TaskQueue(s, consumer=c, clock=self.clock) for c in CONSUMERS}
-        for q in self.queues.values():
-            self.portal.call(q.connect)
         self.tasks: dict[str, ModelTask] = {}
         self.seq = 0
         self.m = LimitsModel()
         self.set_limit(max_working, max_per_minute)
-
-    def teardown(self) -> None:
-        if hasattr(self, "portal"):
-            for q in self.queues.values():
-                self.portal.call(lambda q=q: q.disconnect(release=False))
-            self.stack.close()
-
-    def call(self, consumer: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        fn = getattr(self.queues[consumer], method)
-        return self.portal.call(lambda: fn(*args, **kwargs))
 
     # -- the model's limit -------------------------------------------------------------
 
@@ -323,19 +293,5 @@ class LimitsMachine(RuleBasedStateMachine):
         assert b is None  # never limited, never held back
 
 
-@pytest.fixture
-def machine(redis_url: str) -> type[LimitsMachine]:
-    LimitsMachine.redis_url = redis_url
-    return LimitsMachine
-
-
-def test_limits_behave_like_their_model(machine: type[LimitsMachine]) -> None:
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=150,
-            stateful_step_count=40,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        ),
-    )
+def test_limits_behave_like_their_model(redis_url: str) -> None:
+    run_machine(LimitsMachine, redis_url, max_examples=150, steps=40)

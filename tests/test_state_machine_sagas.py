@@ -12,26 +12,19 @@ match the model. Time follows the test clock (the same grid as tests/test_state_
 
 from __future__ import annotations
 
-import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
-from mcp_queue_server import SagaAction, SagaStep, Settings, TaskQueue, TaskStatus
-from tests.conftest import FakeClock
+from mcp_queue_server import SagaAction, SagaStep, TaskStatus
+from tests.queue_machine import QueueMachine, run_machine
 
 SAGAS = ["S0", "S1"]
 CONSUMERS = ["c0", "c1"]
@@ -69,37 +62,13 @@ class MSaga:
     cpos: int = 0
 
 
-class SagaModel(RuleBasedStateMachine):
-    redis_url: str = ""
-
+class SagaModel(QueueMachine):
     @initialize()
     def open_queues(self) -> None:
-        self.stack = ExitStack()
-        self.portal: BlockingPortal = self.stack.enter_context(start_blocking_portal())
-        self.clock = FakeClock()
+        self.start_queues(CONSUMERS, "sg", max_attempts=MAX_ATTEMPTS, retry_backoff_ms=0, lease_ms=LEASE_MS)
         self.now = 0
-        s = Settings(
-            redis_url=self.redis_url,
-            key_prefix=f"sg{uuid.uuid4().hex[:10]}",
-            max_attempts=MAX_ATTEMPTS,
-            retry_backoff_ms=0,
-            lease_ms=LEASE_MS,
-        )
-        self.queues = {c: TaskQueue(s, consumer=c, clock=self.clock) for c in CONSUMERS}
-        for q in self.queues.values():
-            self.portal.call(q.connect)
         self.tasks: dict[str, MTask] = {}
         self.sagas: dict[str, MSaga] = {}
-
-    def teardown(self) -> None:
-        if hasattr(self, "portal"):
-            for q in self.queues.values():
-                self.portal.call(lambda q=q: q.disconnect(release=False))
-            self.stack.close()
-
-    def call(self, consumer: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        fn = getattr(self.queues[consumer], method)
-        return self.portal.call(lambda: fn(*args, **kwargs))
 
     # -- the model of _saga.lua ----------------------------------------------------------
 
@@ -344,19 +313,5 @@ class SagaModel(RuleBasedStateMachine):
             assert (str(info.status), info.attempt) == (task.state, task.attempt), task_id
 
 
-@pytest.fixture
-def machine(redis_url: str) -> type[SagaModel]:
-    SagaModel.redis_url = redis_url
-    return SagaModel
-
-
-def test_sagas_behave_like_their_model(machine: type[SagaModel]) -> None:
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=200,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        ),
-    )
+def test_sagas_behave_like_their_model(redis_url: str) -> None:
+    run_machine(SagaModel, redis_url, max_examples=200, steps=30)

@@ -15,21 +15,16 @@ is more than the 60 s grace late.
 
 from __future__ import annotations
 
-import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import pytest
-from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import initialize, invariant, rule
 
-from mcp_queue_server import NewSchedule, Settings, TaskQueue, TaskStatus
+from mcp_queue_server import NewSchedule, TaskStatus
 from mcp_queue_server.limits import SCHEDULE_GRACE_MS
-from tests.conftest import FakeClock
+from tests.queue_machine import QueueMachine, run_machine
 
 UNIT_MS = 60_000
 IDS = ["s0", "s1", "s2"]
@@ -69,35 +64,15 @@ class Model:
     tasks: set[str] = field(default_factory=set)
 
 
-class SchedulesModel(RuleBasedStateMachine):
-    redis_url: str = ""
-
+class SchedulesModel(QueueMachine):
     @initialize()
     def open_queues(self) -> None:
-        self.stack = ExitStack()
-        self.portal: BlockingPortal = self.stack.enter_context(start_blocking_portal())
-        self.clock = FakeClock()
-        self.settings = Settings(redis_url=self.redis_url, key_prefix=f"ss{uuid.uuid4().hex[:10]}")
-        self.queues = {c: self._open(c) for c in CONSUMERS}
+        self.start_queues(CONSUMERS, "ss")
         real = self.portal.call(self.queues["p0"].server_now)
         self.base = (real // (2 * UNIT_MS) + 1) * 2 * UNIT_MS  # the next even minute is the model's 0
         self.clock.advance(self.base - real)
         self.now = 0
         self.model = Model()
-
-    def _open(self, consumer: str) -> TaskQueue:
-        q = TaskQueue(self.settings, consumer=consumer, clock=self.clock)
-        return self.portal.call(q.connect)
-
-    def teardown(self) -> None:
-        if hasattr(self, "portal"):
-            for q in self.queues.values():
-                self.portal.call(lambda q=q: q.disconnect(release=False))
-            self.stack.close()
-
-    def call(self, consumer: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        fn = getattr(self.queues[consumer], method)
-        return self.portal.call(lambda: fn(*args, **kwargs))
 
     def ms(self, units: int) -> int:
         return self.base + units * UNIT_MS
@@ -178,7 +153,7 @@ class SchedulesModel(RuleBasedStateMachine):
     @rule(consumer=st.sampled_from(CONSUMERS))
     def a_process_restarts(self, consumer: str) -> None:
         self.portal.call(lambda: self.queues[consumer].disconnect(release=False))
-        self.queues[consumer] = self._open(consumer)
+        self.queues[consumer] = self.open_queue(consumer)
 
     def _check(self, firings: list[Any]) -> None:
         """Apply the model's firing of every due schedule; the real firings must be exactly those."""
@@ -231,20 +206,6 @@ class SchedulesModel(RuleBasedStateMachine):
             assert self.call("p1", "get_task", task_id).status == TaskStatus.QUEUED
 
 
-@pytest.fixture
-def machine(redis_url: str) -> type[SchedulesModel]:
-    SchedulesModel.redis_url = redis_url
-    return SchedulesModel
-
-
-def test_schedules_behave_like_their_model(machine: type[SchedulesModel]) -> None:
+def test_schedules_behave_like_their_model(redis_url: str) -> None:
     assert SCHEDULE_GRACE_MS < UNIT_MS + 1  # a unit late is past the grace (real time adds a little)
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=100,
-            stateful_step_count=25,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        ),
-    )
+    run_machine(SchedulesModel, redis_url, max_examples=100, steps=25)
