@@ -377,7 +377,8 @@ class QueueModel(QueueMachine):
             task.cancel_requested = True
         elif task is not None:
             assert (got.status, got.changed) == ("cancelled", True)
-            self.end_cancelled(task)
+            if self.end_cancelled(task):  # this cancel failed its fanout parent; its reply has no report
+                self.fanouts[task.parent or ""].finished_reports += 1
         else:  # a waiting parent: cancelled, then its unfinished children (its continuation never runs)
             assert fan is not None
             assert (got.status, got.changed) == ("cancelled", True)
