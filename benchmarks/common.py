@@ -161,6 +161,10 @@ class Report:
         if "bound_tasks_per_s" in figure.extra:
             log(f"    one client with no Python work at all tops out near {_fmt(figure.extra['bound_tasks_per_s'])} "
                 f"tasks/s (bare round trip, Redis's share replaced by our script's)")  # fmt: skip
+        if "bound_ratio_with_client_check" in figure.extra:
+            log(f"    the client's outputSchema check (jsonschema) costs {figure.extra['client_check_us_per_task']} "
+                f"us/task: with a server as cheap as echo the ratio tops out near "
+                f"{_fmt(figure.extra['bound_ratio_with_client_check'])}")  # fmt: skip
         if "redis_cpu_us_per_task" in figure.extra:
             log(f"    Redis CPU {figure.extra['redis_cpu_us_per_task']} us/task: one Redis tops out near "
                 f"{_fmt(figure.extra['redis_bound_tasks_per_s'])} tasks/s")  # fmt: skip
