@@ -55,7 +55,15 @@ def queue_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 def check_json(ctx: Ctx, name: str, value: Any) -> None:
     """Refuse JSON nested deeper than the server allows (the core checks the size)."""
-    limit = ctx.request_context.lifespan_context.settings.max_depth
+    check_depth(max_depth(ctx), name, value)
+
+
+def max_depth(ctx: Ctx) -> int:
+    """The deepest JSON the server takes (read once per call: the context's attributes are slow)."""
+    return ctx.request_context.lifespan_context.settings.max_depth
+
+
+def check_depth(limit: int, name: str, value: Any) -> None:
     if json_depth_exceeds(value, limit):
         raise ToolError(f"{name} is nested more than {limit} levels deep: flatten it")
 
@@ -105,8 +113,9 @@ async def open_queue(ctx: Ctx) -> TaskQueue:
     return queue
 
 
-def new_task(ctx: Ctx, where: str, spec: TaskSpec) -> NewTask:
-    check_json(ctx, f"{where}.payload", spec.payload)
+def new_task(depth: int, where: str, spec: TaskSpec) -> NewTask:
+    """``spec`` as the core takes it, its payload checked against ``depth`` (:func:`max_depth`)."""
+    check_depth(depth, f"{where}.payload", spec.payload)
     return NewTask(
         spec.task_type,
         spec.payload,

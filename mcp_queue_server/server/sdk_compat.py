@@ -116,7 +116,7 @@ class QueueTool(Tool):
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
         try:
-            result = await super().run(arguments, context, convert_result)
+            result = await super().run(arguments, context, convert_result=False)
         except UnexpectedToolError:
             raise
         except ToolError as exc:
@@ -126,9 +126,31 @@ class QueueTool(Tool):
             if isinstance(cause, ToolError):
                 raise ToolError(str(cause)) from cause
             raise
-        if isinstance(result, CallToolResult) and result.structured_content is not None and not result.is_error:
-            result.content = [TextContent(type="text", text=compact_json(result.structured_content))]
-        return result
+        if not convert_result:
+            return result
+        try:
+            return self._converted(result)
+        except Exception as exc:  # as Tool.run reports a result it cannot convert: a crash
+            raise UnexpectedToolError(f"Error executing tool {self.name}") from exc
+
+    def _converted(self, result: Any) -> Any:
+        """``FuncMetadata.convert_result``'s ``CallToolResult``, with the structured content once as
+        compact JSON for the text. A result of the tool's own output model skips the SDK's
+        indented dump (replaced anyway) and its revalidation of a model pydantic already built."""
+        meta = self.fn_metadata
+        model = meta.output_model if meta.output_schema is not None else None
+        if model is not None and type(result) is model and not meta.wrap_output:
+            structured = result.model_dump(mode="json", by_alias=True)
+            return CallToolResult(content=[TextContent(type="text", text=compact_json(structured))],
+                                  structured_content=structured)  # fmt: skip
+        converted = meta.convert_result(result)
+        if (
+            isinstance(converted, CallToolResult)
+            and converted.structured_content is not None
+            and not converted.is_error
+        ):
+            converted.content = [TextContent(type="text", text=compact_json(converted.structured_content))]
+        return converted
 
 
 def compact_json(value: Any) -> str:

@@ -6,6 +6,7 @@ what to do next. Which role gets which tool is decided in :mod:`mcp_queue_server
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -21,7 +22,7 @@ from mcp_queue_server.limits import (
     MAX_ERROR_LENGTH,
     MAX_SUBTASKS,
 )
-from mcp_queue_server.server.context import Ctx, check_json, ms_left, new_task, open_queue, queue_errors
+from mcp_queue_server.server.context import Ctx, check_json, max_depth, ms_left, new_task, open_queue, queue_errors
 from mcp_queue_server.server.inputs import (
     ANY_JSON,
     BLOCK_MS_CAP,
@@ -48,7 +49,6 @@ from mcp_queue_server.server.outputs import (
     AckOutput,
     CheckpointOutput,
     EnqueueBatchOutput,
-    EnqueuedTask,
     EnqueueOutput,
     FailOutput,
     FanoutOutput,
@@ -105,14 +105,13 @@ async def enqueue_batch(
     queue: QueueName = "default",
 ) -> EnqueueBatchOutput:
     """Enqueue many tasks; their ids come back in order."""
-    new = [new_task(ctx, f"tasks[{i}]", t) for i, t in enumerate(tasks)]
+    depth = max_depth(ctx)
+    new = [new_task(depth, f"tasks[{i}]", t) for i, t in enumerate(tasks)]
     q = await open_queue(ctx)
     done = await q.enqueue_batch(new, queue=queue)
-    return EnqueueBatchOutput(
-        queue=queue,
-        tasks=[EnqueuedTask.model_validate(d) for d in done],
-        replicas_confirmed=done[0].replicas_confirmed,
-    )
+    # One validation for the whole reply (pydantic reads the records' attributes itself).
+    reply = {"queue": queue, "tasks": done, "replicas_confirmed": done[0].replicas_confirmed}
+    return EnqueueBatchOutput.model_validate(reply, from_attributes=True)
 
 
 @queue_errors
@@ -136,7 +135,8 @@ async def fanout(
     queue: QueueName = "default",
 ) -> FanoutOutput:
     """Split work into parallel subtasks; get_task(parent_task_id) gathers their results. Idempotent."""
-    children = [new_task(ctx, f"subtasks[{i}]", t) for i, t in enumerate(subtasks)]
+    depth = max_depth(ctx)
+    children = [new_task(depth, f"subtasks[{i}]", t) for i, t in enumerate(subtasks)]
     if parent_task_data is not None:
         check_json(ctx, "parent_task_data", parent_task_data)
     follow_up = None
@@ -184,11 +184,22 @@ async def read_tasks(
 
 
 def leased(tasks: list[Task]) -> list[LeasedTask]:
-    """Tasks as read_tasks returns them, with the ms left on each lease."""
-    out = [LeasedTask.model_validate(t) for t in tasks]
-    for item in out:
-        item.lease_ms_left = ms_left(item.lease_expires_at) or 0
-    return out
+    """Tasks as read_tasks returns them, with the ms left on each lease (one clock reading)."""
+    now = time.time_ns() // 1_000_000  # as ms_left counts
+    return [
+        LeasedTask(
+            task_id=t.task_id,
+            task_type=t.task_type,
+            priority=t.priority,
+            payload=t.payload,
+            attempt=t.attempt,
+            lease_expires_at=t.lease_expires_at,
+            lease_ms_left=max(0, t.lease_expires_at - now),
+            checkpoint=t.checkpoint,
+            parent_task_id=t.parent_task_id,
+        )
+        for t in tasks
+    ]
 
 
 @queue_errors
