@@ -277,3 +277,49 @@ async def test_nan_and_infinity_sent_over_the_wire_are_refused(settings: Setting
     assert "no NaN or Infinity" in nan["content"][0]["text"]
     assert inf["isError"] is True
     assert inf["content"][0]["text"] == "priority must be an integer, got an infinite number"
+
+
+async def test_a_line_written_in_pieces_split_inside_a_character_is_read_as_one_message(
+    settings: Settings, spawn: Any
+) -> None:
+    server = await spawn(server_env(settings, "pieces"))
+    assert server.process.stdin is not None
+    args = {"task_type": "t", "payload": {"text": "héllo ✓"}, "task_id": "split"}
+    line = json.dumps({"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": "enqueue_task",
+                       "arguments": args}}, ensure_ascii=False).encode() + b"\n"  # fmt: skip
+    cut = line.index("✓".encode()) + 1  # inside the 3-byte character
+    await server.process.stdin.send(line[:cut])
+    await anyio.sleep(0.05)  # not a sync: the first piece mostly arrives alone, as from a slow client
+    await server.process.stdin.send(line[cut:])
+    server._next_id = 99
+    with anyio.fail_after(10):
+        result = await server._reply()
+    [task] = (await server.call("read_tasks"))["tasks"]
+
+    assert result["structuredContent"]["task_id"] == "split"
+    assert task["payload"] == {"text": "héllo ✓"}
+
+
+def test_lines_from_a_regular_file_on_stdin_are_read_to_the_last_unterminated_one_then_the_server_exits(
+    settings: Settings, tmp_path: Path
+) -> None:
+    init = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "file", "version": "1"}}
+    lines = [
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}),
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        "not json",
+        '{"jsonrpc": "2.0", "id": 2, "method": "tools/list"',  # cut short, and without a newline
+    ]
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("\n".join(lines))
+    with requests.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "mcp_queue_server"], stdin=stdin, capture_output=True, cwd=ROOT, timeout=START_S,
+            env=server_env(settings, "file"),
+        )  # fmt: skip
+
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0, done.stderr
+    assert [a.get("id") for a in answers] == [1, None, None]
+    assert answers[0]["result"]["serverInfo"]["name"] == "mcp-queue-server"
+    assert [a["error"]["message"] for a in answers[1:]] == ["not valid JSON: line ignored"] * 2

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import stat
 import sys
-import threading
-from collections.abc import AsyncIterable, Sequence
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import Any, cast
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 import uvicorn
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
@@ -195,45 +194,97 @@ def serve_http(server: MCPServer[Any], settings: Settings, routes: Sequence[Base
 # -- stdio -----------------------------------------------------------------------------------
 
 
-class _DaemonStdin(anyio.AsyncFile[str]):
-    """stdin read by a daemon thread.
+#: Bytes asked of stdin per read: a 100-task request arrives in a few reads.
+_READ_SIZE = 1 << 16
 
-    The SDK reads stdin on an AnyIO worker thread that cannot be cancelled, so a SIGTERM
-    would wait for the next line that never comes. A daemon thread does not keep the
-    process alive, and the server can stop while a read is still blocked.
+
+class _LoopStdin(anyio.AsyncFile[str]):
+    """stdin read by the event loop itself: no thread, nothing handed between threads per line.
+
+    The SDK reads stdin on an AnyIO worker thread, one hop per line, that cannot be
+    cancelled: a SIGTERM would wait for the next line that never comes. Here a pipe, socket
+    or terminal is waited on by the loop (``wait_readable``; a read after it does not block),
+    a cancelled wait ends at once, and a regular file, never waiting, is read directly.
+    Lines are split as bytes (``\n`` is never inside a UTF-8 sequence) and decoded one by one.
     """
 
-    def __init__(self, fp: TextIO) -> None:
-        super().__init__(fp)
-        self._lines: MemoryObjectReceiveStream[str] | None = None
+    def __init__(self, fd: int) -> None:
+        super().__init__(sys.stdin)
+        self._fd = fd
+        self._waits = not stat.S_ISREG(os.fstat(fd).st_mode)
+        self._buffer = bytearray()
+        self._scanned = 0  # no newline before this offset of the buffer
+        self._eof = False
 
     async def readline(self) -> str:
-        if self._lines is None:
-            send, self._lines = anyio.create_memory_object_stream[str](1)
-            token = anyio.lowlevel.current_token()
-            threading.Thread(target=self._pump, args=(send, token), name="stdin reader", daemon=True).start()
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if end >= 0 or (self._eof and self._buffer):
+                cut = end + 1 if end >= 0 else len(self._buffer)
+                line = self._buffer[:cut].decode("utf-8", "replace")
+                del self._buffer[:cut]
+                self._scanned = 0
+                return line
+            if self._eof:
+                return ""
+            self._scanned = len(self._buffer)
+            chunk = await self._read()
+            self._buffer += chunk
+            self._eof = not chunk
+
+    async def _read(self) -> bytes:
+        while True:
+            if self._waits:
+                await anyio.wait_readable(self._fd)
+            else:
+                await anyio.lowlevel.checkpoint()
+            try:
+                return os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:  # a non-blocking stdin woken for nothing: wait again
+                continue
+
+
+class _AnsweringUnreadable:
+    """The transport's read stream, answering a line that is not a message at once, as JSON-RPC says.
+
+    The SDK's stdio transport hands the server an exception for such a line, and the server
+    only logs it: a client whose request was nested deeper than the parser's limit (about 200
+    levels), cut short or not JSON-RPC waited for an answer until its own timeout. Answered
+    here, in the server's own read: no task or stream between the transport and the server.
+    """
+
+    def __init__(self, lines: Any, outbox: Any) -> None:
+        self._lines = lines
+        self._outbox = outbox
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._lines, "last_context", None)
+
+    async def receive(self) -> SessionMessage:
+        while True:
+            item = await self._lines.receive()
+            if not isinstance(item, Exception):
+                return cast(SessionMessage, item)
+            await self._outbox.send(SessionMessage(unreadable_line_error(item)))
+
+    async def aclose(self) -> None:
+        await self._lines.aclose()
+
+    def __aiter__(self) -> _AnsweringUnreadable:
+        return self
+
+    async def __anext__(self) -> SessionMessage:
         try:
-            return await self._lines.receive()
+            return await self.receive()
         except anyio.EndOfStream:
-            return ""
+            raise StopAsyncIteration from None
 
-    def _pump(self, send: MemoryObjectSendStream[str], token: anyio.lowlevel.EventLoopToken) -> None:
-        try:
-            while line := self.wrapped.readline():
-                anyio.from_thread.run(send.send, line, token=token)
-            anyio.from_thread.run_sync(send.close, token=token)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, RuntimeError, OSError, ValueError):
-            return  # the server stopped reading (or its loop is gone): nothing left to do
+    async def __aenter__(self) -> _AnsweringUnreadable:
+        return self
 
-    def stop(self) -> None:
-        """Stop reading: a pump blocked on a line finds the stream closed and ends."""
-        if self._lines is not None:
-            self._lines.close()
-
-
-def _stdin() -> _DaemonStdin:
-    # closefd=False: fd 0 stays open for the daemon thread however the wrapper is collected.
-    return _DaemonStdin(open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False))
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 async def _stop_on_signal(scope: anyio.CancelScope, received: list[signal.Signals]) -> None:
@@ -254,37 +305,13 @@ async def serve_stdio(server: MCPServer[Any]) -> signal.Signals | None:
     received: list[signal.Signals] = []
     # The SDK runs stdio only with its own stdin reader; this is its run_stdio_async with ours.
     lowlevel = lowlevel_server(server)
-    stdin = _stdin()
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope, received)
-            async with stdio_server(stdin=stdin) as (read_stream, write_stream):
-                inbox_send, inbox = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-                tg.start_soon(_answer_unreadable_lines, read_stream, inbox_send, write_stream)
-                await lowlevel.run(inbox, write_stream, lowlevel.create_initialization_options())
-            tg.cancel_scope.cancel()
-    finally:
-        stdin.stop()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, tg.cancel_scope, received)
+        async with stdio_server(stdin=_LoopStdin(sys.stdin.fileno())) as (read_stream, write_stream):
+            inbox = _AnsweringUnreadable(read_stream, write_stream)
+            await lowlevel.run(inbox, write_stream, lowlevel.create_initialization_options())
+        tg.cancel_scope.cancel()
     return received[0] if received else None
-
-
-async def _answer_unreadable_lines(
-    lines: AsyncIterable[SessionMessage | Exception],
-    inbox: MemoryObjectSendStream[SessionMessage | Exception],
-    outbox: Any,
-) -> None:
-    """Pass messages on to the server; answer a line that is not one at once, as JSON-RPC says.
-
-    The SDK's stdio transport hands the server an exception for such a line, and the server
-    only logs it: a client whose request was nested deeper than the parser's limit (about 200
-    levels), cut short or not JSON-RPC waited for an answer until its own timeout.
-    """
-    async with inbox:
-        async for item in lines:
-            if isinstance(item, Exception):
-                await outbox.send(SessionMessage(unreadable_line_error(item)))
-            else:
-                await inbox.send(item)
 
 
 def unreadable_line_error(exc: Exception) -> JSONRPCError:
