@@ -25,6 +25,43 @@ async def test_ack_stores_the_result_and_removes_the_stream_entry(queue: TaskQue
     assert (info.status, info.result) == (TaskStatus.COMPLETED, {"out": "k7"})
 
 
+async def _entries(q: TaskQueue) -> dict[str, str]:
+    """The low stream's entries: entry id -> task id."""
+    rows = await q.redis.xrange(q.keys("default").low)
+    return {e.decode(): f[b"id"].decode() for e, f in rows}
+
+
+async def test_a_bulk_ack_takes_only_its_own_entries_out_while_others_hold_older_ones(
+    make_queue: QueueFactory,
+) -> None:
+    w1, w2 = await make_queue("w1"), await make_queue("w2")
+    await w1.enqueue_batch([NewTask("t", {}, task_id=f"o{i}") for i in range(12)])
+    older = await w1.read_messages(count=4)  # o0..o3, held by w1 while w2 acks newer ones
+    newer = await w2.read_messages(count=4)  # o4..o7; o8..o11 never read
+    await w2.ack_many([t.task_id for t in newer])
+    assert set((await _entries(w1)).values()) == {"o0", "o1", "o2", "o3", "o8", "o9", "o10", "o11"}
+    # Now the oldest pending ones, given out of order: all four leave, the unread stay.
+    await w1.ack_many([t.task_id for t in reversed(older)])
+    assert set((await _entries(w1)).values()) == {"o8", "o9", "o10", "o11"}
+    assert [t.task_id for t in await w2.read_messages(count=10)] == ["o8", "o9", "o10", "o11"]
+
+
+async def test_a_bulk_ack_keeps_a_held_back_task_s_older_entry(queue: TaskQueue) -> None:
+    await queue.set_limit("k", max_working=1)
+    await queue.enqueue("t", {}, task_id="first", limit_key="k")
+    await queue.enqueue("t", {}, task_id="parked", limit_key="k")
+    await queue.enqueue_batch([NewTask("t", {}, task_id=f"p{i}") for i in range(3)])
+    got = await queue.read_messages(count=10)
+    assert [t.task_id for t in got] == ["first", "p0", "p1", "p2"]  # 'parked' waits for k's slot
+    await queue.ack_many(["p0", "p1", "p2"])
+    assert set((await _entries(queue)).values()) == {"first", "parked"}
+    await queue.acknowledge("first")
+    [task] = await queue.read_messages(count=10)
+    assert task.task_id == "parked"
+    await queue.acknowledge("parked")
+    assert await _entries(queue) == {}
+
+
 async def test_a_completed_tasks_record_expires_after_the_result_ttl(make_queue: QueueFactory) -> None:
     q = await make_queue(result_ttl_s=120)
     await q.enqueue("t", {}, task_id="r")

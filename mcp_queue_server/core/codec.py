@@ -208,6 +208,7 @@ class Acked(NamedTuple):
     fanout: FanoutProgress | None
 
 
+_ACKED_NOW = Acked(False, None)
 _ACKED_BEFORE = Acked(True, None)
 
 
@@ -221,6 +222,9 @@ def ack_args(result_ttl_s: int, task_ids: Sequence[str], results: Sequence[str])
 def ack_reply(reply: Any) -> list[Acked | Refusal]:
     out: list[Acked | Refusal] = []
     for row in reply:
+        if row == Code.OK:  # a bare code: completed now, no fanout report
+            out.append(_ACKED_NOW)
+            continue
         code = row[0]
         if code == Code.OK:
             out.append(Acked(False, fanout_progress(row[3])))

@@ -27,14 +27,18 @@ redis.call('ZREMRANGEBYSCORE', base .. 'holders', '-inf', now - tonumber(ARGV[11
 local count, lease_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 local prefer_high, promote_limit, req = ARGV[7] == '1', tonumber(ARGV[8]), ARGV[9]
 local lease_until = now + lease_ms
+-- Numbers sent per task go as text made once: Redis formats each number argument with sprintf.
+local until_text, lease_text, attempt_texts = tostring(lease_until), tostring(lease_ms), {}
 local out = {-1, 0, '', '', now}
 local delivered = 0
 
 local ids = {}
 local leases = {}
--- Read with one HMGET per task; 'ck' flags a saved checkpoint so most reads skip the GET.
-local FIELDS = {'type', 'priority', 'payload', 'parent', 'attempt', 'lease_until', 'ck', 'entry', 'state', 'consumer',
-  'trace', 'limit_key'}
+-- Read with one HMGET per task; 'ck' flags a saved checkpoint so most reads skip the GET. A new
+-- entry's task needs the first nine (NEW); a re-sent request's and a reclaimed one's all.
+local FIELDS = {'type', 'priority', 'payload', 'parent', 'attempt', 'ck', 'entry', 'trace', 'limit_key',
+  'lease_until', 'state', 'consumer'}
+local NEW = {unpack(FIELDS, 1, 9)}
 -- Whether the read touched a limit's line (then it looks again for the next time a line falls due).
 local lines_touched = false
 
@@ -60,15 +64,21 @@ local function hold_back(id, tk, key, stream, entry)
 end
 
 local function record(id, f)
-  out[#out + 1] = {id, f[1], tonumber(f[2]), f[3], tonumber(f[5]), tonumber(f[6]),
-    f[7] and redis.call('GET', ckey(id)) or false, f[4] or false, f[11] or false}
+  out[#out + 1] = {id, f[1], tonumber(f[2]), f[3], tonumber(f[5]), tonumber(f[10]),
+    f[6] and redis.call('GET', ckey(id)) or false, f[4] or false, f[8] or false}
 end
 
 local function deliver(id, tk, f)
-  f[5], f[6] = tonumber(f[5]) + 1, lease_until
-  redis.call('HSET', tk, 'attempt', f[5], 'state', 'working', 'consumer', consumer, 'lease_until', lease_until,
-    'lease_ms', lease_ms)
-  leases[#leases + 1] = lease_until
+  local attempt = tonumber(f[5]) + 1
+  local text = attempt_texts[attempt]
+  if not text then
+    text = tostring(attempt)
+    attempt_texts[attempt] = text
+  end
+  f[5], f[10] = attempt, lease_until
+  redis.call('HSET', tk, 'attempt', text, 'state', 'working', 'consumer', consumer, 'lease_until', until_text,
+    'lease_ms', lease_text)
+  leases[#leases + 1] = until_text
   leases[#leases + 1] = id
   record(id, f)
   delivered = delivered + 1
@@ -80,7 +90,7 @@ local first_run = recall('read', req)
 if first_run then
   for _, id in ipairs(first_run) do
     local f = redis.call('HMGET', tkey(id), unpack(FIELDS))
-    if f[9] == 'working' and f[10] == consumer then record(id, f) end
+    if f[11] == 'working' and f[12] == consumer then record(id, f) end
   end
   return out
 end
@@ -106,22 +116,22 @@ local reclaimed = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, count)) do
   local tk = tkey(id)
   local f = redis.call('HMGET', tk, unpack(RECLAIM))
-  if f[9] ~= 'working' or not f[8] then
+  if f[11] ~= 'working' or not f[7] then
     redis.call('ZREM', K[4], id)
   elseif f[15] then
     cancel_now(id, tk)
   elseif tonumber(f[5]) >= tonumber(f[14]) then
     dead_letter(id, tk, 'lease expired on attempt ' .. f[5] .. ' of ' .. f[14])
     out[2] = out[2] + 1
-  elseif f[12] and (drop_slot(id, f[12]) or true) and not may_start(f[12]) then
+  elseif f[9] and (drop_slot(id, f[9]) or true) and not may_start(f[9]) then
     -- Its expired delivery's slot is freed; the key has no room (or others wait): into line.
     redis.call('ZREM', K[4], id)
     redis.call('HDEL', tk, 'consumer', 'lease_until')
-    hold_back(id, tk, f[12], f[13], f[8])
+    hold_back(id, tk, f[9], f[13], f[7])
   else
-    if f[12] then take_slot(id, f[12]) end
+    if f[9] then take_slot(id, f[9]) end
     local claim = claims[f[13] == 'high' and 1 or 2]
-    claim[#claim + 1] = f[8]
+    claim[#claim + 1] = f[7]
     reclaimed[#reclaimed + 1] = {id, tk, f}
   end
 end
@@ -155,8 +165,8 @@ if first[2] and tonumber(first[2]) <= now then
       local tk = tkey(id)
       unpark(id, tk, key)
       local f = redis.call('HMGET', tk, unpack(RECLAIM))
-      if f[9] == 'queued' and f[8] then
-        redis.call('XCLAIM', stream_key(f[13]), group, consumer, 0, f[8], 'JUSTID')
+      if f[11] == 'queued' and f[7] then
+        redis.call('XCLAIM', stream_key(f[13]), group, consumer, 0, f[7], 'JUSTID')
         take_slot(id, key)
         deliver(id, tk, f)
       end
@@ -178,18 +188,18 @@ for _, s in ipairs(order) do
     for _, e in ipairs(entries) do
       local id = e[2][2]
       local tk = tkey(id)
-      local f = redis.call('HMGET', tk, unpack(FIELDS))
-      if f[8] ~= e[1] then
+      local f = redis.call('HMGET', tk, unpack(NEW))
+      if f[7] ~= e[1] then
         -- Orphan entry (its task was purged or re-linked, or a wake-up): drop it.
         redis.call('XACK', s, group, e[1])
         redis.call('XDEL', s, e[1])
-      elseif not f[12] then
+      elseif not f[9] then
         deliver(id, tk, f)
-      elseif may_start(f[12]) then
-        take_slot(id, f[12])
+      elseif may_start(f[9]) then
+        take_slot(id, f[9])
         deliver(id, tk, f)
       else
-        hold_back(id, tk, f[12], which, e[1])
+        hold_back(id, tk, f[9], which, e[1])
         held_now = held_now + 1
       end
     end
