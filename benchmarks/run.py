@@ -17,7 +17,7 @@ import anyio
 import redis
 
 import mcp_queue_server.tracing as tracing
-from benchmarks import depth, memory, redis_cost, runtime, scaling, script_floor, sections
+from benchmarks import depth, latency, memory, redis_cost, runtime, scaling, script_floor, sections
 from benchmarks.common import Report, load_average, log
 from mcp_queue_server.store.binaries import find_redis_server
 from mcp_queue_server.testing import RedisProc
@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         await step("process", lambda: sections.process_one_consumer(report, server, plan))()
         await step("process3", lambda: sections.process_three_consumers(report, server, plan))()
         await step("scaling", lambda: scaling.scaling(report, server, plan))()
-        await step("latency", lambda: sections.latency(report, server, plan))()
+        await step("latency", lambda: latency.latency(report, server, plan))()
         await step("fanout", lambda: sections.fanout(report, server, plan))()
         await step("worker", lambda: runtime.worker(report, server, plan))()
         await step("recovery", lambda: sections.recovery(report, server, plan))()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 import uuid
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 import anyio
 
 from benchmarks import bare, floor, library
-from benchmarks.common import Report, Target, bench_settings, log, make_figure, payload, percentile
+from benchmarks.common import Report, Target, bench_settings, log, make_figure
 from benchmarks.procs import WorkerProc
 from mcp_queue_server import TaskQueue
 from mcp_queue_server.testing import RedisProc
@@ -382,79 +381,6 @@ async def process_three_consumers(report: Report, server: RedisProc, plan: Plan)
             tasks_per_rep=plan.multi_single,
         )
     )
-
-
-# -- end-to-end latency ------------------------------------------------------------------------
-
-
-async def _latency_run(b: Bench, impl: str, rate: int, seconds: float) -> tuple[list[float], float]:
-    """Offer ``rate``/s for ``seconds`` to a blocking reader process; latencies (ms), achieved rate."""
-    n = max(int(rate * seconds), 50)
-    b.fresh()
-    if impl == "raw":
-        await b.r.xgroup_create(STREAM, floor.GROUP, id="0", mkstream=True)
-    reader = WorkerProc(
-        "latency-reader", impl=impl, url=b.server.url, prefix=b.settings.key_prefix, stream=STREAM, n=n, block_ms=1000
-    )
-    try:
-        await reader.expect()
-        offered = await _offer(b, impl, rate, n)
-        got = await reader.expect(60 + seconds * 2)
-    finally:
-        reader.close()
-    return [ns / 1e6 for ns in got["latencies_ns"]], offered
-
-
-async def _offer(b: Bench, impl: str, rate: int, n: int) -> float:
-    """Send ``n`` tasks on a fixed schedule (open loop: a late send does not shift the next);
-    returns the rate actually offered."""
-    pad = payload()["text"]
-    start = time.perf_counter()
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await anyio.sleep(delay)
-        body = {"t": time.time_ns(), "text": pad}
-        if impl == "lib":
-            await b.q.enqueue("noop", body, queue=library.QUEUE)
-        else:
-            await b.r.xadd(STREAM, {"type": "noop", "payload": json.dumps(body, separators=(",", ":"))})
-    return n / (time.perf_counter() - start)
-
-
-async def latency(report: Report, server: RedisProc, plan: Plan) -> None:
-    log(f"end-to-end latency: {plan.latency_s} s at each offered rate, blocking reader process")
-    async with Bench(server) as b:
-        for rate in (100, 1000):
-            ours: list[list[float]] = []
-            raw: list[list[float]] = []
-            offered: list[float] = []
-            for rep in range(plan.reps):
-                order = ("raw", "lib") if rep % 2 == 0 else ("lib", "raw")
-                for impl in order:
-                    lat, achieved = await _latency_run(b, impl, rate, plan.latency_s)
-                    (ours if impl == "lib" else raw).append(lat)
-                    if impl == "lib":
-                        offered.append(achieved)
-            for q, name in ((0.5, "p50"), (0.99, "p99")):
-                target = None
-                if rate == 1000:
-                    bound = 1.0 if q == 0.5 else 5.0
-                    target = Target(value=bound, text=f"{name} <= {bound:g} ms")
-                report.add(
-                    make_figure(
-                        f"library: end-to-end latency {name} at {rate}/s offered",
-                        "ms",
-                        [percentile(s, q) for s in ours],
-                        f"XADD -> XREADGROUP BLOCK {name}",
-                        [percentile(s, q) for s in raw],
-                        better="lower",
-                        target=target,
-                        samples_per_rep=len(ours[0]),
-                        offered_per_s=round(statistics.median(offered), 1),
-                    )
-                )
-        b.fresh()
 
 
 # -- fanout ------------------------------------------------------------------------------------

@@ -59,7 +59,26 @@ async def consume(args: argparse.Namespace) -> None:
 async def latency_reader(args: argparse.Namespace) -> None:
     """A blocking reader: for each delivered task, now - the producer's send time (ns)."""
     latencies: list[int] = []
-    if args.impl == "lib":
+    if args.impl == "next":
+        # What issue 17 measures: ack(read_next=...) acks a batch and reads (or waits for) the next in one call.
+        async with TaskQueue(bench_settings(args.url, args.prefix), consumer=args.consumer) as q:
+            await q.read_messages(1, queue="warmup")
+            emit({"ready": True})
+            tasks = await q.read_messages(100, block_ms=args.block_ms, queue=QUEUE)
+            while True:
+                now = time.time_ns()
+                latencies += [now - t.payload["t"] for t in tasks]
+                if len(latencies) >= args.n:
+                    break
+                if not tasks:
+                    tasks = await q.read_messages(100, block_ms=args.block_ms, queue=QUEUE)
+                    continue
+                ids = [t.task_id for t in tasks]
+                tasks = (await q.ack_and_read(ids, 100, block_ms=args.block_ms, queue=QUEUE)).tasks
+            if tasks:
+                await q.ack_many([t.task_id for t in tasks], queue=QUEUE)
+            await q.disconnect(release=False)
+    elif args.impl == "lib":
         async with TaskQueue(bench_settings(args.url, args.prefix), consumer=args.consumer) as q:
             await q.read_messages(1, queue="warmup")
             emit({"ready": True})
@@ -109,7 +128,7 @@ async def hold(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["consume", "latency-reader", "hold"])
-    p.add_argument("--impl", choices=["lib", "raw"], required=True)
+    p.add_argument("--impl", choices=["lib", "next", "raw"], required=True)
     p.add_argument("--url", required=True)
     p.add_argument("--prefix", default="bench")
     p.add_argument("--stream", default="raw")

@@ -50,6 +50,41 @@ async def test_ack_and_read_with_nothing_waiting_only_acks(queue: TaskQueue) -> 
     assert (await queue.get_task(task_id)).status == "completed"
 
 
+async def test_ack_and_read_with_block_ms_waits_for_a_task_enqueued_meanwhile(make_queue: QueueFactory) -> None:
+    worker = await make_queue("worker")
+    producer = await make_queue("producer")
+    observer = await make_queue("observer")
+    first = (await producer.enqueue("t", {"n": 1})).task_id
+    await worker.read_tasks(1)
+    got: list[Any] = []
+
+    async def ack_then_wait() -> None:
+        got.append(await worker.ack_and_read([first], 5, block_ms=20_000))
+
+    started = time.monotonic()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ack_then_wait)
+            await _blocked_then(observer, lambda: producer.enqueue("t", {"n": 2}))
+
+    (done,) = got
+    assert [o.status for o in done.outcomes] == ["acked"]
+    assert [t.payload for t in done.tasks] == [{"n": 2}]
+    assert (await producer.get_task(done.tasks[0].task_id)).lease_holder == "worker"
+    assert time.monotonic() - started < 10  # woken by the enqueue, not by the end of the 20 s wait
+
+
+async def test_ack_and_read_with_block_ms_and_nothing_coming_acks_and_returns_no_tasks(queue: TaskQueue) -> None:
+    task_id = (await queue.enqueue("t", {})).task_id
+    await queue.read_tasks(1)
+
+    with anyio.fail_after(10):
+        done = await queue.ack_and_read([task_id], 5, block_ms=50)
+
+    assert done.tasks == []
+    assert (await queue.get_task(task_id)).status == "completed"
+
+
 async def test_the_ack_tool_returns_next_tasks_shaped_like_read_tasks(settings: Settings) -> None:
     async with Client(build_server(settings)) as client:
         first = (await call(client, "enqueue_task", task_type="t", payload={"n": 1}))["task_id"]

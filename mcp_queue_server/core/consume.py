@@ -100,12 +100,19 @@ class ConsumeOps(ScheduleOps):
         req = ReadRequest(count, lease_ms, int(prefer_high_priority), s.pending_batch_size)
         # "" unless the limits negative control counts each key's room here, once per call (stale by design).
         room = await client_room(self._conn, queue)
-        got = await self._fresh_read(queue, req, room)
+        return await self._until_tasks(queue, req, await self._fresh_read(queue, req, room), deadline, room)
+
+    read_tasks = read_messages
+
+    async def _until_tasks(
+        self, queue: str, req: ReadRequest, got: ReadReply, deadline: float, room: str
+    ) -> list[Task]:
+        """The tasks of read ``got``, else wait for some (until ``deadline``, monotonic) and read again."""
         while True:
             if got.tasks:
                 await self._checkpoint_or_release(queue, got.tasks)
                 if tracing.enabled():
-                    self._deliveries.delivered(queue, got.tasks, got.traces, self.consumer, lease_ms)
+                    self._deliveries.delivered(queue, got.tasks, got.traces, self.consumer, req.lease_ms)
                 return got.tasks
             wait_s = deadline - time.monotonic()
             if wait_s <= 0:
@@ -113,8 +120,6 @@ class ConsumeOps(ScheduleOps):
             if got.next_wake_ms != -1:  # a delayed task falls due or a lease expires first
                 wait_s = min(wait_s, max(got.next_wake_ms - got.now_used, 1) / 1000)
             got = await self._wait_then_read(queue, req, got, wait_s, room)
-
-    read_tasks = read_messages
 
     async def _wait_then_read(
         self, queue: str, req: ReadRequest, last: ReadReply, wait_s: float, room: str = ""
@@ -232,12 +237,16 @@ class ConsumeOps(ScheduleOps):
         *,
         lease_ms: int | None = None,
         prefer_high_priority: bool = True,
+        block_ms: int = 0,
         queue: str = DEFAULT_QUEUE,
     ) -> AckedAndRead:
-        """Ack like :meth:`ack_many`, then lease up to ``read_next`` new tasks (a read that does
-        not wait), in one round trip: the two scripts go in one write and Redis runs them back
-        to back. ``read_next`` 0 only acks. If the ack fails as a whole (the store refused),
-        what the read leased is handed back before the error is raised."""
+        """Ack like :meth:`ack_many`, then lease up to ``read_next`` new tasks, in one round
+        trip: the two scripts go in one write and Redis runs them back to back. ``read_next`` 0
+        only acks. When that read finds nothing and ``block_ms`` > 0, wait for tasks as
+        :meth:`read_messages` does (a consumer's loop then costs one call per task: no empty
+        read before its wait). If the ack fails as a whole (the store refused), what the read
+        leased is handed back before the error is raised."""
+        deadline = time.monotonic() + block_ms / 1000
         ids, args = self._ack_args(items)
         s = self.settings
         traced = tracing.enabled()
@@ -246,6 +255,7 @@ class ConsumeOps(ScheduleOps):
                 return AckedAndRead(await self._traced_ack(queue, ids, args), [])
             return AckedAndRead(_ack_outcomes(ids, await self._conn.script("ack", queue, args)), [])
         count = check_int("read_next", read_next, 0, s.max_read_count)
+        block_ms = check_int("block_ms", block_ms, 0, s.max_block_ms)
         lease_ms = check_int("lease_ms", s.lease_ms if lease_ms is None else lease_ms, 1, s.max_lease_ms)
         check_queue_name(queue)
         self._touched.add(queue)
@@ -266,10 +276,9 @@ class ConsumeOps(ScheduleOps):
         if traced:
             self._acked(queue, ids, outcomes)
         self._conn.raise_reply(read)
-        await self._checkpoint_or_release(queue, tasks)
-        if traced and got is not None and tasks:
-            self._deliveries.delivered(queue, tasks, got.traces, self.consumer, lease_ms)
-        return AckedAndRead(outcomes, tasks)
+        if got is None:
+            return AckedAndRead(outcomes, [])
+        return AckedAndRead(outcomes, await self._until_tasks(queue, req, got, deadline, room))
 
     def _ack_args(self, items: Iterable[str | tuple[str, Any]]) -> tuple[list[str], list[Any]]:
         limit = self.settings.max_payload_bytes
