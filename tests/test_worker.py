@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from mcp_queue_server import Settings, Task, TaskQueue, TaskStatus
+from mcp_queue_server import NewTask, Settings, Task, TaskQueue, TaskStatus
 from mcp_queue_server.core import codec
 from mcp_queue_server.core.connection import request_id
 from mcp_queue_server.core.scripts import script_sha, script_source
@@ -147,6 +148,48 @@ async def test_concurrency_runs_that_many_handlers_at_once(make_queue: QueueFact
         await events.wait_for("acked", 3)
 
     assert sorted(inside) == ["c0", "c1", "c2"]
+
+
+async def test_concurrency_above_what_one_read_may_lease_runs_that_many_handlers_at_once(
+    make_queue: QueueFactory,
+) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True, max_read_count=2)
+    for i in range(5):
+        await queue.enqueue("t", {}, task_id=f"c{i}")
+    all_in = anyio.Event()
+    inside: list[str] = []
+
+    async def handle(task: Task, ctx: TaskContext) -> None:
+        inside.append(task.task_id)
+        if len(inside) == 5:
+            all_in.set()
+        await all_in.wait()  # returns only once all five run at the same time
+
+    events = Events()
+    async with running(Worker(queue, {"t": handle}, concurrency=5, on_event=events)):
+        await events.wait_for("acked", 5)  # reads of at most 2 each filled the 5 slots
+
+    assert sorted(inside) == [f"c{i}" for i in range(5)]
+
+
+async def test_many_quick_handlers_are_each_acked_once_at_every_concurrency(make_queue: QueueFactory) -> None:
+    queue: TaskQueue = await make_queue("w", real_clock=True)
+    await queue.enqueue_batch([NewTask("t", {"n": i}, task_id=f"q{i}") for i in range(300)])
+
+    async def handle(task: Task, ctx: TaskContext) -> int:
+        if task.payload["n"] % 3 == 0:
+            await anyio.lowlevel.checkpoint()  # some handlers yield, most do not
+        return int(task.payload["n"])
+
+    acked: list[str] = []
+    for concurrency, until in ((1, 100), (7, 200), (100, 300)):  # each worker stopped midway but the last
+        events = Events()
+        async with running(Worker(queue, {"t": handle}, concurrency=concurrency, on_event=events)):
+            await events.wait_for("acked", until - len(acked))
+        acked += [e.task.task_id for e in events.seen if e.kind == "acked"]
+    assert sorted(acked) == sorted(f"q{i}" for i in range(300))  # each once
+    infos = [await queue.get_task(f"q{i}") for i in range(300)]
+    assert all(info.status == TaskStatus.COMPLETED and info.result == i for i, info in enumerate(infos))
 
 
 async def test_lease_renewal_keeps_a_long_handler_from_being_redelivered(make_queue: QueueFactory) -> None:

@@ -46,6 +46,7 @@ class _Owner(Protocol):
     name: str
     queue_name: str
     lease_ms: int
+    clock: Callable[[], float]  #: anyio.current_time, or the same clock read cheaper
 
     @property
     def stopping(self) -> bool: ...
@@ -64,7 +65,7 @@ class TaskContext:
         #: The task was cancelled (cancel_task): the handler is cancelled and the task ends cancelled.
         self.cancel_requested = False
         self._worker = worker
-        self._renewed_at = anyio.current_time()
+        self._renewed_at = worker.clock()
         self._scope: anyio.CancelScope | None = None  # the handler's: cancelled when the lease is lost
 
     @property

@@ -53,6 +53,7 @@ class WorkerLoops:
     _contexts: dict[str, TaskContext]
     _acks: list[tuple[Task, Any]]
     _acks_ready: anyio.Event
+    clock: Callable[[], float]
 
     async def _renew_leases(self, queue: TaskQueue) -> None:
         """One loop for every running handler: extend the leases due (a third of the lease
@@ -201,7 +202,7 @@ class WorkerLoops:
     def _finished(self, task: Task, outcome: str, detail: str = "", *, level: int = logging.INFO) -> None:
         """The one log line of a task this worker is done with, and its count for the summary."""
         leased_at = self._leased_at.pop(task.task_id, None)
-        took = 0.0 if leased_at is None else anyio.current_time() - leased_at
+        took = 0.0 if leased_at is None else self.clock() - leased_at
         self._tally[outcome] += 1
         logger.log(
             level,

@@ -38,9 +38,11 @@ and worker), because handing back releases every task the consumer holds.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import signal
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -127,6 +129,7 @@ class Worker(WorkerLoops):
         self._contexts: dict[str, TaskContext] = {}  # running handlers' contexts (lease renewal)
         self._acks: list[tuple[Task, Any]] = []  # finished results not yet sent
         self._acks_ready = anyio.Event()
+        self.clock = anyio.current_time  #: the event loop's clock (made cheaper in :meth:`run`)
 
     @property
     def stopping(self) -> bool:
@@ -184,6 +187,7 @@ class Worker(WorkerLoops):
         Raises:
             QueueUnavailable: the embedded Redis could not be started or joined.
         """
+        self.clock = _loop_clock()
         with anyio.CancelScope() as self._run_scope:
             if self._given is not None:
                 await self._run(self._given)
@@ -213,8 +217,17 @@ class Worker(WorkerLoops):
                     logger.info(
                         "%s: processing queue %s (concurrency %d)", self.name, self.queue_name, self.concurrency
                     )
+                    # One runner per slot, each running handlers one after another: no task
+                    # started per task. Once reading ends, the runners finish what was read and exit.
+                    todo = _Todo()
+                    slots = anyio.Semaphore(self.concurrency)
+                    for _ in range(self.concurrency):
+                        handlers.start_soon(self._runner, queue, todo, slots)
                     self.ready.set()
-                    await self._read_loop(queue, handlers)
+                    try:
+                        await self._read_loop(queue, todo, slots)
+                    finally:
+                        todo.close()
                     # Stopping: the deadline stop() set on this scope cancels handlers still running.
                 outer.cancel_scope.cancel()
         finally:
@@ -227,8 +240,7 @@ class Worker(WorkerLoops):
                 # so stopped workers do not linger in the statistics.
                 await self._hand_back(queue)
 
-    async def _read_loop(self, queue: TaskQueue, handlers: anyio.abc.TaskGroup) -> None:
-        slots = anyio.Semaphore(self.concurrency)
+    async def _read_loop(self, queue: TaskQueue, todo: _Todo, slots: anyio.Semaphore) -> None:
         failures = 0
         idle_s = 0.0  # the wait after reads that brought only other workers' tasks
         prefer_high = True
@@ -238,7 +250,8 @@ class Worker(WorkerLoops):
                 try:
                     await slots.acquire()
                     taken = 1
-                    while taken < self.concurrency:  # read as many as there are free slots
+                    # Read as many as there are free slots, up to what one read may lease.
+                    while taken < min(self.concurrency, queue.settings.max_read_count):
                         try:
                             slots.acquire_nowait()
                         except anyio.WouldBlock:
@@ -253,9 +266,9 @@ class Worker(WorkerLoops):
                     mine = [t for t in tasks if self._handler_for(t) is not None]
                     for task in mine:
                         self._held[task.task_id] = task
-                        self._leased_at[task.task_id] = anyio.current_time()
-                        handlers.start_soon(self._process, queue, task, slots)
+                        self._leased_at[task.task_id] = self.clock()
                         started += 1
+                    todo.put(mine)
                     if len(mine) < len(tasks):
                         await self._hand_back_foreign(queue, [t for t in tasks if self._handler_for(t) is None])
                     if tasks and not mine:
@@ -276,12 +289,13 @@ class Worker(WorkerLoops):
                         slots.release()
             self._read_scope = None
 
-    async def _process(self, queue: TaskQueue, task: Task, slots: anyio.Semaphore) -> None:
-        try:
-            await self._process_one(queue, task)
-        finally:
-            self.running.pop(task.task_id, None)
-            slots.release()
+    async def _runner(self, queue: TaskQueue, todo: _Todo, slots: anyio.Semaphore) -> None:
+        while (task := await todo.next()) is not None:
+            try:
+                await self._process_one(queue, task)
+            finally:
+                self.running.pop(task.task_id, None)
+                slots.release()
 
     def _handler_for(self, task: Task) -> Handler | None:
         return self.handlers.get(task.task_type) or self.handlers.get(ANY_TYPE)
@@ -362,6 +376,61 @@ class Worker(WorkerLoops):
             logger.error("%s: queue store unreachable or misconfigured: %s", self.name, exc)  # noqa: TRY400
         else:
             logger.info("%s: queue store ready (maxmemory-policy %s)", self.name, info.maxmemory_policy or "unknown")
+
+
+class _Todo:
+    """Tasks read and not yet started, and the runners idle for want of one.
+
+    A runner takes the next task without yielding while there is one, so a batch whose
+    handlers do not wait runs in one go on one runner. Idle runners are woken one at a
+    time: a runner that takes a task wakes the next idle one if tasks remain, so handlers
+    that do wait still start side by side, and none wakes for nothing in a burst."""
+
+    def __init__(self) -> None:
+        self.tasks: deque[Task] = deque()
+        self.idle: list[anyio.Event] = []
+        self.closed = False
+        self._waking = False  # a woken runner has not run yet: it will wake the next
+
+    def put(self, tasks: list[Task]) -> None:
+        self.tasks.extend(tasks)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.tasks and self.idle and not self._waking:
+            self._waking = True
+            self.idle.pop().set()
+
+    def close(self) -> None:
+        """No more tasks: runners take what is left, then stop."""
+        self.closed = True
+        for event in self.idle:
+            event.set()
+        self.idle.clear()
+
+    async def next(self) -> Task | None:
+        while not self.tasks:
+            if self.closed:
+                return None
+            event = anyio.Event()
+            self.idle.append(event)
+            try:
+                await event.wait()
+            finally:
+                if event.is_set():
+                    self._waking = False
+        task = self.tasks.popleft()
+        self._wake()
+        return task
+
+
+def _loop_clock() -> Callable[[], float]:
+    """``anyio.current_time`` without its backend lookup on every call (a worker asks a few
+    times per task): asyncio's loop clock, which it returns; on other backends, itself."""
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        return anyio.current_time
 
 
 def _error_text(exc: BaseException) -> str:
