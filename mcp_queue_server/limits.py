@@ -49,6 +49,7 @@ MAX_BATCH = 100  #: tasks of one enqueue_batch tool call
 MAX_IDS = 1000  #: task ids of one bulk ack, replay or purge tool call
 MAX_DLQ_PAGE = 1000  #: inspect_dlq page size (the tool allows MAX_TOOL_PAGE)
 MAX_TOOL_PAGE = 100  #: a page returned to a model
+STATS_PAGE = 100  #: queues per page of queue_stats over every queue, and per round trip of their scripts
 MAX_CANCEL_IDS = 100  #: task ids of one cancel_task call
 MIN_EVERY_MS = 1000  #: shortest interval of a schedule: each slot costs a firing round trip or two
 #: A slot fires on time if some process sees it within this long (and before the next slot);
@@ -146,6 +147,13 @@ def check_cursor(cursor: object) -> str:
     """Return ``cursor`` if it looks like a ``next_cursor`` (a stream entry id)."""
     if not isinstance(cursor, str) or not _CURSOR_RE.fullmatch(cursor):
         raise InvalidInput("cursor must be a next_cursor value returned by an earlier inspect_dlq call")
+    return cursor
+
+
+def check_stats_cursor(cursor: object) -> str:
+    """A ``next_cursor`` of a page of every queue's statistics: the last queue name of that page."""
+    if not isinstance(cursor, str) or not _NAME_RE.fullmatch(cursor):
+        raise InvalidInput(f"cursor {_describe(cursor)} is not a next_cursor of queue_stats: pass one back as returned")
     return cursor
 
 

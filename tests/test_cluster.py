@@ -21,6 +21,7 @@ from mcp_queue_server import NewTask, QueueError, QueueUnavailable, Settings, Ta
 from mcp_queue_server.server.app import build_server
 from mcp_queue_server.testing import ClusterProc, RedisProc
 from tests.test_state_machine import QueueModel
+from tests.test_stats_pages import FixedClock, still
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +273,22 @@ async def test_waitaof_confirms_the_local_fsync_where_the_server_has_it(tmp_path
             assert (await q.enqueue("t", {})).replicas_confirmed == 0
     finally:
         server.stop()
+
+
+async def test_a_page_of_queue_stats_reads_queues_on_every_master_as_get_queue_stats_does(
+    cluster: ClusterProc, cluster_settings: Settings
+) -> None:
+    clock = FixedClock()
+    names = sorted(f"queue-{i}" for i in range(12))
+    async with TaskQueue(cluster_settings, clock=clock) as q:
+        for i, name in enumerate(names):
+            await q.enqueue_batch([NewTask("t", {}, priority=20 * (j % 2)) for j in range(i + 1)], queue=name)
+            await q.read_messages(1, queue=name)
+        assert len({cluster.node_of(q.keys(name).base).port for name in names}) >= 2
+        page = await q.queue_stats_page(count=10)
+        rest = await q.queue_stats_page(page.next_cursor)
+        single = [await q.get_queue_stats(name) for name in names]
+    assert [s.queue for s in page.queues + rest.queues] == names
+    assert rest.next_cursor is None
+    assert [still(s) for s in page.queues + rest.queues] == [still(s) for s in single]
+    assert sorted(s.available for s in single) == list(range(12))

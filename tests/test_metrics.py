@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from mcp_queue_server import ConsumerInfo, NewTask, QueueStats, Settings, StreamStats, TaskQueue
 from mcp_queue_server.core.models import DeadTask
-from mcp_queue_server.observe.metrics import HISTORY_SAMPLES, MIN_SAMPLE_GAP_S, Metrics, QueueView, Sample
+from mcp_queue_server.observe.metrics import HISTORY_SAMPLES, MAX_QUEUES, MIN_SAMPLE_GAP_S, Metrics, QueueView, Sample
 from mcp_queue_server.observe.status_page import status_page
 from mcp_queue_server.testing import free_port
 from tests.conftest import FakeClock
@@ -266,3 +266,19 @@ async def test_a_scrape_and_the_status_page_show_each_limit_keys_limit_and_count
     assert "<h3>limits</h3>" in page
     assert "llm/x" in page
     assert "<td>1 / 1</td>" in page
+
+
+async def test_a_scrape_over_more_queues_than_it_reports_shows_the_first_ones_each_with_its_own_depth(
+    settings: Settings, queue: TaskQueue
+) -> None:
+    for i in range(MAX_QUEUES + 30):  # read in pages of 100 queues: each row must stay its queue's
+        await queue.enqueue_batch([NewTask("t", {}) for _ in range(i % 7 + 1)], queue=f"q{i:03d}")
+    metrics = Metrics(settings)
+
+    samples = parse((await metrics.render()).decode())
+    await metrics.aclose()
+
+    reported = {dict(labels)["queue"] for (name, labels) in samples if name == "mcp_queue_in_flight_tasks"}
+    assert reported == {"default", *(f"q{i:03d}" for i in range(MAX_QUEUES - 1))}  # the bound, in name order
+    for i in range(MAX_QUEUES - 1):
+        assert sample(samples, "mcp_queue_waiting_tasks", queue=f"q{i:03d}", priority="low") == i % 7 + 1

@@ -31,7 +31,8 @@ MODEL_BUDGET = 16_000
 #: start_saga (issue 15) took 1,486 of its 1,500-character share: 15,428 for 21 tools.
 #: limit_key on start_saga's steps and branches and on schedule_task (issue 18): 15,547;
 #: deadline_ms on start_saga's steps and branches (issue 15): 15,613.
-LEAN_BUDGET = 15_613
+#: queue_stats' cursor over every queue's pages (issue 17): 15,739.
+LEAN_BUDGET = 15_739
 TOOL_COUNT = 21
 #: The whole tools/list result (with output schemas and annotations), as compact JSON. 26,000
 #: held the 14 tools of issue 13 (24,998); cancel_task and list_tasks took it to 28,856. Output
@@ -42,7 +43,8 @@ TOOL_COUNT = 21
 #: start_saga (1,945 with its output schema) and get_task's saga progress (~800): about 32,570.
 #: limit_key on start_saga's steps, schedule_task and list_schedules' rows (issue 18): 32,737.
 #: deadline_ms on start_saga's steps and branches (issue 15): about 32,820.
-LIST_BUDGET = 32_850
+#: queue_stats' cursor and next_cursor (issue 17): 32,970.
+LIST_BUDGET = 32_970
 
 
 def compact(value: Any) -> str:

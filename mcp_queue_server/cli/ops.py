@@ -68,7 +68,7 @@ def emit_json(value: Any, out: TextIO | None = None) -> None:
 
 
 async def stats(queue: TaskQueue, args: argparse.Namespace) -> int:
-    found = [await queue.get_queue_stats(name) for name in args.queue] if args.queue else await queue.all_queue_stats()
+    found = await queue.stats_of(args.queue) if args.queue else await queue.all_queue_stats()
     if args.json:
         # Every total, 0 included, as the table shows them (the core records only those counted).
         emit_json({s.queue: dataclasses.asdict(s) | {"totals": totals(s)} for s in found})

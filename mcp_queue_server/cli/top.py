@@ -106,7 +106,7 @@ async def _snapshot(queue: TaskQueue, names: list[str]) -> list[QueueStats]:
     """The named queues; none named: every known queue (looked up each frame, so new ones appear)."""
     if not names:
         return await queue.all_queue_stats()
-    return [await queue.get_queue_stats(name) for name in names]
+    return await queue.stats_of(names)
 
 
 async def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:

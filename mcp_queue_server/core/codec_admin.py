@@ -1,25 +1,29 @@
 """The operator scripts' side of the contract: the dead-letter queue (replay, purge,
-inspect_dlq), cancel, list_tasks, set_limit and the schedules (schedule, unschedule, fire_schedule,
-and the schedule hash read straight from Redis); argument builders and typed replies, as in
+inspect_dlq), cancel, list_tasks, set_limit, the schedules (schedule, unschedule, fire_schedule,
+and the schedule hash read straight from Redis) and queue_stats; argument builders and typed replies, as in
 :mod:`~mcp_queue_server.core.codec` (which keeps the scripts a producer or worker runs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from mcp_queue_server.core import reads
 from mcp_queue_server.core.models import (
     CancelResult,
     DeadLetterPage,
     DeadTask,
     ListedTask,
+    QueueStats,
     Schedule,
     TaskPage,
     TaskStatus,
 )
 from mcp_queue_server.core.replies import Refusal, _int, _json, _texts, refusal, text
 from mcp_queue_server.core.scripts import Code
+from mcp_queue_server.limits import HOLDER_STALE_MS
 
 # -- replay.lua, purge.lua, inspect_dlq.lua -------------------------------------------
 
@@ -247,3 +251,36 @@ def set_limit_args(key: str, max_working: int | None, max_per_minute: int | None
 def set_limit_reply(reply: Any) -> bool:
     """Whether the key had a limit before."""
     return bool(int(reply[1]))
+
+
+# -- queue_stats.lua ------------------------------------------------------------------
+
+
+def queue_stats_args() -> list[Any]:
+    return [HOLDER_STALE_MS]
+
+
+def queue_stats_reply(queue: str, reply: Any) -> QueueStats:
+    """One queue's statistics from queue_stats.lua's reply: the same record
+    :meth:`~mcp_queue_server.core.inspect.AdminOps.get_queue_stats` reads with the stats pipeline."""
+    now, hlen, llen, hp, lp, rows, delayed, dead, overdue, past, first, totals, holders, limits, *oldest = reply
+    flat_limits = list(zip(*[iter(limits)] * 5, strict=True))
+    return reads.assemble(
+        queue,
+        now,
+        lengths=(hlen, llen),
+        in_flight=(hp, lp),
+        consumer_rows=[(text(n), int(p), int(i)) for n, p, i in zip(*[iter(rows)] * 3, strict=True)],
+        holders=[(text(n), int(float(s))) for n, s in zip(*[iter(holders)] * 2, strict=True)],
+        delayed=delayed,
+        dead_letter=dead,
+        overdue=overdue,
+        past_deadline=past,
+        first_deadline=None if first is None else int(float(first)),
+        totals={text(k): int(v) for k, v in zip(*[iter(totals)] * 2, strict=True)},
+        limits=[
+            dataclasses.replace(reads.limit_info(text(key), raw or None), working=w, waiting=q, started_last_minute=m)
+            for key, raw, w, q, m in sorted(flat_limits, key=lambda row: text(row[0]))
+        ],
+        oldest_waiting_age_ms=reads.oldest_age(now, [[[entry_id]] for entry_id in oldest if entry_id is not None]),
+    )

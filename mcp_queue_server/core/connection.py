@@ -24,7 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from mcp_queue_server.core.blocking import BlockingCalls, unblocked
-from mcp_queue_server.core.keys import QueueKeys, registry_key
+from mcp_queue_server.core.keys import QueueKeys, registry_index_key, registry_key
 from mcp_queue_server.core.lane import Lane
 from mcp_queue_server.core.scripts import AsyncScript, register_all, script_sha, script_source
 
@@ -243,6 +243,36 @@ class Connection(StoreChecks, BlockingCalls):
                 out.append(reply)
         return out
 
+    async def read_across(self, name: str, queues: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        """Run the read-only script ``name`` once on each of ``queues`` (the same ``args``), in one
+        round trip: one write through the lane, or a cluster pipeline (one round trip per master).
+        Replies in order; an error reply is raised."""
+        calls = [
+            (self.keys(q).script_keys, [self.keys(q).base, self.settings.group, self.consumer, self.clock_arg(), *args])
+            for q in queues
+        ]
+        sha = script_sha(name)
+        with guard():
+            if self.lane is not None:
+                replies = await self.lane.execute(*(("EVALSHA", sha, len(keys), *keys, *argv) for keys, argv in calls))
+                if any(isinstance(r, redis_errors.NoScriptError) for r in replies):  # Redis restarted: load, again
+                    await self.lane.execute(("SCRIPT", "LOAD", script_source(name)))
+                    replies = await self.lane.execute(
+                        *(("EVALSHA", sha, len(keys), *keys, *argv) for keys, argv in calls)
+                    )
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for keys, argv in calls:
+                        pipe.evalsha(sha, len(keys), *keys, *argv)
+                    replies = await pipe.execute(raise_on_error=False)
+                for i, reply in enumerate(replies):
+                    if isinstance(reply, redis_errors.NoScriptError):  # this master has not seen it: once per master
+                        replies[i] = await self._scripts[name](list(calls[i][0]), calls[i][1])
+            for reply in replies:
+                if isinstance(reply, redis_errors.ResponseError):
+                    raise reply
+        return list(replies)
+
     @staticmethod
     def raise_reply(reply: Any) -> Any:
         """``reply`` of :meth:`scripts`, or its error raised as the queue error it maps to."""
@@ -275,10 +305,12 @@ class Connection(StoreChecks, BlockingCalls):
             return out
 
     async def _script_and_register(self, name: str, queue: str, k: QueueKeys, argv: list[Any]) -> Any:
-        sadd = ("SADD", registry_key(self.settings.key_prefix), queue)
+        prefix = self.settings.key_prefix
+        sadd = ("SADD", registry_key(prefix), queue)
+        zadd = ("ZADD", registry_index_key(prefix), 0, queue)
         if self.lane is not None:
-            added, reply = await self.lane.execute(
-                sadd, ("EVALSHA", script_sha(name), len(k.script_keys), *k.script_keys, *argv)
+            added, _, reply = await self.lane.execute(
+                sadd, zadd, ("EVALSHA", script_sha(name), len(k.script_keys), *k.script_keys, *argv)
             )
             if isinstance(reply, redis_errors.NoScriptError):
                 reply = await self.lane.script(script_sha(name), script_source(name), k.script_keys, argv)
@@ -286,6 +318,7 @@ class Connection(StoreChecks, BlockingCalls):
                 raise reply
         else:
             added = await self.redis.execute_command(*sadd)
+            await self.redis.execute_command(*zadd)  # another slot than the set's, in a cluster
             reply = await self._scripts[name](list(k.script_keys), argv)
         if not isinstance(added, Exception):
             self._registered[queue] = time.monotonic()

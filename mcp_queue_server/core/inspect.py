@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from mcp_queue_server.core import codec, codec_admin, events, reads
@@ -21,6 +21,7 @@ from mcp_queue_server.core.models import (
     ConsumerInfo,
     DeadLetterPage,
     QueueStats,
+    QueueStatsPage,
     RecoveryReport,
     StoreInfo,
     TaskInfo,
@@ -31,10 +32,12 @@ from mcp_queue_server.limits import (
     MAX_DLQ_PAGE,
     MAX_MIN_IDLE_MS,
     MIN_RECOVER_IDLE_MS,
+    STATS_PAGE,
     check_cursor,
     check_int,
     check_list_cursor,
     check_queue_name,
+    check_stats_cursor,
     check_task_id,
     check_task_type,
 )
@@ -155,9 +158,36 @@ class AdminOps:
         """Every queue in the registry (added by its first enqueue, fanout or worker heartbeat), sorted."""
         return await self._conn.known_queues()
 
+    async def queue_stats_page(self, cursor: str | None = None, count: int = STATS_PAGE) -> QueueStatsPage:
+        """One page of :meth:`all_queue_stats`: up to ``count`` (at most ``STATS_PAGE``) known
+        queues in name order, after ``cursor`` (``next_cursor`` of the page before; None: the
+        first page). In name order, a walk sees every queue known from its start to its end
+        exactly once, whatever is added or forgotten meanwhile (a queue added behind the cursor
+        shows in the next walk). A page costs the same however many queues there are: a range of
+        the registry's index, then one round trip of queue_stats.lua, one per queue.
+        """
+        count = check_int("count", count, 1, STATS_PAGE)
+        after = None if cursor is None else check_stats_cursor(cursor)
+        names = await self._conn.queue_names_after(after, count + 1)  # one more: is there a next page?
+        if not names and after is None:
+            names = [DEFAULT_QUEUE]
+        chosen = names[:count]
+        return QueueStatsPage(await self.stats_of(chosen), chosen[-1] if len(names) > count else None)
+
     async def all_queue_stats(self) -> list[QueueStats]:
-        """The statistics of every known queue (``default`` when none is known yet)."""
-        return [await self.get_queue_stats(name) for name in await self.known_queues() or [DEFAULT_QUEUE]]
+        """The statistics of every known queue (``default`` when none is known yet), in name order."""
+        return await self.stats_of(await self.known_queues() or [DEFAULT_QUEUE])
+
+    async def stats_of(self, queues: Sequence[str]) -> list[QueueStats]:
+        """The statistics of each of ``queues``, in their order: ``STATS_PAGE`` queues per round
+        trip (queue_stats.lua on each), each the record :meth:`get_queue_stats` reads."""
+        names = [check_queue_name(q) for q in queues]
+        out: list[QueueStats] = []
+        for start in range(0, len(names), STATS_PAGE):
+            chunk = names[start : start + STATS_PAGE]
+            replies = await self._conn.read_across("queue_stats", chunk, codec_admin.queue_stats_args())
+            out += [codec_admin.queue_stats_reply(q, r) for q, r in zip(chunk, replies, strict=True)]
+        return out
 
     async def forget_queue(self, queue: str) -> bool:
         """Take ``queue`` out of the registry; its tasks stay, and its next enqueue (or a

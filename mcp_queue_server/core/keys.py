@@ -39,9 +39,11 @@ touches several keys of one queue stays in one slot::
     <prefix>:{<queue>}:saga-split       string; set only by the chaos run's negative control, which splits a
                                         saga's transition into two calls
 
-One key lies outside every queue's hash tag::
+Two keys lie outside every queue's hash tag::
 
     <prefix>:queues                     set of queue names: the registry (see :func:`registry_key`)
+    <prefix>:queues:byname              zset of the same names, score 0: pages in name order
+                                        (see :func:`registry_index_key`)
 
 Scripts receive the six fixed keys (:attr:`QueueKeys.script_keys`, high to stats) as KEYS
 and the ``<prefix>:{<queue>}:`` base as an argument to derive the others; derived keys
@@ -93,6 +95,14 @@ def registry_key(prefix: str) -> str:
     instead (see :meth:`~mcp_queue_server.core.connection.Connection.script`). One set, rather
     than one per slot, keeps listing the queues a single SMEMBERS on any deployment."""
     return f"{prefix}:queues"
+
+
+def registry_index_key(prefix: str) -> str:
+    """The registry's names again, as a zset (score 0) ordered by name: a page of queues after a
+    name is a ZRANGEBYLEX, at a cost that does not grow with the number of queues (issue 17), where
+    the set would need an SMEMBERS of all of them. The set stays the record (older versions write
+    only it); written and trimmed next to it, and rebuilt from it when their sizes differ."""
+    return f"{prefix}:queues:byname"
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,6 +363,14 @@ class QueueStats:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueStatsPage:
+    """A page of every known queue's statistics, in name order; pass ``next_cursor`` back for the next page."""
+
+    queues: list[QueueStats]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class NewSchedule:
     """A recurring task: one task per slot of ``cron`` (5 fields, UTC) or of ``every_ms``."""
 

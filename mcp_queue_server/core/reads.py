@@ -146,51 +146,87 @@ def queue_stats(queue: str, replies: list[Any], group: str, now: int = 0) -> tup
     for); also each stream's last-delivered id, after which :func:`oldest_age` looks for the
     oldest waiting entry. The consumers are the group's members and the live holders."""
     r = {name: _ok(reply, default) for (name, _, default), reply in zip(_STATS, replies, strict=True)}
-    hlen, llen = r["high_length"], r["low_length"]
-    # Entries of held-back tasks wait in the HELD consumer's pending list: waiting, not in flight.
-    hp, lp = _in_flight(r["high_pending"]), _in_flight(r["low_pending"])
+    rows = [
+        (text(row["name"]), int(row["pending"]), int(row["idle"]))
+        for row in [*r["high_consumers"], *r["low_consumers"]]
+        if text(row["name"]) != HELD_CONSUMER
+    ]
+    first = r["first_deadline"]
+    stats = assemble(
+        queue,
+        now,
+        lengths=(r["high_length"], r["low_length"]),
+        # Entries of held-back tasks wait in the HELD consumer's pending list: waiting, not in flight.
+        in_flight=(_in_flight(r["high_pending"]), _in_flight(r["low_pending"])),
+        consumer_rows=rows,
+        holders=[(text(member), int(score)) for member, score in r["holders"]],
+        delayed=r["delayed"],
+        dead_letter=r["dead_letter"],
+        overdue=r["overdue"],
+        past_deadline=r["past_deadline"],
+        first_deadline=int(first[0][1]) if first else None,
+        totals={k.decode(): int(v) for k, v in r["totals"].items()},
+        limits=[
+            limit_info(text(key), raw) for key, raw in sorted({**dict.fromkeys(r["lines"]), **r["limits"]}.items())
+        ],
+    )
+    return stats, [_group_last_id(r["high_groups"], group), _group_last_id(r["low_groups"], group)]
+
+
+def assemble(
+    queue: str,
+    now: int,
+    *,
+    lengths: tuple[int, int],
+    in_flight: tuple[int, int],
+    consumer_rows: list[tuple[str, int, int]],
+    holders: list[tuple[str, int]],
+    delayed: int,
+    dead_letter: int,
+    overdue: int,
+    past_deadline: int,
+    first_deadline: int | None,
+    totals: dict[str, int],
+    limits: list[LimitInfo],
+    oldest_waiting_age_ms: int | None = None,
+) -> QueueStats:
+    """One queue's :class:`QueueStats` from what was read, by the stats pipeline or by
+    queue_stats.lua (one decoding, so both give the same record). ``consumer_rows``: (name,
+    pending, idle ms) of the group's members on both streams, the held consumer left out;
+    ``holders``: (name, last seen ms)."""
+    (hlen, llen), (hp, lp) = lengths, in_flight
     consumers: dict[str, ConsumerInfo] = {}
-    for row in [*r["high_consumers"], *r["low_consumers"]]:
-        name = text(row["name"])
-        if name == HELD_CONSUMER:
-            continue
+    for name, pending, idle in consumer_rows:
         seen = consumers.get(name)
-        pending = int(row["pending"]) + (seen.pending if seen else 0)
-        idle = min(int(row["idle"]), seen.idle_ms if seen else int(row["idle"]))
-        consumers[name] = ConsumerInfo(name=name, pending=pending, idle_ms=idle)
-    for member, score in r["holders"]:
-        name = text(member)
-        ago = max(now - int(score), 0)
+        consumers[name] = ConsumerInfo(
+            name=name,
+            pending=pending + (seen.pending if seen else 0),
+            idle_ms=min(idle, seen.idle_ms if seen else idle),
+        )
+    for name, score in holders:
+        ago = max(now - score, 0)
         seen = consumers.get(name)
         consumers[name] = (
             ConsumerInfo(name=name, pending=0, idle_ms=ago, last_seen_ms=ago)
             if seen is None
             else dataclasses.replace(seen, last_seen_ms=ago)
         )
-    stats = QueueStats(
+    return QueueStats(
         queue=queue,
         high=StreamStats(length=hlen, pending=hp, available=max(hlen - hp, 0)),
         low=StreamStats(length=llen, pending=lp, available=max(llen - lp, 0)),
-        delayed=r["delayed"],
+        delayed=delayed,
         in_flight=hp + lp,
         available=max(hlen - hp, 0) + max(llen - lp, 0),
-        dead_letter=r["dead_letter"],
-        oldest_waiting_age_ms=None,
-        overdue=r["overdue"],
-        past_deadline=r["past_deadline"],
-        most_past_deadline_ms=_most_past(r["first_deadline"], now),
+        dead_letter=dead_letter,
+        oldest_waiting_age_ms=oldest_waiting_age_ms,
+        overdue=overdue,
+        past_deadline=past_deadline,
+        most_past_deadline_ms=None if first_deadline is None or now <= first_deadline else now - first_deadline,
         consumers=sorted(consumers.values(), key=lambda c: c.name),
-        totals={k.decode(): int(v) for k, v in r["totals"].items()},
-        limits=[_limit(text(key), raw) for key, raw in sorted({**dict.fromkeys(r["lines"]), **r["limits"]}.items())],
+        totals=totals,
+        limits=limits,
     )
-    return stats, [_group_last_id(r["high_groups"], group), _group_last_id(r["low_groups"], group)]
-
-
-def _most_past(first: list[Any], now: int) -> int | None:
-    """How far the earliest deadline lies behind ``now`` (None: none has passed)."""
-    if not first or now <= int(first[0][1]):
-        return None
-    return now - int(first[0][1])
 
 
 def _in_flight(pending: dict[str, Any]) -> int:
@@ -198,7 +234,7 @@ def _in_flight(pending: dict[str, Any]) -> int:
     return int(pending.get("pending", 0)) - held
 
 
-def _limit(key: str, raw: bytes | None) -> LimitInfo:
+def limit_info(key: str, raw: bytes | None) -> LimitInfo:
     """A key's limit as set_limit.lua stores it ("<max_working> <max_per_minute>", "-" none);
     the counts come from :func:`limit_commands`."""
     working = per_minute = None

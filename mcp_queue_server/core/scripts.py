@@ -41,6 +41,7 @@ SCRIPT_NAMES = (
     "fire_schedule",
     "set_limit",
     "start_saga",
+    "queue_stats",
 )
 
 

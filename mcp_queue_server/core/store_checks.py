@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
-from mcp_queue_server.core.keys import QueueKeys, registry_key
+from mcp_queue_server.core.keys import QueueKeys, registry_index_key, registry_key
 from mcp_queue_server.core.models import StoreInfo
 from mcp_queue_server.errors import QueueError, QueueUnavailable, StoreFull, StoreMisconfigured
 from mcp_queue_server.settings import Settings
@@ -147,11 +147,40 @@ class StoreChecks:
             names = await self.redis.smembers(registry_key(self.settings.key_prefix))
         return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
+    async def queue_names_after(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` names of the registry after ``after`` (None: from the first), in name
+        order: a range of its index, whatever the number of queues. An index whose size differs
+        from the set's (an older version registered or forgot a queue, or a register and a forget
+        crossed) is rebuilt from the set first."""
+        prefix = self.settings.key_prefix
+        low = "-" if after is None else "(" + after
+        with guard():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.scard(registry_key(prefix))
+                pipe.zcard(registry_index_key(prefix))
+                pipe.zrangebylex(registry_index_key(prefix), low, "+", 0, count)
+                in_set, in_index, names = await pipe.execute()
+            if in_set != in_index:
+                await self._reindex()
+                names = await self.redis.zrangebylex(registry_index_key(prefix), low, "+", 0, count)
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+    async def _reindex(self) -> None:
+        """Make the registry's index hold the set's names, no more and no fewer (O(queues), rare)."""
+        prefix = self.settings.key_prefix
+        members = set(await self.known_queues())
+        indexed = {_str(n) or "" for n in await self.redis.zrange(registry_index_key(prefix), 0, -1)}
+        if members - indexed:
+            await self.redis.zadd(registry_index_key(prefix), dict.fromkeys(members - indexed, 0))
+        if indexed - members:
+            await self.redis.zrem(registry_index_key(prefix), *(indexed - members))
+
     async def forget_queue(self, queue: str) -> bool:
         """Take ``queue`` out of the registry (its data stays); False: it was not there."""
         self._registered.pop(queue, None)
         with guard():
             removed = await self.redis.srem(registry_key(self.settings.key_prefix), queue)
+            await self.redis.zrem(registry_index_key(self.settings.key_prefix), queue)
         return bool(removed)
 
     async def store_info(self, queue: str) -> StoreInfo:

@@ -56,13 +56,16 @@ async def get_task(
 async def queue_stats(
     ctx: Ctx,
     queue: QueueName = "default",
-    all_queues: Annotated[bool, Field(strict=True, description="Every known queue too.")] = False,
+    all_queues: Annotated[bool, Field(strict=True, description="Every known queue too, 100 per page.")] = False,
+    cursor: Annotated[QueueName | None, Field(description="next_cursor of the previous page.")] = None,
 ) -> QueueStatsOutput:
     """A queue's task counts by state, workers and totals."""
     q = await open_queue(ctx)
     out = QueueStatsOutput.model_validate(await q.get_queue_stats(queue))
-    if all_queues:
-        out.queues = [QueueStatsRow.model_validate(s) for s in await q.all_queue_stats()]
+    if all_queues or cursor is not None:
+        page = await q.queue_stats_page(cursor)
+        out.queues = [QueueStatsRow.model_validate(s) for s in page.queues]
+        out.next_cursor = page.next_cursor
     return out
 
 

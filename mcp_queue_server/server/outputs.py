@@ -290,6 +290,7 @@ class QueueStatsOutput(QueueStatsRow):
     queues: list[QueueStatsRow] | None = Field(
         default=None, description="With all_queues: one row per known queue; else null."
     )
+    next_cursor: str | None = None
 
 
 class DeadTaskOut(_Out):
