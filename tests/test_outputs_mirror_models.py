@@ -46,8 +46,8 @@ MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
     (models.StreamStats, outputs.StreamStatsOut, {}),
     (models.ConsumerInfo, outputs.ConsumerOut, {}),
     (models.LimitInfo, outputs.LimitOut, {}),
-    # With all_queues the one queue's result also lists every known queue.
-    (models.QueueStats, outputs.QueueStatsOutput, {"added": {"queues"}}),
+    # With all_queues the one queue's result also lists a page of every known queue, and the next page's cursor.
+    (models.QueueStats, outputs.QueueStatsOutput, {"added": {"queues", "next_cursor"}}),
     (models.QueueStats, outputs.QueueStatsRow, {}),
     (models.ScheduleSet, outputs.ScheduleSetOutput, {}),
     (models.Schedule, outputs.ScheduleOut, {}),
@@ -58,9 +58,18 @@ MIRRORS: list[tuple[type[Any], type[BaseModel], dict[str, set[str]]]] = [
     (models.SagaBranchState, outputs.SagaBranchStateOut, {}),
 ]
 
-#: Records that are inputs, not results; and StoreInfo, which the operators' views show
-#: (CLI stats, logs) but no tool returns.
-INPUTS = {models.NewTask, models.StoreInfo, models.NewSchedule, models.Firing, models.SagaStep, models.SagaAction}
+#: Records that are inputs, not results; StoreInfo, which the operators' views show (CLI stats,
+#: logs) but no tool returns; QueueStatsPage, whose two fields queue_stats returns beside the
+#: queue's own statistics (queues, next_cursor: QueueStatsOutput above).
+INPUTS = {
+    models.NewTask,
+    models.StoreInfo,
+    models.NewSchedule,
+    models.Firing,
+    models.SagaStep,
+    models.SagaAction,
+    models.QueueStatsPage,
+}
 #: Tool results with no record behind them (built by the tool from several values).
 TOOL_ONLY = {
     outputs.EnqueueBatchOutput,
