@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import uuid
@@ -308,7 +309,9 @@ async def process_one_consumer(
         )
 
 
-async def _consumers(server: RedisProc, impl: str, prefix: str, k: int, batch: int) -> float:
+async def _consumers(
+    server: RedisProc, impl: str, prefix: str, k: int, batch: int, cpu_into: list[float] | None = None
+) -> float:
     """Start ``k`` consumer processes, release them together, return total tasks/s."""
     return await run_together(
         [
@@ -316,12 +319,14 @@ async def _consumers(server: RedisProc, impl: str, prefix: str, k: int, batch: i
                 "consume", impl=impl, url=server.url, prefix=prefix, stream=STREAM, consumer=f"c{i}", batch=batch
             )
             for i in range(k)
-        ]
+        ],
+        cpu_into,
     )
 
 
-async def run_together(workers: list[WorkerProc]) -> float:
-    """Wait until every consumer is ready, release them together, return total tasks/s."""
+async def run_together(workers: list[WorkerProc], cpu_into: list[float] | None = None) -> float:
+    """Wait until every consumer is ready, release them together, return total tasks/s.
+    ``cpu_into`` gets the consumers' CPU seconds (all of them, summed) of the run."""
     try:
         for w in workers:
             await w.expect()
@@ -332,12 +337,15 @@ async def run_together(workers: list[WorkerProc]) -> float:
         for w in workers:
             w.close()
     total = sum(int(r["count"]) for r in results)
+    if cpu_into is not None:
+        cpu_into.append(sum(float(r.get("cpu_s", 0.0)) for r in results))
     return total / (max(r["t1"] for r in results) - min(r["t0"] for r in results))
 
 
 async def process_three_consumers(report: Report, server: RedisProc, plan: Plan) -> None:
     log(f"process no-op, 3 consumer processes: {plan.multi_batched} batched, {plan.multi_single or 'no'} one by one")
     redis_cpu: dict[int, list[float]] = {100: [], 1: []}
+    client_cpu: dict[int, list[float]] = {100: [], 1: []}  #: the 3 consumers' CPU seconds per rep
     async with Bench(server) as b:
 
         def pair(n: int, batch: int) -> tuple[Measure, Measure]:
@@ -345,7 +353,7 @@ async def process_three_consumers(report: Report, server: RedisProc, plan: Plan)
                 b.fresh()
                 await library.prefill(b.q, n)
                 with RedisCpu(server, n, redis_cpu[batch]):
-                    return await _consumers(server, "lib", b.settings.key_prefix, 3, batch)
+                    return await _consumers(server, "lib", b.settings.key_prefix, 3, batch, client_cpu[batch])
 
             async def raw() -> float:
                 b.fresh()
@@ -367,6 +375,30 @@ async def process_three_consumers(report: Report, server: RedisProc, plan: Plan)
             target=Target(value=20_000, text=">= 20,000/s"),
             tasks_per_rep=plan.multi_batched,
             **RedisCpu.extra(redis_cpu[100]),
+        )
+    )
+    # Issue 17: the rate against the most one Redis allows at the Redis CPU per task measured in
+    # the same rep (1e6 / us per task), i.e. the share of the run Redis was busy. The bound rises
+    # as the scripts get cheaper, so the consumers must keep up with a faster Redis.
+    used = [rate * us / 1e6 for rate, us in zip(batched[0], redis_cpu[100], strict=True)]
+    # Redis and the three consumers share the machine's cores: with both costs per task, the most
+    # all of them can do together (when the consumers cannot keep Redis busy, this is the bound).
+    clients_us = statistics.median(1e6 * s / plan.multi_batched for s in client_cpu[100])
+    cores = os.cpu_count() or 1
+    shared = {
+        "consumers_cpu_us_per_task": round(clients_us, 1),
+        "cores": cores,
+        "cores_bound_tasks_per_s": round(cores * 1e6 / (statistics.median(redis_cpu[100]) + clients_us)),
+    }
+    report.add(
+        make_figure(
+            "library: process no-op, 3 consumer processes, read 100 + ack_many, rate / Redis-CPU bound",
+            "x bound",
+            used,
+            target=Target(value=0.9, text="issue 17: >= 0.9 x the Redis-CPU bound (1e6 / Redis CPU us per task)"),
+            tasks_per_rep=plan.multi_batched,
+            **RedisCpu.extra(redis_cpu[100]),
+            **shared,
         )
     )
     if one is None:

@@ -40,20 +40,20 @@ async def consume(args: argparse.Namespace) -> None:
             await q.read_messages(1, queue="warmup")  # loads the script, opens the connection
             emit({"ready": True})
             await wait_for_go()
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             n = await (drain_batched(q, args.batch, args.queue) if args.batch > 1 else drain_one_by_one(q, args.queue))
-            t1 = time.time()
+            t1, c1 = time.time(), time.process_time()
             await q.disconnect(release=False)
     else:
         r = floor.connect(args.url)
         await r.ping()
         emit({"ready": True})
         await wait_for_go()
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         n = await floor.consume(r, args.stream, args.consumer, args.batch)
-        t1 = time.time()
+        t1, c1 = time.time(), time.process_time()
         await r.aclose()
-    emit({"count": n, "t0": t0, "t1": t1})
+    emit({"count": n, "t0": t0, "t1": t1, "cpu_s": c1 - c0})
 
 
 async def latency_reader(args: argparse.Namespace) -> None:
