@@ -1,7 +1,8 @@
 """The worker runtime: run async handlers over a queue (the design doc's consumer loop, done once).
 
 A :class:`Worker` leases tasks up to its ``concurrency`` (each read asks for as many as
-there are free slots), runs the handler registered for each task type, renews the leases of
+there are free slots, at most ``max_read_count``), runs the handler registered for each
+task type (one runner per slot runs them in turn: no task started per task), renews the leases of
 running handlers (one loop for the worker: every third of the lease, those due in one pass),
 lets the handler checkpoint through its :class:`TaskContext`, acks the results (finished
 results go out together, one ``ack_many`` per round trip, each task's outcome still its
