@@ -45,6 +45,7 @@ def compare(ref: str, args: list[str], rounds: int) -> str:
     sha = _git("rev-parse", "--verify", f"{ref}^{{commit}}")
     ours: dict[str, list[float]] = {}
     theirs: dict[str, list[float]] = {}
+    ratios: dict[tuple[str, str], list[float]] = {}  # (tree, figure) -> each round's ratio to its floor
     units: dict[str, tuple[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         ref_tree = Path(tmp) / "ref"
@@ -56,26 +57,38 @@ def compare(ref: str, args: list[str], rounds: int) -> str:
                     log(f"round {r + 1}/{rounds}: {name} ({'this tree' if tree == ROOT else ref + ' ' + sha[:10]})")
                     for f in _run_tree(tree, args, Path(tmp) / f"{name}{r}.json"):
                         (ours if name == "ours" else theirs).setdefault(f["name"], []).append(f["median"])
+                        if f.get("ratio") is not None:
+                            ratios.setdefault((name, f["name"]), []).append(f["ratio"])
                         units[f["name"]] = (f["unit"], f.get("better", "higher"))
         finally:
             _git("worktree", "remove", "--force", str(ref_tree))
-    return table(ref, ours, theirs, units)
+    return table(ref, ours, theirs, units, ratios)
 
 
 def table(
-    ref: str, ours: dict[str, list[float]], theirs: dict[str, list[float]], units: dict[str, tuple[str, str]]
+    ref: str,
+    ours: dict[str, list[float]],
+    theirs: dict[str, list[float]],
+    units: dict[str, tuple[str, str]],
+    ratios: dict[tuple[str, str], list[float]],
 ) -> str:
-    rows = [["figure", "unit", "ours", ref, f"ours / {ref}", "better"]]
+    """Per figure: each tree's median, ours ÷ REF, and each tree's ratio to its own same-run floor."""
+    rows = [["figure", "unit", "ours", ref, f"ours / {ref}", "better", "ours / floor", f"{ref} / floor"]]
     for name, (unit, better) in units.items():
         a = statistics.median(ours[name]) if name in ours else None
         b = statistics.median(theirs[name]) if name in theirs else None
         ratio = a / b if a is not None and b else None
-        verdict = "" if ratio is None else ("ours" if (ratio > 1) == (better == "higher") else ref)
-        rows.append([name, unit, _fmt(a), _fmt(b), "-" if ratio is None else f"{ratio:.3f}", verdict])
+        verdict = "" if ratio is None or ratio == 1 else ("ours" if (ratio > 1) == (better == "higher") else ref)
+        floors = [_fmt(_median(ratios.get((tree, name)))) for tree in ("ours", "ref")]
+        rows.append([name, unit, _fmt(a), _fmt(b), "-" if ratio is None else f"{ratio:.3f}", verdict, *floors])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _median(values: list[float] | None) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def _fmt(value: float | None) -> str:
