@@ -165,6 +165,10 @@ class Report:
             log(f"    the client's outputSchema check (jsonschema) costs {figure.extra['client_check_us_per_task']} "
                 f"us/task: with a server as cheap as echo the ratio tops out near "
                 f"{_fmt(figure.extra['bound_ratio_with_client_check'])}")  # fmt: skip
+        if "bound_ratio_with_queue_call" in figure.extra:
+            log(f"    the queue calls alone cost {figure.extra['queue_call_cpu_us_per_task']} us/task in one process: "
+                f"with the rest as cheap as echo the ratio stays above "
+                f"{_fmt(figure.extra['bound_ratio_with_queue_call'])}")  # fmt: skip
         if "redis_cpu_us_per_task" in figure.extra:
             log(f"    Redis CPU {figure.extra['redis_cpu_us_per_task']} us/task: one Redis tops out near "
                 f"{_fmt(figure.extra['redis_bound_tasks_per_s'])} tasks/s")  # fmt: skip

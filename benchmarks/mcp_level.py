@@ -17,6 +17,7 @@ from mcp import Client, StdioServerParameters
 
 from benchmarks.common import Report, Target, bench_settings, log, make_figure, payload, percentile
 from mcp_queue_server import TaskQueue
+from mcp_queue_server.core.models import NewTask
 from mcp_queue_server.testing import RedisProc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +99,20 @@ async def echo_lifecycle(client: Client, tasks: int, batch: int = 100) -> float:
         await call(client, "echo", {"data": leased})
         await call(client, "echo", {"data": [f"{i:032x}" for i in range(batch)]})
     return tasks / (time.perf_counter() - t0)
+
+
+async def library_cpu(q: TaskQueue, tasks: int, reps: int, batch: int = 100) -> float:
+    """This process's CPU per task for the lifecycle's queue calls made directly (median of ``reps``):
+    the part of the server's work per task that no MCP server of this queue can shed."""
+    out: list[float] = []
+    for _ in range(reps):
+        c0 = time.process_time()
+        for start in range(0, tasks, batch):
+            await q.enqueue_batch([NewTask("noop", payload(i)) for i in range(start, start + batch)], queue=QUEUE)
+            got = await q.read_messages(batch, queue=QUEUE)
+            await q.ack_and_read([t.task_id for t in got], 0, queue=QUEUE)
+        out.append((time.process_time() - c0) / tasks * 1e6)
+    return statistics.median(out)
 
 
 def server_pid(mode: str = "product") -> int:
@@ -185,6 +200,7 @@ async def run(report: Report, server: RedisProc, *, reps: int, calls: int, lifec
                 session.validate_tool_result = validate  # type: ignore[method-assign]
     async with TaskQueue(settings) as q:  # nothing may be left behind
         stats = await q.get_queue_stats(QUEUE)
+        queue_us = await library_cpu(q, lifecycle_tasks, reps)
         await q.disconnect(release=False)
     assert stats.available == 0, stats
     assert stats.in_flight == 0, stats
@@ -239,6 +255,7 @@ async def run(report: Report, server: RedisProc, *, reps: int, calls: int, lifec
     # The client's jsonschema check of our results is outside the server; it bounds the rate
     # even with a server as cheap as echo: 1 / (the echo's time per task + the check's).
     check_us = statistics.median(m_life.client_us) - statistics.median(m_raw.client_us)
+    echo_server = statistics.median(m_echo.server_us)
     echo_us = 1e6 / statistics.median(echo_life)
     report.add(
         make_figure(
@@ -266,6 +283,8 @@ async def run(report: Report, server: RedisProc, *, reps: int, calls: int, lifec
             better="lower",
             target=Target(ratio=1.2, text="<= 1.2 x echo (issue 17)"),
             tasks_per_rep=lifecycle_tasks,
+            queue_call_cpu_us_per_task=round(queue_us, 1),
+            bound_ratio_with_queue_call=round((echo_server + queue_us) / echo_server, 3),
         )
     )
     report.add(

@@ -6,6 +6,7 @@ shared with ``/metrics`` and ``/status``: one rule for every HTTP endpoint of th
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -188,6 +189,7 @@ def serve_http(server: MCPServer[Any], settings: Settings, routes: Sequence[Base
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,  # open SSE streams must not hold the shutdown forever
     )
+    gc.freeze()  # as serve_stdio does: what is built lives as long as the process
     uvicorn.Server(config).run()
 
 
@@ -303,6 +305,9 @@ async def serve_stdio(server: MCPServer[Any]) -> signal.Signals | None:
     Returns the signal that stopped the server (None: stdin closed), for the exit status.
     """
     received: list[signal.Signals] = []
+    # What exists now (the SDK, the models, the tools) lives as long as the process: out of the
+    # collector's way, so a full collection walks only what serving allocates (issue 17).
+    gc.freeze()
     # The SDK runs stdio only with its own stdin reader; this is its run_stdio_async with ours.
     lowlevel = lowlevel_server(server)
     async with anyio.create_task_group() as tg:
