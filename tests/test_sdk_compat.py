@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -318,3 +320,19 @@ async def test_a_notification_model_of_any_method_is_sent_on_the_request_s_strea
         "ServerSession.send_notification no longer sends the method and params of the model it is given"
     )
     assert seen[0].params.data == "canary"  # type: ignore[attr-defined]
+
+
+def test_claiming_stdout_moves_the_wire_aside_and_points_fd_1_at_stderr_until_released() -> None:
+    script = (
+        "import os, sys\n"
+        "from mcp_queue_server.server.sdk_compat import claim_stdout\n"
+        "wire, release = claim_stdout()\n"
+        "os.write(1, b'stray\\n')\n"
+        "os.write(wire.fileno(), b'wire\\n')\n"
+        "release()\n"
+        "os.write(1, b'after\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=True)
+
+    assert done.stdout == b"wire\nafter\n", moved("stdio._claim_fd no longer diverts fd 1 while claimed")
+    assert b"stray" in done.stderr

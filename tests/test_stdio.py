@@ -323,3 +323,25 @@ def test_lines_from_a_regular_file_on_stdin_are_read_to_the_last_unterminated_on
     assert [a.get("id") for a in answers] == [1, None, None]
     assert answers[0]["result"]["serverInfo"]["name"] == "mcp-queue-server"
     assert [a["error"]["message"] for a in answers[1:]] == ["not valid JSON: line ignored"] * 2
+
+
+async def test_an_answer_larger_than_the_pipe_reaches_a_client_that_reads_it_late(
+    settings: Settings, spawn: Any
+) -> None:
+    server = await spawn(server_env(settings, "big"))
+    text = "x" * 60_000
+    tasks = [{"task_type": "t", "payload": {"text": text, "n": i}} for i in range(20)]
+    await server.call("enqueue_batch", tasks=tasks)
+    assert server.process.stdin is not None
+    await server.send({"jsonrpc": "2.0", "id": 500, "method": "tools/call",
+                       "params": {"name": "read_tasks", "arguments": {"count": 20}}})  # fmt: skip
+    # About 2.4 MB of answer (the text twice) against a 64 KiB pipe: the server must wait for
+    # this reader, and then finish the message, while its loop keeps serving.
+    server._next_id = 500
+    with anyio.fail_after(20):
+        read = await server._reply()
+    acked = await server.call("ack", task_ids=[t["task_id"] for t in read["structuredContent"]["tasks"]])
+
+    assert [t["payload"]["n"] for t in read["structuredContent"]["tasks"]] == list(range(20))
+    assert all(t["payload"]["text"] == text for t in read["structuredContent"]["tasks"])
+    assert [t["status"] for t in acked["tasks"]] == ["acked"] * 20

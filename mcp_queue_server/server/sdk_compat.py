@@ -9,7 +9,8 @@ them, only this module changes, and ``tests/test_sdk_compat.py`` names what move
 * a tool's published output schema (``Tool.fn_metadata.output_schema``), to publish a
   compact equivalent;
 * the low-level server inside ``MCPServer`` (``MCPServer._lowlevel_server``), to run stdio
-  with our own stdin reader;
+  with our own stdin reader, and the stdio transport's claim of fd 1 (``stdio._claim_fd``),
+  to write the wire our own way with the same protection;
 * the connection behind a request (``ServerSession._connection``), whose public ``session_id``,
   ``state`` and ``exit_stack`` make each MCP session a holder of its own, handing its tasks
   back when the session ends;
@@ -29,12 +30,13 @@ them, only this module changes, and ``tests/test_sdk_compat.py`` names what move
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydantic_core
-from mcp.server import MCPServer
+from mcp.server import MCPServer, stdio
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
@@ -85,6 +87,16 @@ def replace_output_schema(tool: Tool, schema: dict[str, Any]) -> None:
 def lowlevel_server(server: MCPServer[Any]) -> Server[Any]:
     """The low-level server ``MCPServer`` wraps, for running it on streams of our own."""
     return server._lowlevel_server
+
+
+def claim_stdout() -> tuple[BinaryIO, Callable[[], None] | None]:
+    """The SDK stdio transport's claim of fd 1: the wire moved to a private descriptor and fd 1
+    pointed at stderr while serving (stray prints miss the wire), and the function that undoes it.
+
+    The transport makes the claim only when it writes stdout itself (``mcp.server.stdio._claim_fd``);
+    a server writing the wire its own way claims it the same way here.
+    """
+    return stdio._claim_fd(1, sys.stdout, "wb", stdio._open_stdout_diversion)
 
 
 def request_connection(ctx: ServerRequestContext[Any, Any]) -> Connection:

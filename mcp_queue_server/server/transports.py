@@ -6,6 +6,7 @@ shared with ``/metrics`` and ``/status``: one rule for every HTTP endpoint of th
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -14,7 +15,7 @@ import signal
 import stat
 import sys
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import anyio
 import anyio.lowlevel
@@ -39,7 +40,7 @@ from mcp_queue_server.observe.http import (
 from mcp_queue_server.observe.metrics import Metrics
 from mcp_queue_server.server.event_store import RETRY_INTERVAL_MS, SessionEventStores
 from mcp_queue_server.server.identity import BEARER, SESSION_IDLE_TIMEOUT_S, Principal, PrincipalTokenVerifier
-from mcp_queue_server.server.sdk_compat import lowlevel_server
+from mcp_queue_server.server.sdk_compat import claim_stdout, lowlevel_server
 from mcp_queue_server.settings import Role, Settings
 
 # Re-exported: the entry point refuses a non-loopback bind without a token.
@@ -246,6 +247,41 @@ class _LoopStdin(anyio.AsyncFile[str]):
                 continue
 
 
+class _LoopStdout(anyio.AsyncFile[str]):
+    """The wire (stdout, as the SDK claimed it) written by the event loop: one write per message.
+
+    The SDK writes each message and then flushes it, each on a worker thread: two hand-overs
+    per message. A pipe or socket is made non-blocking and written directly, waiting
+    (``wait_writable``) only while the client is not reading; anything else (a terminal, a
+    file) is written directly as it is.
+    """
+
+    def __init__(self, wire: BinaryIO) -> None:
+        super().__init__(wire)  # type: ignore[arg-type]  # only its descriptor is used
+        self._fd = wire.fileno()
+        mode = os.fstat(self._fd).st_mode
+        self._was_blocking = os.get_blocking(self._fd)
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            os.set_blocking(self._fd, False)
+
+    async def write(self, b: str) -> int:
+        data = memoryview(b.encode())
+        while data:
+            try:
+                data = data[os.write(self._fd, data) :]
+            except BlockingIOError:  # the client is not reading yet: the pipe is full
+                await anyio.wait_writable(self._fd)
+        return len(b)
+
+    async def flush(self) -> None:
+        """Nothing is buffered: each write went to the wire whole."""
+
+    def restore(self) -> None:
+        """Hand the descriptor back in the mode it came in."""
+        with contextlib.suppress(OSError):
+            os.set_blocking(self._fd, self._was_blocking)
+
+
 class _AnsweringUnreadable:
     """The transport's read stream, answering a line that is not a message at once, as JSON-RPC says.
 
@@ -308,14 +344,21 @@ async def serve_stdio(server: MCPServer[Any]) -> signal.Signals | None:
     # What exists now (the SDK, the models, the tools) lives as long as the process: out of the
     # collector's way, so a full collection walks only what serving allocates (issue 17).
     gc.freeze()
-    # The SDK runs stdio only with its own stdin reader; this is its run_stdio_async with ours.
+    # The SDK runs stdio only with its own stdin and stdout; this is its run_stdio_async with ours.
     lowlevel = lowlevel_server(server)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, tg.cancel_scope, received)
-        async with stdio_server(stdin=_LoopStdin(sys.stdin.fileno())) as (read_stream, write_stream):
-            inbox = _AnsweringUnreadable(read_stream, write_stream)
-            await lowlevel.run(inbox, write_stream, lowlevel.create_initialization_options())
-        tg.cancel_scope.cancel()
+    wire, release = claim_stdout()
+    stdout = _LoopStdout(wire)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope, received)
+            async with stdio_server(stdin=_LoopStdin(sys.stdin.fileno()), stdout=stdout) as (read_stream, write_stream):
+                inbox = _AnsweringUnreadable(read_stream, write_stream)
+                await lowlevel.run(inbox, write_stream, lowlevel.create_initialization_options())
+            tg.cancel_scope.cancel()
+    finally:
+        stdout.restore()
+        if release is not None:
+            release()
     return received[0] if received else None
 
 
