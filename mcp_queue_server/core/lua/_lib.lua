@@ -84,6 +84,40 @@ local saga_ended
 local function tkey(id) return base .. 't:' .. id end
 local function ckey(id) return base .. 'ck:' .. id end
 
+-- A task's payload in its record. A hash stays a compact listpack only while every value is at
+-- most hash-max-listpack-value (64 bytes by default, -ziplist- on 6.2); one longer value turns
+-- the whole record into a hash table, which doubled a waiting task's memory (issue 17). So a
+-- payload of 65..1024 bytes is stored as 64-byte pieces: 'payload' the first, 'p2'..'pN' the
+-- rest; shorter and longer payloads are stored whole in 'payload'. The payload is the present
+-- pieces in order. Readers get 'payload', 'p2', 'p3', 'p4' in their own HMGET (one call covers
+-- up to 256 bytes: a second HMGET cost ~3 us a task) and pass them to payload_of, which reads
+-- p5.. only when p4 is a full piece.
+local piece, max_pieces = 64, 16
+local function payload_fields(fields, payload)
+  local n = math.ceil(#payload / piece)
+  if n < 2 or n > max_pieces then n = 1 end
+  fields[#fields + 1] = 'payload'
+  fields[#fields + 1] = n == 1 and payload or string.sub(payload, 1, piece)
+  for i = 2, n do
+    fields[#fields + 1] = 'p' .. i
+    fields[#fields + 1] = string.sub(payload, i * piece - piece + 1, i * piece)
+  end
+  return fields
+end
+local function payload_of(id, p1, p2, p3, p4)
+  if not p2 then return p1 end
+  local s = p1 .. p2 .. (p3 or '') .. (p4 or '')
+  if p4 and #p4 == piece then
+    local names = {}
+    for i = 5, max_pieces do names[#names + 1] = 'p' .. i end
+    for _, v in ipairs(redis.call('HMGET', tkey(id), unpack(names))) do
+      if not v then break end
+      s = s .. v
+    end
+  end
+  return s
+end
+
 -- Deadlines (deadline_ms of enqueue and fanout, "" for none): the record keeps deadline_at and
 -- <base>deadlines indexes the unfinished ones (id -> deadline_at) for the stats' overdue
 -- figures. Every way a task finishes (ack, dead_letter, cancel_now, a fanout parent finished in
@@ -243,8 +277,8 @@ local function enqueue_continuation(fk, parent)
   if payload == '{}' then payload = '{"fanout":' .. fan .. '}'
   else payload = '{"fanout":' .. fan .. ',' .. string.sub(payload, 2) end
   local tk = tkey(c[1])
-  redis.call('HSET', tk, 'type', c[2], 'priority', c[7], 'payload', payload, 'stream', c[4], 'attempt', 0,
-    'max_attempts', c[5], 'created_at', now, 'source_parent', parent)
+  redis.call('HSET', tk, unpack(payload_fields({'type', c[2], 'priority', c[7], 'stream', c[4], 'attempt', 0,
+    'max_attempts', c[5], 'created_at', now, 'source_parent', parent}, payload)))
   if c[8] then redis.call('HSET', tk, 'trace', c[8]) end
   if c[9] then redis.call('HSET', tk, 'limit_key', c[9]) end
   push(c[1], tk)

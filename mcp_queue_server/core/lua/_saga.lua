@@ -45,8 +45,8 @@ local function saga_task(sk, saga, id, type_, payload, parent, limit_key, deadli
   local tk = tkey(id)
   if redis.call('EXISTS', tk) == 1 then return false end
   local f = redis.call('HMGET', sk, 'stream', 'max', 'trace')
-  redis.call('HSET', tk, 'type', type_, 'priority', 0, 'payload', payload, 'stream', f[1], 'attempt', 0,
-    'max_attempts', f[2], 'created_at', now)
+  redis.call('HSET', tk, unpack(payload_fields({'type', type_, 'priority', 0, 'stream', f[1], 'attempt', 0,
+    'max_attempts', f[2], 'created_at', now}, payload)))
   if f[3] then redis.call('HSET', tk, 'trace', f[3]) end -- start_saga's caller's trace, continued
   if saga then redis.call('HSET', tk, 'saga', saga) end
   if limit_key then redis.call('HSET', tk, 'limit_key', limit_key) end -- read.lua enforces it

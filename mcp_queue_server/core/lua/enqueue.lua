@@ -50,8 +50,8 @@ for i = 0, n - 1 do
     else
       state, field, value = 'queued', 'entry', add(stream_key(stream), id)
     end
-    redis.call('HSET', tk, 'type', ARGV[o + 1], 'priority', priority, 'payload', ARGV[o + 3], 'stream', stream,
-      'attempt', 0, 'max_attempts', max, 'created_at', now, 'state', state, field, value)
+    redis.call('HSET', tk, unpack(payload_fields({'type', ARGV[o + 1], 'priority', priority, 'stream', stream,
+      'attempt', 0, 'max_attempts', max, 'created_at', now, 'state', state, field, value}, ARGV[o + 3])))
     track_deadline(id, tk, ARGV[o + 6])
     if ARGV[o + 7] ~= '' then redis.call('HSET', tk, 'trace', ARGV[o + 7]) end
     if ARGV[o + 8] ~= '' then redis.call('HSET', tk, 'limit_key', ARGV[o + 8]) end

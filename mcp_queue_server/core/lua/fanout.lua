@@ -71,10 +71,9 @@ end
 for i = 0, n - 1 do
   local o = 21 + i * 8
   local tk = tkey(ARGV[o])
-  redis.call('HSET', tk, 'type', ARGV[o + 1], 'priority', ARGV[o + 2], 'payload', ARGV[o + 3],
+  redis.call('HSET', tk, unpack(payload_fields({'type', ARGV[o + 1], 'priority', ARGV[o + 2],
     'stream', route(ARGV[o + 2]), 'attempt', 0, 'max_attempts', max_or_default(ARGV[o + 4]),
-    'created_at', now,
-    'parent', parent)
+    'created_at', now, 'parent', parent}, ARGV[o + 3])))
   if ARGV[o + 6] ~= '' then redis.call('HSET', tk, 'trace', ARGV[o + 6]) end
   if ARGV[o + 7] ~= '' then redis.call('HSET', tk, 'limit_key', ARGV[o + 7]) end
   push(ARGV[o], tk)

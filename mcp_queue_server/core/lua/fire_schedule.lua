@@ -30,9 +30,9 @@ if on_time or f[7] == 'once' then
   if redis.call('EXISTS', tk) == 0 then
     ensure_groups()
     local priority = tonumber(f[4])
-    redis.call('HSET', tk, 'type', f[3], 'priority', priority, 'payload', payload,
+    redis.call('HSET', tk, unpack(payload_fields({'type', f[3], 'priority', priority,
       'stream', priority >= threshold and 'high' or 'low', 'attempt', 0, 'max_attempts', f[5] or default_max,
-      'created_at', now, 'schedule', sid)
+      'created_at', now, 'schedule', sid}, payload)))
     if f[8] then redis.call('HSET', tk, 'limit_key', f[8]) end -- read.lua enforces it
     push(id, tk)
     track_deadline(id, tk, f[6] or '')

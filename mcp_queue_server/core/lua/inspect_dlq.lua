@@ -16,8 +16,9 @@ for i, e in ipairs(page) do
   if i > count then out[1] = page[count][1] break end
   local id = e[2][2]
   local f = redis.call('HMGET', tkey(id), 'type', 'payload', 'error', 'attempt', 'max_attempts', 'priority',
-    'source_stream', 'created_at', 'dead_at', 'replays', 'parent')
-  out[#out + 1] = {e[1], id, f[1] or false, f[2] or false, f[3] or false, f[4] or false, f[5] or false,
-    f[6] or false, f[7] or false, f[8] or false, f[9] or false, f[10] or false, f[11] or false}
+    'source_stream', 'created_at', 'dead_at', 'replays', 'parent', 'p2', 'p3', 'p4')
+  out[#out + 1] = {e[1], id, f[1] or false, payload_of(id, f[2], f[12], f[13], f[14]) or false, f[3] or false,
+    f[4] or false, f[5] or false, f[6] or false, f[7] or false, f[8] or false, f[9] or false, f[10] or false,
+    f[11] or false}
 end
 return out

@@ -34,11 +34,12 @@ local delivered = 0
 
 local ids = {}
 local leases = {}
--- Read with one HMGET per task; 'ck' flags a saved checkpoint so most reads skip the GET. A new
--- entry's task needs the first nine (NEW); a re-sent request's and a reclaimed one's all.
+-- Read with one HMGET per task; 'ck' flags a saved checkpoint so most reads skip the GET; 'p2'..'p4'
+-- are the payload's pieces (see payload_of in _lib.lua). A new entry's task needs the first twelve
+-- (NEW); a re-sent request's and a reclaimed one's all.
 local FIELDS = {'type', 'priority', 'payload', 'parent', 'attempt', 'ck', 'entry', 'trace', 'limit_key',
-  'lease_until', 'state', 'consumer'}
-local NEW = {unpack(FIELDS, 1, 9)}
+  'p2', 'p3', 'p4', 'lease_until', 'state', 'consumer'}
+local NEW = {unpack(FIELDS, 1, 12)}
 -- Whether the read touched a limit's line (then it looks again for the next time a line falls due).
 local lines_touched = false
 
@@ -64,8 +65,8 @@ local function hold_back(id, tk, key, stream, entry)
 end
 
 local function record(id, f)
-  out[#out + 1] = {id, f[1], tonumber(f[2]), f[3], tonumber(f[5]), tonumber(f[10]),
-    f[6] and redis.call('GET', ckey(id)) or false, f[4] or false, f[8] or false}
+  out[#out + 1] = {id, f[1], tonumber(f[2]), payload_of(id, f[3], f[10], f[11], f[12]), tonumber(f[5]),
+    tonumber(f[13]), f[6] and redis.call('GET', ckey(id)) or false, f[4] or false, f[8] or false}
 end
 
 local function deliver(id, tk, f)
@@ -75,7 +76,7 @@ local function deliver(id, tk, f)
     text = tostring(attempt)
     attempt_texts[attempt] = text
   end
-  f[5], f[10] = attempt, lease_until
+  f[5], f[13] = attempt, lease_until
   redis.call('HSET', tk, 'attempt', text, 'state', 'working', 'consumer', consumer, 'lease_until', until_text,
     'lease_ms', lease_text)
   leases[#leases + 1] = until_text
@@ -90,7 +91,7 @@ local first_run = recall('read', req)
 if first_run then
   for _, id in ipairs(first_run) do
     local f = redis.call('HMGET', tkey(id), unpack(FIELDS))
-    if f[11] == 'working' and f[12] == consumer then record(id, f) end
+    if f[14] == 'working' and f[15] == consumer then record(id, f) end
   end
   return out
 end
@@ -110,27 +111,27 @@ end
 --    consumer) or dead-letter those that used their last attempt. One HMGET per task reads
 --    FIELDS plus stream and max_attempts.
 local RECLAIM = {unpack(FIELDS)}
-RECLAIM[13], RECLAIM[14], RECLAIM[15] = 'stream', 'max_attempts', 'cancel_reason'
+RECLAIM[16], RECLAIM[17], RECLAIM[18] = 'stream', 'max_attempts', 'cancel_reason'
 local claims = {{'XCLAIM', K[1], group, consumer, 0}, {'XCLAIM', K[2], group, consumer, 0}}
 local reclaimed = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K[4], '-inf', now, 'LIMIT', 0, count)) do
   local tk = tkey(id)
   local f = redis.call('HMGET', tk, unpack(RECLAIM))
-  if f[11] ~= 'working' or not f[7] then
+  if f[14] ~= 'working' or not f[7] then
     redis.call('ZREM', K[4], id)
-  elseif f[15] then
+  elseif f[18] then
     cancel_now(id, tk)
-  elseif tonumber(f[5]) >= tonumber(f[14]) then
-    dead_letter(id, tk, 'lease expired on attempt ' .. f[5] .. ' of ' .. f[14])
+  elseif tonumber(f[5]) >= tonumber(f[17]) then
+    dead_letter(id, tk, 'lease expired on attempt ' .. f[5] .. ' of ' .. f[17])
     out[2] = out[2] + 1
   elseif f[9] and (drop_slot(id, f[9]) or true) and not may_start(f[9]) then
     -- Its expired delivery's slot is freed; the key has no room (or others wait): into line.
     redis.call('ZREM', K[4], id)
     redis.call('HDEL', tk, 'consumer', 'lease_until')
-    hold_back(id, tk, f[9], f[13], f[7])
+    hold_back(id, tk, f[9], f[16], f[7])
   else
     if f[9] then take_slot(id, f[9]) end
-    local claim = claims[f[13] == 'high' and 1 or 2]
+    local claim = claims[f[16] == 'high' and 1 or 2]
     claim[#claim + 1] = f[7]
     reclaimed[#reclaimed + 1] = {id, tk, f}
   end
@@ -165,8 +166,8 @@ if first[2] and tonumber(first[2]) <= now then
       local tk = tkey(id)
       unpark(id, tk, key)
       local f = redis.call('HMGET', tk, unpack(RECLAIM))
-      if f[11] == 'queued' and f[7] then
-        redis.call('XCLAIM', stream_key(f[13]), group, consumer, 0, f[7], 'JUSTID')
+      if f[14] == 'queued' and f[7] then
+        redis.call('XCLAIM', stream_key(f[16]), group, consumer, 0, f[7], 'JUSTID')
         take_slot(id, key)
         deliver(id, tk, f)
       end
