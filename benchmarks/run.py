@@ -122,7 +122,7 @@ async def _mcp(report: Report, server: RedisProc, plan: sections.Plan) -> None:
 async def _peers(report: Report, binary: str | None, plan: sections.Plan) -> None:
     from benchmarks.peers import compare
 
-    await compare(report, binary, reps=plan.reps)
+    await compare(report, binary, reps=plan.reps, memory_tasks=plan.memory_tasks)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,14 +13,17 @@ import statistics
 import subprocess
 import sys
 import venv
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
+from redis.asyncio import Redis
 
 from benchmarks import library
 from benchmarks.common import Report, Target, bench_settings, log, make_figure
+from benchmarks.memory import settled
 from mcp_queue_server import TaskQueue
 from mcp_queue_server.store.binaries import find_redis_server
 from mcp_queue_server.testing import RedisProc
@@ -133,10 +136,86 @@ AHEAD = Target(ratio=1.0, text="ahead of the peer")
 #: Issue 17: what users run (our Worker) against each peer's worker runtime, same run.
 TARGETS = {"process": Target(ratio=3.0, text=">= 3 x the peer's worker (issue 17)")}
 SIZES = {"enqueue_one": 5_000, "enqueue_batch": 20_000, "process": 10_000, "drain": 10_000}
+#: issue 17: Redis memory per waiting task, 200,000 queued ~200-byte payloads, against BullMQ's per job.
+MEMORY_TASKS = 200_000
+MEMORY_PEERS = ("bullmq",)
+
+
+def fill(peer: Peer, url: str, n: int) -> None:
+    """``n`` waiting jobs added by the peer's driver (batches of 100, untimed); it exits before
+    the memory is read, so its connection's buffers are gone."""
+    subprocess.run(
+        [str(peer.python), str(peer.driver), "fill", "--url", url, "--n", str(n)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+
+
+async def waiting_memory(server: RedisProc, add: Callable[[int], Awaitable[object]], n: int) -> float:
+    """``used_memory`` per waiting task: settled after ``n`` added, less settled after one added
+    the same way (the queue's own keys made, its scripts loaded), over ``n``. Measured here, by
+    the same code, for us and for the peer."""
+    server.flush()
+    async with Redis.from_url(server.url) as r:
+        await add(1)
+        before = await settled(r)
+        await add(n)
+        after = await settled(r)
+    server.flush()
+    return (after["used_memory"] - before["used_memory"]) / n
+
+
+async def ours_fill(url: str, n: int) -> None:
+    """``n`` queued tasks, batches of 100, on the default key prefix (as a user's would be)."""
+    async with TaskQueue(bench_settings(url, prefix="mcpq"), consumer="main") as q:
+        await library.prefill(q, n)
+        await q.disconnect(release=False)
+
+
+async def memory(report: Report, server: RedisProc, peers: list[Peer], *, reps: int, n: int) -> None:
+    """Redis memory per waiting task, ours and each peer's (alternating), on the same server."""
+    peers = [p for p in peers if p.name in MEMORY_PEERS]
+    if not peers:
+        return
+    log(f"peers: memory per waiting task, {n:,} queued ~200-byte payloads")
+    mine: list[float] = []
+    theirs: dict[str, list[float]] = {p.name: [] for p in peers}
+    for _ in range(reps):
+        mine.append(await waiting_memory(server, lambda k: ours_fill(server.url, k), n))
+        for peer in peers:
+
+            async def add(k: int, peer: Peer = peer) -> None:
+                await anyio.to_thread.run_sync(fill, peer, server.url, k)
+
+            theirs[peer.name].append(await waiting_memory(server, add, n))
+    for peer in peers:
+        report.add(
+            make_figure(
+                f"vs {peer.name}: memory per waiting task ({n:,} queued ~200-byte payloads)",
+                "bytes/task",
+                mine,
+                f"{peer.name} per waiting job (same run)",
+                theirs[peer.name],
+                better="lower",
+                target=Target(ratio=1.0, text=f"issue 17: <= 1.0 x {peer.name}'s"),
+                tasks=n,
+                measure="used_memory delta (settled) over N, after one task made the queue's keys",
+                ours="TaskQueue.enqueue_batch (100), key prefix mcpq",
+                peer_api="Queue.addBulk (100)",
+            )
+        )
 
 
 async def compare(
-    report: Report, binary: str | None, *, reps: int, names: list[str] | None = None, scale: float = 1.0
+    report: Report,
+    binary: str | None,
+    *,
+    reps: int,
+    names: list[str] | None = None,
+    scale: float = 1.0,
+    memory_tasks: int | None = None,
+    workloads: list[str] | None = None,
 ) -> None:
     """Install the peers (once), then measure every peer and our library in alternation."""
     peers = [PEERS[name] for name in names or PEERS]
@@ -145,7 +224,7 @@ async def compare(
     with RedisProc(binary=find_redis_server(binary)) as server:
         major = int(server.version().split(".")[0])
         log(f"peers on redis-server {server.version()}: {', '.join(p.name for p in peers)}")
-        for workload in WORKLOADS:
+        for workload in [w for w in WORKLOADS if w in (workloads or WORKLOADS)]:
             n = max(int(SIZES[workload] * scale), 200)
             mine: list[float] = []
             theirs: dict[str, list[float | None]] = {p.name: [] for p in peers}
@@ -185,6 +264,9 @@ async def compare(
                         ours=OURS[workload],
                     )
                 )
+        if "memory" in (workloads or ["memory"]):
+            n = memory_tasks if memory_tasks is not None else max(int(MEMORY_TASKS * scale), 1_000)
+            await memory(report, server, peers, reps=reps, n=n)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="+", choices=sorted(PEERS), help="peers to run (default: all)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--scale", type=float, default=1.0, help="multiply the task counts")
+    p.add_argument("--workloads", nargs="+", choices=[*WORKLOADS, "memory"], help="workloads to run (default: all)")
     p.add_argument("--install-only", action="store_true")
     p.add_argument("--redis-server", metavar="PATH")
     p.add_argument("--json", type=Path, metavar="PATH")
@@ -204,7 +287,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     report = Report()
     try:
-        anyio.run(lambda: compare(report, args.redis_server, reps=args.reps, names=args.only, scale=args.scale))
+        anyio.run(
+            lambda: compare(
+                report, args.redis_server, reps=args.reps, names=args.only, scale=args.scale, workloads=args.workloads
+            )
+        )
     finally:
         log("\n" + report.table())
         if args.json:

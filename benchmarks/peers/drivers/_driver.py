@@ -5,6 +5,8 @@ Every driver is ``python DRIVER.py MODE --url URL --n N [--concurrency C]`` with
 process until all N are done) and ``drain`` (prefill untimed, then the peer's lowest-level
 consume API below its worker, one job at a time where that is all it offers; ``rate`` None
 with ``unsupported`` saying why where it has none). It prints one JSON line: ``{"rate": tasks_per_s, ...}``.
+``fill`` (BullMQ only: issue 17's memory figure) adds N waiting jobs in batches of 100, untimed,
+and exits; the harness reads Redis's memory before and after.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def payload(i: int = 0) -> dict[str, Any]:
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["enqueue_one", "enqueue_batch", "process", "drain"])
+    p.add_argument("mode", choices=["enqueue_one", "enqueue_batch", "process", "drain", "fill"])
     p.add_argument("--url", required=True)
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=0, help="0: the driver's chosen best setting")

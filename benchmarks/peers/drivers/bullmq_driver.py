@@ -28,6 +28,11 @@ async def main() -> None:
         for start in range(0, args.n, 100):
             await queue.addBulk([{"name": "noop", "data": payload(i)} for i in range(start, start + 100)])
         emit(rate=args.n / (time.perf_counter() - t0))
+    elif args.mode == "fill":
+        for start in range(0, args.n, 100):
+            jobs = [{"name": "noop", "data": payload(i)} for i in range(start, min(start + 100, args.n))]
+            await queue.addBulk(jobs)
+        emit(jobs=args.n)
     elif args.mode == "drain":
         for start in range(0, args.n, 100):
             await queue.addBulk([{"name": "noop", "data": payload(i)} for i in range(start, start + 100)])
