@@ -89,10 +89,17 @@ class QueueModel(QueueMachine):
         live = [(t.lease_score, i, t.lease_until) for i, t in self.tasks.items() if t.state == TaskStatus.WORKING]
         return [i for _, i, until in sorted(live) if until <= self.now]
 
-    def dead_letter(self, task: ModelTask) -> None:
+    def dead_letter(self, task: ModelTask) -> bool:
+        """Dead-letter a task; True when that finished its fanout parent."""
         task.state, task.holder = TaskStatus.FAILED, None
         self.totals["dead_lettered"] += 1
-        self.child_finished(task, ok=False)
+        return self.child_finished(task, ok=False)
+
+    def ended_by_expiry(self, task: ModelTask, ended: bool) -> None:
+        """A read or recover that ended an expired task and so finished its parent: the
+        parent's one finishing report, though those replies carry none."""
+        if ended:
+            self.fanouts[task.parent or ""].finished_reports += 1
 
     def end_cancelled(self, task: ModelTask) -> bool:
         """End a task cancelled (never delivered again); True when that finished its fanout parent."""
@@ -153,9 +160,9 @@ class QueueModel(QueueMachine):
         for task_id in self.expired()[:count]:
             task = self.tasks[task_id]
             if task.cancel_requested:
-                self.end_cancelled(task)
+                self.ended_by_expiry(task, self.end_cancelled(task))
             elif task.attempt >= MAX_ATTEMPTS:
-                self.dead_letter(task)
+                self.ended_by_expiry(task, self.dead_letter(task))
             else:
                 expected.append(task_id)
         order = ["high", "low"] if prefer_high else ["low", "high"]
@@ -312,9 +319,9 @@ class QueueModel(QueueMachine):
         for task_id in self.expired():
             task = self.tasks[task_id]
             if task.cancel_requested:
-                self.end_cancelled(task)
+                self.ended_by_expiry(task, self.end_cancelled(task))
             elif task.attempt >= MAX_ATTEMPTS:
-                self.dead_letter(task)
+                self.ended_by_expiry(task, self.dead_letter(task))
                 dead.append(task_id)
             else:
                 self.push(task)
