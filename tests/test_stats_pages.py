@@ -137,6 +137,7 @@ async def test_a_page_of_fewer_queues_than_asked_has_no_next_cursor_and_none_kno
     assert empty.next_cursor is None
     for name in ("a", "b", "c"):
         await queue.enqueue("t", {}, queue=name)
+    assert await queue.known_queues(limit=2) == ["a", "b"]  # from the index, like a page
     first = await queue.queue_stats_page(count=2)
     assert ([s.queue for s in first.queues], first.next_cursor) == (["a", "b"], "b")
     last = await queue.queue_stats_page(first.next_cursor, count=2)

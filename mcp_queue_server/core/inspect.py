@@ -154,8 +154,12 @@ class AdminOps:
         age = reads.oldest_age(now, firsts)
         return dataclasses.replace(stats, oldest_waiting_age_ms=age, limits=reads.limit_counts(stats.limits, counts))
 
-    async def known_queues(self) -> list[str]:
-        """Every queue in the registry (added by its first enqueue, fanout or worker heartbeat), sorted."""
+    async def known_queues(self, limit: int | None = None) -> list[str]:
+        """Every queue in the registry (added by its first enqueue, fanout or worker heartbeat), sorted;
+        ``limit``: the first that many only, read from the registry's index (the cost of a page,
+        not of every queue)."""
+        if limit is not None:
+            return await self._conn.queue_names_after(None, check_int("limit", limit, 1, MAX_DLQ_PAGE))
         return await self._conn.known_queues()
 
     async def queue_stats_page(self, cursor: str | None = None, count: int = STATS_PAGE) -> QueueStatsPage:

@@ -149,7 +149,7 @@ class Metrics:
             try:
                 store = await self._store()
                 # The queues tools named, and every queue in the registry (bounded).
-                known = [name for name in await store.known_queues() if name not in self.queues]
+                known = [name for name in await store.known_queues(MAX_QUEUES) if name not in self.queues]
                 names = sorted({*self.queues, *known[: max(MAX_QUEUES - len(self.queues), 0)]})
                 self.snapshot = await store.stats_of(names)  # 100 queues per round trip
                 self.store_up = True
