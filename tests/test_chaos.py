@@ -46,7 +46,11 @@ def require_faketime() -> None:
 def test_a_short_seeded_run_with_every_fault_kind_loses_nothing_and_completes_each_task_once(tmp_path: Path) -> None:
     require_faketime()
     # A rate limit the short run does not reach: one it reached would hold tasks for the rest of a minute.
-    code, report = run_chaos(tmp_path, "--seed", "7", "--duration", "8", "--max-per-minute", "60")
+    # Keyed tasks work 150..300 ms, so the key's 2 slots take fewer tasks a second than the producers
+    # send: some wait for a slot however fast the workers are (the limits checks below need waits).
+    code, report = run_chaos(
+        tmp_path, "--seed", "7", "--duration", "8", "--max-per-minute", "60", "--limited-work-ms", "300"
+    )
     # clock_skew (a worker's MCP server two minutes ahead) needs libfaketime.
     assert report["faults"].keys() == set(KINDS) - set(report["faults_unavailable"]), report["faults"]
     assert report["findings"]["stolen_leases"] == 0
