@@ -325,6 +325,19 @@ def test_lines_from_a_regular_file_on_stdin_are_read_to_the_last_unterminated_on
     assert [a["error"]["message"] for a in answers[1:]] == ["not valid JSON: line ignored"] * 2
 
 
+def test_a_server_spawned_with_stdin_on_dev_null_sees_the_end_of_input_and_exits_cleanly(settings: Settings) -> None:
+    # epoll refuses /dev/null (EPERM): an orchestrator that gives the server no input must get a
+    # clean exit, not a traceback.
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_queue_server"], stdin=subprocess.DEVNULL, capture_output=True, cwd=ROOT,
+        timeout=START_S, env=server_env(settings, "devnull"),
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b""
+    assert b"Traceback" not in done.stderr
+
+
 async def test_an_answer_larger_than_the_pipe_reaches_a_client_that_reads_it_late(
     settings: Settings, spawn: Any
 ) -> None:

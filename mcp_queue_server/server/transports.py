@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, cast
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
@@ -207,7 +208,9 @@ class _LoopStdin(anyio.AsyncFile[str]):
     The SDK reads stdin on an AnyIO worker thread, one hop per line, that cannot be
     cancelled: a SIGTERM would wait for the next line that never comes. Here a pipe, socket
     or terminal is waited on by the loop (``wait_readable``; a read after it does not block),
-    a cancelled wait ends at once, and a regular file, never waiting, is read directly.
+    a cancelled wait ends at once, and a regular file, never waiting, is read directly. What
+    the loop's poller refuses (``/dev/null``, some devices: EPERM) is read on a worker thread,
+    abandoned on cancel so a SIGTERM stays prompt.
     Lines are split as bytes (``\n`` is never inside a UTF-8 sequence) and decoded one by one.
     """
 
@@ -215,6 +218,7 @@ class _LoopStdin(anyio.AsyncFile[str]):
         super().__init__(sys.stdin)
         self._fd = fd
         self._waits = not stat.S_ISREG(os.fstat(fd).st_mode)
+        self._threaded = False  # set when the poller refused the descriptor
         self._buffer = bytearray()
         self._scanned = 0  # no newline before this offset of the buffer
         self._eof = False
@@ -237,8 +241,14 @@ class _LoopStdin(anyio.AsyncFile[str]):
 
     async def _read(self) -> bytes:
         while True:
+            if self._threaded:
+                return await anyio.to_thread.run_sync(os.read, self._fd, _READ_SIZE, abandon_on_cancel=True)
             if self._waits:
-                await anyio.wait_readable(self._fd)
+                try:
+                    await anyio.wait_readable(self._fd)
+                except PermissionError:  # epoll cannot watch this kind of file
+                    self._threaded = True
+                    continue
             else:
                 await anyio.lowlevel.checkpoint()
             try:
