@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import redis
 
 from mcp_queue_server import NewTask, QueueUnavailable, Settings, TaskQueue, TaskStatus
 from mcp_queue_server.testing import RedisProc
@@ -31,6 +32,10 @@ def _settings(server: RedisProc, **extra: object) -> Settings:
 
 
 async def test_operations_fail_fast_with_a_clear_error_while_redis_is_down(own_redis: RedisProc) -> None:
+    # With appendfsync everysec Redis may hold an AOF write back (up to 2 s) while a background
+    # fsync runs, so a kill just after a reply can lose it; this test is about failing fast.
+    with redis.Redis.from_url(own_redis.url) as r:
+        r.config_set("appendfsync", "always")
     async with TaskQueue(_settings(own_redis)) as q:
         await q.enqueue("t", {}, task_id="before")
         own_redis.kill()
